@@ -1,0 +1,96 @@
+"""The run store's tables: one place that names every column and its type.
+
+The writer casts what the trainer hands it to these types, and the reader builds an empty, typed view
+from them when a table has no part yet, so a query over a fresh store never fails on a missing table.
+"""
+
+from __future__ import annotations
+
+import polars as pl
+
+# table -> ordered {column: polars dtype}. Every table carries run_id; it is stored in each part (a
+# constant column costs a few bytes in Parquet) so any part can be read on its own.
+TABLES: dict[str, dict[str, pl.DataType]] = {
+    "classes": {
+        "run_id": pl.String(),
+        "class_id": pl.Int32(),
+        "class_name": pl.String(),
+        "train_count": pl.Int64(),
+        "test_count": pl.Int64(),
+        "rank": pl.Int32(),
+        "grp": pl.String(),
+        "shot": pl.String(),
+    },
+    "steps": {
+        "run_id": pl.String(),
+        "step": pl.Int64(),
+        "epoch": pl.Int32(),
+        "class_id": pl.Int32(),
+        "n": pl.Int64(),
+        "loss_sum": pl.Float64(),
+        "correct": pl.Int64(),
+        "p_true_sum": pl.Float64(),
+        "margin_sum": pl.Float64(),
+        "pred_count": pl.Int64(),
+        "grad_norm": pl.Float64(),
+        "lr": pl.Float64(),
+    },
+    "epochs": {
+        "run_id": pl.String(),
+        "epoch": pl.Int32(),
+        "step": pl.Int64(),
+        "split": pl.String(),
+        "class_id": pl.Int32(),
+        "n": pl.Int64(),
+        "correct": pl.Int64(),
+        "loss_sum": pl.Float64(),
+        "p_true_sum": pl.Float64(),
+        "feature_norm": pl.Float64(),
+        "weight_norm": pl.Float64(),
+        "bias": pl.Float64(),
+    },
+}
+
+# polars dtype -> DuckDB type name, for the empty views.
+_DUCK = {
+    pl.Int32(): "INTEGER",
+    pl.Int64(): "BIGINT",
+    pl.Float64(): "DOUBLE",
+    pl.String(): "VARCHAR",
+    pl.Boolean(): "BOOLEAN",
+}
+
+
+def duck_type(dtype: pl.DataType) -> str:
+    return _DUCK[dtype]
+
+
+# Columns of the `runs` view, in order; built from run.json files by the reader.
+RUN_COLUMNS: dict[str, pl.DataType] = {
+    "run_id": pl.String(),
+    "name": pl.String(),
+    "status": pl.String(),
+    "recorded_status": pl.String(),
+    "created_at": pl.Datetime("us", "UTC"),
+    "finished_at": pl.Datetime("us", "UTC"),
+    "heartbeat_at": pl.Datetime("us", "UTC"),
+    "dataset": pl.String(),
+    "profile": pl.String(),
+    "ratio": pl.Float64(),
+    "minority_fraction": pl.Float64(),
+    "n_classes": pl.Int32(),
+    "model": pl.String(),
+    "loss": pl.String(),
+    "sampler": pl.String(),
+    "epochs": pl.Int32(),
+    "batch_size": pl.Int32(),
+    "lr": pl.Float64(),
+    "seed": pl.Int64(),
+    "device": pl.String(),
+    "epoch_done": pl.Int32(),
+    "step_done": pl.Int64(),
+    "total_steps": pl.Int64(),
+    "message": pl.String(),
+    "config": pl.String(),
+    "code_version": pl.String(),
+}
