@@ -16,11 +16,13 @@ from pathlib import Path
 
 import numpy as np
 
+from imbtui.errors import UserError
+
 PROFILES = ("exp", "step")
 SHOT_MANY, SHOT_FEW = 100, 20  # many > 100, medium 20..100, few < 20 (training samples)
 
 
-class DataError(ValueError):
+class DataError(UserError, ValueError):
     """A dataset or imbalance request that cannot be met: shown as one line, exit code 2."""
 
 

@@ -15,13 +15,15 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from imbtui.errors import UserError
+
 DEFAULT_STORE = "imbtui-runs"
 STORE_ENV = "IMBTUI_STORE"
 RUN_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 PART_RE = re.compile(r"^part-(\d{6})\.parquet$")
 
 
-class StoreError(Exception):
+class StoreError(UserError):
     """A problem with the store the user pointed at: shown as one line, exit code 2."""
 
 

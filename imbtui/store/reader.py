@@ -17,6 +17,7 @@ from typing import Any
 import duckdb
 import polars as pl
 
+from imbtui.errors import UserError
 from imbtui.store.layout import RUN_ID_RE, StoreError, check_run_id, part_files, runs_dir
 from imbtui.store.schema import RUN_COLUMNS, TABLES, duck_type
 
@@ -25,7 +26,7 @@ READ_ONLY_TYPES = {"SELECT", "EXPLAIN"}
 PARQUET_MAGIC = b"PAR1"
 
 
-class QueryError(Exception):
+class QueryError(UserError):
     """A query the store refuses or DuckDB rejects: shown as one line."""
 
 

@@ -1,0 +1,3 @@
+from imbtui.cli import run
+
+run()

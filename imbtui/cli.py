@@ -1,0 +1,297 @@
+"""The `imbtui` command line: one Typer app whose commands are thin wrappers over the modules.
+
+Heavy modules (torch, the trainer, Textual) are imported inside the command that needs them, so
+`imbtui --help`, `imbtui runs` and `imbtui sql` start fast. Every user error ends as one line on
+stderr and exit code 2 (see `main`).
+"""
+
+from __future__ import annotations
+
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from imbtui.errors import UserError
+
+app = typer.Typer(
+    name="imbtui",
+    help="A terminal workbench for how class imbalance shapes what a network learns, step by step.\n\n"
+         "Train on a long-tailed dataset ([bold]imbtui train --ratio 100[/bold]), then look at "
+         "what was recorded: [bold]imbtui runs[/bold], [bold]imbtui show RUN[/bold], "
+         "[bold]imbtui sql \"SELECT ...\"[/bold].",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+StoreOpt = Annotated[Optional[Path], typer.Option(
+    "--store", help="Run store folder. Default: $IMBTUI_STORE, else ./imbtui-runs.",
+    show_default=False)]
+
+
+class Fmt(str, Enum):
+    table = "table"
+    csv = "csv"
+    json = "json"
+
+
+class Profile(str, Enum):
+    exp = "exp"
+    step = "step"
+
+
+class Device(str, Enum):
+    auto = "auto"
+    cpu = "cpu"
+    cuda = "cuda"
+
+
+class Dynamics(str, Enum):
+    minimal = "minimal"
+    off = "off"
+
+
+def _store(path: Path | None, must_exist: bool = False):
+    from imbtui.store import Store, resolve_store
+
+    root = resolve_store(path)
+    if must_exist and not root.exists():
+        raise UserError(f"no run store at {str(root)!r} (train a run first, or pass --store)")
+    return Store(root)
+
+
+def _warn(store) -> None:
+    from imbtui.console import err
+
+    for w in store.warnings:
+        err.print(f"[yellow]warning:[/yellow] {w}")
+
+
+# ==== train =======================================================================================
+
+@app.command()
+def train(
+    ratio: Annotated[float, typer.Option(min=1.0, help="Imbalance ratio: largest class / smallest "
+                                         "class (1 = balanced).")] = 100.0,
+    dataset: Annotated[str, typer.Option(help="Dataset. mnist1d is generated offline and cached.")
+                       ] = "mnist1d",
+    profile: Annotated[Profile, typer.Option(help="exp: n_i = n_max * R^(-i/(C-1)) (Cao et al.); "
+                                             "step: a fraction of classes get n_max / R.")
+                       ] = Profile.exp,
+    minority_fraction: Annotated[float, typer.Option(
+        help="step profile: fraction of classes that are small (0 < mu < 1).")] = 0.5,
+    model: Annotated[Optional[str], typer.Option(help="cnn1d or mlp (default: the dataset's).",
+                                                 show_default=False)] = None,
+    loss: Annotated[str, typer.Option(help="Training objective.")] = "ce",
+    epochs: Annotated[int, typer.Option(min=1, help="Passes over the long-tailed training set.")
+                      ] = 30,
+    batch_size: Annotated[int, typer.Option(min=1, help="Samples per step.")] = 128,
+    lr: Annotated[float, typer.Option(help="Peak learning rate (SGD, "
+                                      "momentum 0.9, 1 warm-up epoch, cosine decay).")] = 0.05,
+    seed: Annotated[int, typer.Option(help="Seed for the subset, the initialisation and the batch "
+                                      "order.")] = 0,
+    device: Annotated[Device, typer.Option(help="Where to train.")] = Device.auto,
+    max_steps: Annotated[Optional[int], typer.Option(min=1, help="Stop after N optimizer steps "
+                                                     "(smoke tests).", show_default=False)] = None,
+    name: Annotated[Optional[str], typer.Option(help="A name for the run (default: dataset, "
+                                                "profile, ratio and loss).", show_default=False)
+                    ] = None,
+    dynamics: Annotated[Dynamics, typer.Option(help="What to record: minimal = per-step and "
+                                               "per-epoch per-class rows; off = nothing.")
+                        ] = Dynamics.minimal,
+    store: StoreOpt = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+) -> None:
+    """Train a classifier on a long-tailed dataset and record its per-class learning dynamics."""
+    from imbtui.store import RunWriter, resolve_store
+
+    root = resolve_store(store)
+    from trainer.loop import TrainConfig, train as run_training
+
+    from imbtui.console import TrainProgress, err, out, summary_table
+
+    cfg = TrainConfig(dataset=dataset, profile=profile.value, ratio=ratio,
+                      minority_fraction=minority_fraction, model=model, loss=loss, epochs=epochs,
+                      batch_size=batch_size, lr=lr, seed=seed, device=device.value,
+                      max_steps=max_steps, name=name, dynamics=dynamics.value)
+    writer = RunWriter(root)
+    first: dict[str, float] = {}
+
+    class Hooks(TrainProgress):
+        def on_epoch(self, epoch: int, summary: dict[str, float]) -> None:
+            super().on_epoch(epoch, summary)
+            if epoch == 1:
+                first.update(summary)
+
+    try:
+        with Hooks(quiet=quiet) as hooks:
+            result = run_training(cfg, writer, hooks)
+    except KeyboardInterrupt:
+        err.print(f"interrupted: run {writer.run_id} kept in {root} (status interrupted)")
+        raise typer.Exit(130) from None
+    out.print(summary_table(result.final, first or None))
+    where = root / "runs" / result.run_id
+    out.print(f"run [bold]{result.run_id}[/bold] {result.status} after {result.steps} steps, "
+              f"{result.seconds:.1f} s; stored in {where}")
+    if result.status != "finished":
+        err.print(f"[red]{result.status}:[/red] {result.message}")
+        raise typer.Exit(1)
+
+
+# ==== runs / show =================================================================================
+
+@app.command()
+def runs(store: StoreOpt = None,
+         as_json: Annotated[bool, typer.Option("--json", help="Print a JSON array.")] = False) -> None:
+    """List the runs in the store with their status and final accuracies."""
+    from imbtui.console import frame_json, frame_table, out
+    from imbtui.queries import get_query
+
+    st = _store(store)
+    con = st.connect()
+    frame = con.sql(f"""
+        SELECT r.run_id, r.name, r.status, r.dataset, r.profile, r.ratio, r.model, r.loss,
+               r.sampler, r.seed, r.epoch_done, r.epochs, r.step_done, r.total_steps,
+               s.test_balanced, s.test_majority, s.test_minority,
+               r.created_at, r.finished_at, r.heartbeat_at
+        FROM runs r LEFT JOIN ({get_query('run_summary').sql}) s USING (run_id)
+        ORDER BY r.created_at, r.run_id""").pl()
+    _warn(st)
+    if as_json:
+        print(frame_json(frame))
+    elif frame.height == 0:
+        out.print(f"no runs in {st.root} — start one with: imbtui train --ratio 100")
+    else:
+        out.print(frame_table(_runs_view(frame), title=f"runs in {st.root}"))
+
+
+def _runs_view(frame):
+    """The columns that fit an 80-column terminal; --json has them all."""
+    import polars as pl
+
+    return frame.select(
+        "run_id", "name", "status",
+        (pl.col("epoch_done").cast(pl.String) + "/" + pl.col("epochs").cast(pl.String)).alias(
+            "epochs"),
+        pl.col("test_balanced").round(3).alias("bal"),
+        pl.col("test_majority").round(3).alias("maj"),
+        pl.col("test_minority").round(3).alias("min"))
+
+
+def _resolve_run(st, ref: str) -> str:
+    """A run id, a unique prefix of one, or a unique run name."""
+    ids = st.run_ids()
+    if ref in ids:
+        return ref
+    hits = [i for i in ids if i.startswith(ref)]
+    if len(hits) == 1:
+        return hits[0]
+    if not hits:
+        frame = st.runs_frame()
+        named = frame.filter(frame["name"] == ref)["run_id"].to_list()
+        if len(named) == 1:
+            return named[0]
+        if len(named) > 1:
+            raise UserError(f"run name {ref!r} is ambiguous ({len(named)} runs); use a run id")
+        raise UserError(f"unknown run {ref!r} in store {str(st.root)!r}")
+    raise UserError(f"run id prefix {ref!r} matches {len(hits)} runs; give more characters")
+
+
+@app.command()
+def show(run: Annotated[str, typer.Argument(help="Run id (or a unique prefix, or its name).")],
+         store: StoreOpt = None) -> None:
+    """Show one run: its config, class counts and groups, and final per-class and group accuracy."""
+    import json
+
+    from imbtui.console import frame_table, out
+
+    st = _store(store, must_exist=True)
+    run_id = _resolve_run(st, run)
+    meta = st.read_run(run_id) or {}
+    con = st.connect()
+    out.print(f"[bold]{run_id}[/bold]  {meta.get('name')}  status: {meta.get('status')}  "
+              f"device: {meta.get('device')}")
+    if meta.get("message"):
+        out.print(f"message: {meta['message']}")
+    out.print(json.dumps(meta.get("config", {}), indent=1))
+    per_class = con.sql("""
+        WITH last AS (SELECT max(epoch) AS epoch FROM epochs WHERE run_id = $run)
+        SELECT c.class_id, c.class_name, c.train_count, c.test_count, c.rank, c.grp, c.shot,
+               max(e.correct / e.n) FILTER (WHERE e.split = 'train') AS train_acc,
+               max(e.correct / e.n) FILTER (WHERE e.split = 'test') AS test_acc,
+               train_acc - test_acc AS gap
+        FROM classes c LEFT JOIN epochs e
+          ON e.run_id = c.run_id AND e.class_id = c.class_id AND e.epoch = (SELECT epoch FROM last)
+        WHERE c.run_id = $run
+        GROUP BY ALL ORDER BY c.class_id""", params={"run": run_id}).pl()
+    out.print(frame_table(per_class, title="classes (final epoch)"))
+    groups = con.sql("""
+        WITH last AS (SELECT max(epoch) AS epoch FROM epochs WHERE run_id = $run),
+        fin AS (SELECT * FROM epochs WHERE run_id = $run AND epoch = (SELECT epoch FROM last))
+        SELECT c.grp, count(*) AS classes, sum(c.train_count) AS train_count,
+               sum(tr.correct) / sum(tr.n) AS train_acc, sum(te.correct) / sum(te.n) AS test_acc,
+               train_acc - test_acc AS gap
+        FROM classes c
+        JOIN fin tr ON tr.class_id = c.class_id AND tr.split = 'train'
+        JOIN fin te ON te.class_id = c.class_id AND te.split = 'test'
+        WHERE c.run_id = $run GROUP BY c.grp ORDER BY c.grp""", params={"run": run_id}).pl()
+    out.print(frame_table(groups, title="groups (final epoch)"))
+    _warn(st)
+
+
+# ==== sql =========================================================================================
+
+@app.command()
+def sql(query: Annotated[str, typer.Argument(help="A read-only SQL query over the views runs, "
+                                             "classes, steps, epochs.")],
+        fmt: Annotated[Fmt, typer.Option("--format", "-f", help="Output format (json: an array of "
+                                         "objects).")] = Fmt.table,
+        store: StoreOpt = None) -> None:
+    """Run read-only SQL over the run store (DuckDB dialect)."""
+    from imbtui.console import print_frame
+
+    st = _store(store)
+    frame = st.sql(query)
+    _warn(st)
+    print_frame(frame, fmt.value)
+
+
+# ==== entry point =================================================================================
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI; user errors become one line on stderr and exit code 2, never a traceback."""
+    command = typer.main.get_command(app)
+    args = sys.argv[1:] if argv is None else argv
+    try:
+        rv = command.main(args=args, prog_name="imbtui", standalone_mode=False)
+    except typer.Exit as exc:
+        return exc.exit_code
+    except typer.Abort:
+        print("imbtui: aborted", file=sys.stderr)
+        return 130
+    except typer.TyperException as exc:  # Typer's usage errors: bad options, values, commands
+        ctx = getattr(exc, "ctx", None)
+        if type(exc).__name__ == "NoArgsIsHelpError":
+            print(exc.format_message(), file=sys.stderr)
+            return 2
+        where = f" (see: imbtui {ctx.info_name} --help)" if ctx is not None and ctx.parent else ""
+        print(f"imbtui: error: {exc.format_message()}{where}", file=sys.stderr)
+        return exc.exit_code
+    except UserError as exc:
+        print(f"imbtui: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("imbtui: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0
+    return rv if isinstance(rv, int) else 0
+
+
+def run() -> None:
+    sys.exit(main())

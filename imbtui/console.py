@@ -1,0 +1,124 @@
+"""Terminal output for the CLI: tables from DataFrames, the training progress bar, the run summary.
+
+Uses rich only; knows nothing of torch (the progress hooks are duck-typed to trainer.loop.Hooks).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from datetime import datetime
+from typing import Any
+
+import polars as pl
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+out = Console()
+err = Console(stderr=True)
+MAX_TABLE_ROWS = 1000
+
+
+def fmt(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "nan"
+        return f"{value:.4g}" if abs(value) >= 1e-3 or value == 0 else f"{value:.3e}"
+    if isinstance(value, datetime):
+        return value.astimezone().strftime("%Y-%m-%d %H:%M:%S")
+    return str(value)
+
+
+def frame_table(frame: pl.DataFrame, title: str | None = None,
+                max_rows: int = MAX_TABLE_ROWS) -> Table:
+    table = Table(title=title, show_lines=False, header_style="bold")
+    for name, dtype in frame.schema.items():
+        table.add_column(name, justify="right" if dtype.is_numeric() else "left")
+    for row in frame.head(max_rows).iter_rows():
+        table.add_row(*(fmt(v) for v in row))
+    return table
+
+
+def print_frame(frame: pl.DataFrame, fmt_name: str, title: str | None = None) -> None:
+    """table | csv | json (an array of objects) to stdout."""
+    if fmt_name == "csv":
+        sys.stdout.write(frame.write_csv())
+    elif fmt_name == "json":
+        sys.stdout.write(frame_json(frame) + "\n")
+    else:
+        out.print(frame_table(frame, title))
+        if frame.height > MAX_TABLE_ROWS:
+            out.print(f"[dim]… {frame.height - MAX_TABLE_ROWS} more rows; use --format csv or "
+                      f"json for all {frame.height}[/dim]")
+
+
+def frame_json(frame: pl.DataFrame) -> str:
+    rows = [{k: _jsonable(v) for k, v in row.items()} for row in frame.iter_rows(named=True)]
+    return json.dumps(rows, indent=1)
+
+
+def _jsonable(v: Any) -> Any:
+    if isinstance(v, datetime):
+        return v.isoformat()
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    if isinstance(v, (list, tuple)):
+        return [_jsonable(x) for x in v]
+    if isinstance(v, (int, float, str, bool)) or v is None:
+        return v
+    return str(v)
+
+
+class TrainProgress:
+    """trainer.loop.Hooks drawn as a rich progress bar: epoch, loss, majority / minority accuracy."""
+
+    def __init__(self, quiet: bool = False) -> None:
+        self.progress = Progress(
+            TextColumn("[bold]epoch {task.fields[epoch]}"), BarColumn(bar_width=24),
+            TextColumn("loss {task.fields[loss]} · train acc majority {task.fields[maj]} / "
+                       "minority {task.fields[min]}"),
+            TimeElapsedColumn(), console=err, disable=quiet)
+        self.task = None
+        self.epochs = 0
+
+    def __enter__(self) -> TrainProgress:
+        return self  # the bar appears at on_start, after every argument has been checked
+
+    def __exit__(self, *exc: object) -> None:
+        self.progress.stop()
+
+    def on_start(self, info: dict[str, Any]) -> None:
+        self.epochs = info["epochs"]
+        self.progress.start()
+        err.print(f"run [bold]{info['run_id']}[/bold] on {info['device']}: training counts "
+                  f"{info['counts']}")
+        self.task = self.progress.add_task("train", total=info["total_steps"], epoch=f"0/{self.epochs}",
+                                           loss="  -  ", maj="  -  ", min="  -  ")
+
+    def on_flush(self, step: int, loss: float) -> None:
+        self.progress.update(self.task, completed=step + 1, loss=f"{loss:.3f}")
+
+    def on_epoch(self, epoch: int, summary: dict[str, float]) -> None:
+        self.progress.update(self.task, epoch=f"{epoch}/{self.epochs}",
+                             maj=f"{summary['train_majority']:.3f}",
+                             min=f"{summary['train_minority']:.3f}")
+
+
+def summary_table(final: dict[str, float], first: dict[str, float] | None = None) -> Table:
+    """Majority vs minority accuracy at the end (and after epoch 1), with the train-test gap."""
+    table = Table(title="majority vs minority", header_style="bold")
+    for col in ("group", "train acc", "test acc", "train-test gap"):
+        table.add_column(col, justify="left" if col == "group" else "right")
+    if first:
+        table.add_column("train acc, epoch 1", justify="right")
+    for grp in ("majority", "minority", "balanced"):
+        tr, te = final[f"train_{grp}"], final[f"test_{grp}"]
+        row = [grp, f"{tr:.3f}", f"{te:.3f}", f"{tr - te:+.3f}"]
+        if first:
+            row.append(f"{first[f'train_{grp}']:.3f}")
+        table.add_row(*row)
+    return table
