@@ -37,7 +37,10 @@ def frame_table(frame: pl.DataFrame, title: str | None = None,
                 max_rows: int = MAX_TABLE_ROWS) -> Table:
     table = Table(title=title, show_lines=False, header_style="bold")
     for name, dtype in frame.schema.items():
-        table.add_column(name, justify="right" if dtype.is_numeric() else "left")
+        # run ids are what users copy into the next command: never truncate them
+        keep = name == "run_id"
+        table.add_column(name, justify="right" if dtype.is_numeric() else "left", no_wrap=keep,
+                         min_width=22 if keep else None)
     for row in frame.head(max_rows).iter_rows():
         table.add_row(*(fmt(v) for v in row))
     return table
