@@ -49,6 +49,27 @@ TABLES: dict[str, dict[str, pl.DataType]] = {
         "weight_norm": pl.Float64(),
         "bias": pl.Float64(),
     },
+    # Gradient probes every K steps: the full-model gradient of one group's loss on the batch.
+    "probes": {
+        "run_id": pl.String(),
+        "step": pl.Int64(),
+        "epoch": pl.Int32(),
+        "grp": pl.String(),
+        "n": pl.Int64(),
+        "grad_norm": pl.Float64(),
+        "cos_to_batch": pl.Float64(),
+    },
+    # Each training sample at each presentation, from the training forward pass.
+    "samples": {
+        "run_id": pl.String(),
+        "epoch": pl.Int32(),
+        "step": pl.Int64(),
+        "sample_id": pl.Int64(),
+        "class_id": pl.Int32(),
+        "correct": pl.Boolean(),
+        "p_true": pl.Float64(),
+        "loss": pl.Float64(),
+    },
 }
 
 # polars dtype -> DuckDB type name, for the empty views.
