@@ -1,0 +1,30 @@
+"""Shared fixtures: real stores made by the real trainer, through the real CLI."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def imbtui(*args: str, check: bool = True, env: dict[str, str] | None = None,
+           timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    """Run the CLI exactly as a user does (python -m imbtui), capturing output."""
+    proc = subprocess.run([sys.executable, "-m", "imbtui", *args], capture_output=True, text=True,
+                          env={**os.environ, **(env or {})}, timeout=timeout, cwd=REPO)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"imbtui {' '.join(args)} exited {proc.returncode}\n{proc.stderr}")
+    return proc
+
+
+@pytest.fixture(scope="session")
+def trained_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A store holding one `imbtui train --ratio 100 --epochs 2` run (seed 0)."""
+    root = tmp_path_factory.mktemp("store")
+    imbtui("train", "--ratio", "100", "--epochs", "2", "--store", str(root), "-q", "--name", "r100")
+    return root
