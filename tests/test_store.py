@@ -83,11 +83,11 @@ def test_refresh_sees_new_parts_of_a_live_run(tmp_path: Path) -> None:
     w = make_run(tmp_path, "live", parts=1)
     st = Store(tmp_path)
     con = st.connect()
-    assert con.execute("SELECT count(*) FROM steps").fetchone() == (6,)
+    assert con.execute("SELECT count(*) FROM steps").fetchall() == [(6,)]
     w.write("steps", steps_cols([10], 3, 0.0))
-    assert con.execute("SELECT count(*) FROM steps").fetchone() == (6,)  # views are a snapshot...
+    assert con.execute("SELECT count(*) FROM steps").fetchall() == [(6,)]  # views are a snapshot...
     st.refresh(con)
-    assert con.execute("SELECT count(*) FROM steps").fetchone() == (9,)  # ...until refreshed
+    assert con.execute("SELECT count(*) FROM steps").fetchall() == [(9,)]  # ...until refreshed
     w.finish("finished")
 
 

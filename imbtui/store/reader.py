@@ -186,7 +186,7 @@ def run_read_only(con: duckdb.DuckDBPyConnection, query: str,
     statements = check_read_only(con, query)
     try:
         for st in statements[:-1]:
-            con.execute(st.query)
+            con.execute(st.query).fetchall()
         rel = con.sql(statements[-1].query, params=params or None)
         return rel.pl() if rel is not None else pl.DataFrame()
     except duckdb.Error as exc:
