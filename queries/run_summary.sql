@@ -1,8 +1,9 @@
 -- Final accuracy of each run: balanced, majority-group and minority-group, on train and test.
 -- params: none (covers every run in the store; filter the result by run_id)
--- columns: run_id, epoch (last evaluated), train_balanced, train_majority, train_minority,
---          test_balanced, test_majority, test_minority (accuracies in 0..1; balanced = mean of the
---          per-class accuracies, group = pooled correct / pooled n over the group's classes)
+-- columns:
+--   run_id, epoch (last evaluated), train_balanced, train_majority, train_minority,
+--   test_balanced, test_majority, test_minority (accuracies in 0..1; balanced = mean of the
+--   per-class accuracies, group = pooled correct / pooled n over the group's classes)
 WITH last AS (
     SELECT run_id, max(epoch) AS epoch FROM epochs GROUP BY run_id
 ),

@@ -1,0 +1,56 @@
+-- Method comparison: at each ratio, how do losses and samplers change final balanced, majority and
+-- minority accuracy against the plain baseline?
+-- params:
+--   runs                VARCHAR[]  run ids to include; empty = every run                [default: []]
+--   baseline_loss       VARCHAR    the loss of the baseline method                      [default: ce]
+--   baseline_sampler    VARCHAR    the sampler of the baseline method                   [default: none]
+--   include_unfinished  BOOLEAN    also count runs that are not `finished` (running, failed ...)  [default: false]
+-- columns:
+--   dataset, profile, model, epochs, ratio, loss, sampler (one row per method and setting; seeds
+--   pooled), runs, test_balanced, test_majority, test_minority (means over the row's runs at their
+--   last evaluated epoch, as in ratio_sweep), d_balanced, d_majority, d_minority = the same minus
+--   the baseline's at the same dataset, profile, model, epochs and ratio (NULL without a baseline run)
+WITH sel AS (
+    SELECT * FROM runs
+    WHERE (len($runs) = 0 OR list_contains($runs, run_id))
+      AND ($include_unfinished OR status = 'finished')
+),
+last AS (
+    SELECT run_id, max(epoch) AS epoch FROM epochs GROUP BY run_id
+),
+final AS (
+    SELECT
+        e.run_id,
+        avg(e.correct / nullif(e.n, 0)) FILTER (WHERE e.split = 'test') AS test_balanced,
+        sum(e.correct) FILTER (WHERE e.split = 'test' AND c.grp = 'majority')
+            / sum(e.n) FILTER (WHERE e.split = 'test' AND c.grp = 'majority') AS test_majority,
+        sum(e.correct) FILTER (WHERE e.split = 'test' AND c.grp = 'minority')
+            / sum(e.n) FILTER (WHERE e.split = 'test' AND c.grp = 'minority') AS test_minority
+    FROM epochs e
+    JOIN last USING (run_id, epoch)
+    JOIN classes c USING (run_id, class_id)
+    GROUP BY e.run_id
+),
+methods AS (
+    SELECT
+        r.dataset, r.profile, r.model, r.epochs, r.ratio, r.loss, r.sampler,
+        count(*) AS runs,
+        avg(f.test_balanced) AS test_balanced,
+        avg(f.test_majority) AS test_majority,
+        avg(f.test_minority) AS test_minority
+    FROM sel r
+    JOIN final f USING (run_id)
+    GROUP BY r.dataset, r.profile, r.model, r.epochs, r.ratio, r.loss, r.sampler
+)
+SELECT
+    m.*,
+    m.test_balanced - b.test_balanced AS d_balanced,
+    m.test_majority - b.test_majority AS d_majority,
+    m.test_minority - b.test_minority AS d_minority
+FROM methods m
+LEFT JOIN methods b
+  ON b.dataset = m.dataset AND b.profile = m.profile AND b.model = m.model
+ AND b.epochs = m.epochs AND b.ratio = m.ratio
+ AND b.loss = $baseline_loss AND b.sampler = $baseline_sampler
+ORDER BY m.dataset, m.profile, m.model, m.epochs, m.ratio,
+         (m.loss = $baseline_loss AND m.sampler = $baseline_sampler) DESC, m.loss, m.sampler
