@@ -2,13 +2,18 @@
 
 Nothing here takes a lock or writes into the store, so any number of readers work beside any number of
 training processes. Views are built from an explicit list of finished parts (listed at connect or
-refresh time), so a part being written is never half-read and a damaged part is skipped with a warning.
+refresh time), so a part being written is never half-read, and anything damaged or unknown (a part
+that is not Parquet, a run.json that does not parse, a stray file) is skipped with a warning naming it,
+while the rest is served.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
+import re
+import time
 from collections.abc import Iterable
 from datetime import datetime, timezone
 from pathlib import Path
@@ -18,16 +23,36 @@ import duckdb
 import polars as pl
 
 from imbtui.errors import UserError
-from imbtui.store.layout import RUN_ID_RE, StoreError, check_run_id, part_files, runs_dir
+from imbtui.store.layout import RUN_ID_RE, StoreError, check_run_id, runs_dir
 from imbtui.store.schema import RUN_COLUMNS, TABLES, duck_type
+from imbtui.store.writer import scan_table
 
 STALE_AFTER_S = 60.0  # a running run whose heartbeat is older than this is shown as crashed
+STALE_ENV = "IMBTUI_STALE_AFTER_S"  # override, e.g. for clocks that disagree on a shared filesystem
+NEW_RUN_GRACE_S = 10.0  # a run folder this young may still be waiting for its first run.json
 READ_ONLY_TYPES = {"SELECT", "EXPLAIN"}
 PARQUET_MAGIC = b"PAR1"
+# Columns a part must carry to be a part of its table at all (the rest may evolve across versions).
+KEY_COLUMNS: dict[str, tuple[str, ...]] = {
+    "classes": ("run_id", "class_id"),
+    "steps": ("run_id", "step", "class_id"),
+    "epochs": ("run_id", "epoch", "split", "class_id"),
+    "probes": ("run_id", "step", "grp"),
+    "samples": ("run_id", "epoch", "sample_id"),
+}
+# DuckDB errors that are about the query text, never about the files under it.
+_QUERY_FAULTS = ("ParserException", "BinderException", "CatalogException", "SyntaxException",
+                 "ConversionException", "OutOfRangeException", "InterruptException")
+# Parts are immutable once named, so a verdict holds while (path, size, mtime) do: readers that
+# refresh every second (the TUI) check each part once. Value: None = good, else what is wrong.
+_VERDICTS: dict[tuple[str, int, int], str | None] = {}
+_DEEP_OK: set[tuple[str, int, int]] = set()
 
 
 class QueryError(UserError):
     """A query the store refuses or DuckDB rejects: shown as one line."""
+
+    kind: str | None = None  # the DuckDB exception class, when DuckDB raised it
 
 
 def _sql_str(s: str) -> str:
@@ -35,28 +60,99 @@ def _sql_str(s: str) -> str:
 
 
 def _parse_ts(value: Any) -> datetime | None:
-    if not value:
+    if not value or not isinstance(value, str):
         return None
     try:
-        ts = datetime.fromisoformat(str(value))
+        ts = datetime.fromisoformat(value)
     except ValueError:
         return None
     return ts if ts.tzinfo else ts.replace(tzinfo=timezone.utc)
 
 
-def _looks_like_parquet(path: Path) -> bool:
-    # A truncated part (a writer killed mid-rename cannot produce one, but a copy or a full disk can)
-    # lacks the footer magic; checking 8 bytes is far cheaper than letting DuckDB fail the whole view.
+def stale_after_s() -> float:
     try:
-        size = path.stat().st_size
-        if size < 12:
-            return False
+        value = float(os.environ.get(STALE_ENV, STALE_AFTER_S))
+    except ValueError:
+        return STALE_AFTER_S
+    return value if math.isfinite(value) and value >= 0 else STALE_AFTER_S
+
+
+def _file_key(path: Path) -> tuple[str, int, int] | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return str(path), st.st_size, st.st_mtime_ns
+
+
+def part_problem(path: Path, table: str) -> str | None:
+    """What is wrong with a part, from its bytes and its footer (cached), or None if it is readable.
+
+    Catches truncation, garbage (even with valid magic bytes: the footer must parse) and files of
+    another table. Damage inside the data pages shows only when they are decoded: see `deep_problem`.
+    """
+    key = _file_key(path)
+    if key is None:
+        return "cannot be read"
+    if key not in _VERDICTS:
+        _VERDICTS[key] = _footer_problem(path, key[1], table)
+    return _VERDICTS[key]
+
+
+def _footer_problem(path: Path, size: int, table: str) -> str | None:
+    try:
         with open(path, "rb") as f:
             head = f.read(4)
-            f.seek(size - 4)
-            return head == PARQUET_MAGIC and f.read(4) == PARQUET_MAGIC
-    except OSError:
-        return False
+            f.seek(max(0, size - 8))
+            tail = f.read(8)
+    except OSError as exc:
+        return f"cannot be read ({exc.strerror})"
+    if size < 12 or head != PARQUET_MAGIC or tail[4:] != PARQUET_MAGIC:
+        return "not a Parquet file (truncated or overwritten)"
+    if int.from_bytes(tail[:4], "little") > size - 12:
+        return "damaged Parquet footer"
+    try:
+        columns = pl.read_parquet_schema(path)
+    except BaseException as exc:  # polars panics derive from BaseException
+        if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+            raise
+        return "damaged Parquet footer"
+    missing = [c for c in KEY_COLUMNS.get(table, ()) if c not in columns]
+    return f"not a {table} part (no column {missing[0]})" if missing else None
+
+
+def deep_problem(path: Path, table: str) -> str | None:
+    """`part_problem`, then decode every page: slow, so only for doctor and for query recovery."""
+    if problem := part_problem(path, table):
+        return problem
+    key = _file_key(path)
+    if key in _DEEP_OK:
+        return None
+    try:
+        pl.read_parquet(path)
+    except BaseException as exc:
+        if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+            raise
+        if key is not None:
+            _VERDICTS[key] = "damaged Parquet data"
+        return "damaged Parquet data"
+    if key is not None:
+        _DEEP_OK.add(key)
+    return None
+
+
+def _coerce(value: Any, dtype: pl.DataType) -> Any:
+    """run.json is user-editable: a value of the wrong type becomes NULL instead of failing a read."""
+    if value is None or isinstance(value, bool) and dtype != pl.Boolean():
+        return None
+    if dtype == pl.String():
+        return value if isinstance(value, str) else None
+    if dtype.is_integer():
+        ok = isinstance(value, int) or isinstance(value, float) and value.is_integer()
+        return int(value) if ok and abs(value) < 2**62 else None
+    if dtype.is_float():
+        return float(value) if isinstance(value, (int, float)) else None
+    return value
 
 
 class Store:
@@ -67,20 +163,31 @@ class Store:
         if self.root.exists() and not self.root.is_dir():
             raise StoreError(f"store path {str(self.root)!r} is a file, not a folder")
         self.warnings: list[str] = []
+        self._views: dict[int, tuple[list[str] | None, list[Path]]] = {}  # id(con) -> ids, files
 
     # -- runs ------------------------------------------------------------------------------------
     def run_ids(self) -> list[str]:
+        """Run folders, in name order; anything else under runs/ is skipped with a warning."""
+        top = runs_dir(self.root)
         try:
-            names = sorted(os.listdir(runs_dir(self.root)))
-        except FileNotFoundError:
+            names = sorted(os.listdir(top))
+        except (FileNotFoundError, NotADirectoryError):
             return []
-        return [n for n in names if RUN_ID_RE.match(n) and (runs_dir(self.root) / n).is_dir()]
+        ids = []
+        for name in names:
+            if RUN_ID_RE.match(name) and (top / name).is_dir():
+                ids.append(name)
+            elif not name.startswith("."):
+                self._warn(f"skipping unknown entry {top / name} (not a run folder)")
+        return ids
 
     def read_run(self, run_id: str) -> dict[str, Any] | None:
         path = runs_dir(self.root) / check_run_id(run_id) / "run.json"
         try:
             meta = json.loads(path.read_text())
         except FileNotFoundError:
+            if _age_s(path.parent) > NEW_RUN_GRACE_S:
+                self._warn(f"skipping run {run_id}: no run.json in {path.parent}")
             return None
         except (OSError, ValueError) as exc:
             self._warn(f"skipping run {run_id}: unreadable run.json ({exc.__class__.__name__})")
@@ -88,7 +195,11 @@ class Store:
         if not isinstance(meta, dict):
             self._warn(f"skipping run {run_id}: run.json is not an object")
             return None
-        return meta
+        if meta.get("run_id", run_id) != run_id:
+            # the folder name is what parts are found by; a copied or edited run.json may disagree
+            self._warn(f"run {run_id}: run.json names run {str(meta.get('run_id'))[:80]!r}; "
+                       f"using the folder name")
+        return {**meta, "run_id": run_id}
 
     def has_run(self, run_id: str) -> bool:
         return RUN_ID_RE.match(run_id) is not None and self.read_run(run_id) is not None
@@ -101,22 +212,27 @@ class Store:
             schema=RUN_COLUMNS)
 
     def _run_row(self, meta: dict[str, Any], now: datetime) -> tuple[Any, ...]:
-        config = meta.get("config") or {}
-        status = meta.get("status")
+        config = meta.get("config")
+        config = config if isinstance(config, dict) else {}
+        status = _coerce(meta.get("status"), pl.String())
         beat = _parse_ts(meta.get("heartbeat_at"))
         effective = status
-        if status == "running" and (beat is None or (now - beat).total_seconds() > STALE_AFTER_S):
+        stale = beat is None or (now - beat).total_seconds() > stale_after_s()
+        if status == "running" and stale:
             effective = "crashed"
         values: dict[str, Any] = {
             **{k: config.get(k) for k in RUN_COLUMNS},
             **{k: v for k, v in meta.items() if k in RUN_COLUMNS and k != "config"},
+        }
+        values = {k: _coerce(v, RUN_COLUMNS[k]) for k, v in values.items()}
+        values.update({
             "status": effective,
             "recorded_status": status,
             "created_at": _parse_ts(meta.get("created_at")),
             "finished_at": _parse_ts(meta.get("finished_at")),
             "heartbeat_at": beat,
-            "config": json.dumps(config, sort_keys=True),
-        }
+            "config": json.dumps(config, sort_keys=True, default=str),
+        })
         return tuple(values.get(k) for k in RUN_COLUMNS)
 
     # -- connection ------------------------------------------------------------------------------
@@ -129,20 +245,40 @@ class Store:
         """(Re)create the views so they cover every part finished by now."""
         self.warnings = []
         frame = self.runs_frame()
-        ids = list(run_ids) if run_ids is not None else frame["run_id"].to_list()
+        chosen = list(run_ids) if run_ids is not None else None
+        ids = chosen if chosen is not None else frame["run_id"].to_list()
         con.register("_imbtui_runs", frame)
         con.execute("CREATE OR REPLACE VIEW runs AS SELECT * FROM _imbtui_runs")
+        for rid in ids:
+            self._check_run_folder(rid)
+        every: list[Path] = []
         for table, schema in TABLES.items():
             files = [p for rid in ids for p in self._parts(rid, table)]
             con.execute(f"CREATE OR REPLACE VIEW {table} AS {self._select(table, schema, files)}")
+            every += files
+        self._views[id(con)] = (chosen, every)
+
+    def _check_run_folder(self, run_id: str) -> None:
+        folder = runs_dir(self.root) / check_run_id(run_id)
+        try:
+            names = os.listdir(folder)
+        except OSError:
+            return
+        for name in sorted(names):
+            if name != "run.json" and name not in TABLES and not name.startswith("."):
+                self._warn(f"skipping unknown file {folder / name}")
 
     def _parts(self, run_id: str, table: str) -> list[Path]:
+        listing = scan_table(runs_dir(self.root) / check_run_id(run_id) / table)
+        for p in listing.unknown:
+            self._warn(f"skipping unknown file {p}")
         good = []
-        for p in part_files(runs_dir(self.root) / run_id / table):
-            if _looks_like_parquet(p):
+        for p in listing.parts:
+            problem = part_problem(p, table)
+            if problem is None:
                 good.append(p)
             else:
-                self._warn(f"skipping damaged part {p}")
+                self._warn(f"skipping damaged part {p}: {problem}")
         return good
 
     @staticmethod
@@ -155,30 +291,80 @@ class Store:
         return f"SELECT {cols} FROM read_parquet([{listing}], union_by_name=true)"
 
     def _warn(self, message: str) -> None:
-        self.warnings.append(message)
+        if message not in self.warnings:
+            self.warnings.append(message)
 
     # -- queries ---------------------------------------------------------------------------------
     def sql(self, query: str, params: dict[str, Any] | list[Any] | None = None,
             con: duckdb.DuckDBPyConnection | None = None) -> pl.DataFrame:
-        """Run a read-only query and return a polars DataFrame."""
+        """Run a read-only query and return a polars DataFrame.
+
+        If DuckDB fails on the files rather than on the query (a run compacted its parts since the
+        views were made, or a part is damaged inside), the views are rebuilt without the culprit
+        and the query runs once more, so one bad file never costs the user their answer.
+        """
         con = con or self.connect()
+        try:
+            return run_read_only(con, query, params)
+        except QueryError as exc:
+            if exc.kind is None or exc.kind in _QUERY_FAULTS or not self._recover(con):
+                raise
         return run_read_only(con, query, params)
+
+    def _recover(self, con: duckdb.DuckDBPyConnection) -> bool:
+        """Rebuild the views after a file-level failure; True if they changed (worth a retry)."""
+        chosen, before = self._views.get(id(con), (None, []))
+        warnings = list(self.warnings)
+        self.refresh(con, chosen)
+        if self._views[id(con)][1] != before:
+            self.warnings = warnings + [w for w in self.warnings if w not in warnings]
+            return True
+        bad = {p for p in before if deep_problem(p, p.parent.name) is not None}
+        if not bad:
+            return False
+        self.refresh(con, chosen)  # the verdict cache now skips the damaged parts, with warnings
+        self.warnings = warnings + [w for w in self.warnings if w not in warnings]
+        return True
+
+
+def _age_s(path: Path) -> float:
+    try:
+        return time.time() - path.stat().st_mtime
+    except OSError:
+        return 0.0
+
+
+_LEADING_NOISE = re.compile(r"^(?:\s+|--[^\n]*(?:\n|$)|/\*.*?\*/)*", re.S)
+_EXPLAIN = re.compile(r"^EXPLAIN\s*(?:\([^)]*\)\s*)?(?:ANALY[SZ]E\b)?(.*)$", re.S | re.I)
 
 
 def check_read_only(con: duckdb.DuckDBPyConnection, query: str) -> list[Any]:
     """Parse `query` and refuse anything but SELECT / EXPLAIN: the store is never written by SQL."""
-    try:
-        statements = con.extract_statements(query)
-    except duckdb.Error as exc:
-        raise QueryError(first_line(exc)) from None
+    statements = _parse(con, query)
     if not statements:
         raise QueryError("empty query")
     for st in statements:
-        kind = st.type.name
-        if kind not in READ_ONLY_TYPES:
-            raise QueryError(f"only read-only queries are allowed (SELECT, WITH, DESCRIBE, "
-                             f"EXPLAIN); got a {kind} statement")
+        _check_statement(con, st.type.name, st.query)
     return statements
+
+
+def _parse(con: duckdb.DuckDBPyConnection, query: str) -> list[Any]:
+    try:
+        return con.extract_statements(query)
+    except duckdb.Error as exc:
+        raise QueryError(first_line(exc)) from None
+
+
+def _check_statement(con: duckdb.DuckDBPyConnection, kind: str, text: str) -> None:
+    if kind not in READ_ONLY_TYPES:
+        raise QueryError(f"only read-only queries are allowed (SELECT, WITH, DESCRIBE, "
+                         f"EXPLAIN); got a {kind} statement")
+    if kind == "EXPLAIN":
+        # EXPLAIN ANALYZE runs what it explains: EXPLAIN ANALYZE COPY ... TO writes a file
+        m = _EXPLAIN.match(_LEADING_NOISE.sub("", text, count=1))
+        inner = _parse(con, m[1]) if m else []
+        if len(inner) != 1 or inner[0].type.name != "SELECT":
+            raise QueryError("only read-only queries are allowed: EXPLAIN works on a SELECT only")
 
 
 def run_read_only(con: duckdb.DuckDBPyConnection, query: str,
@@ -190,7 +376,9 @@ def run_read_only(con: duckdb.DuckDBPyConnection, query: str,
         rel = con.sql(statements[-1].query, params=params or None)
         return rel.pl() if rel is not None else pl.DataFrame()
     except duckdb.Error as exc:
-        raise QueryError(first_line(exc)) from None
+        err = QueryError(first_line(exc))
+        err.kind = exc.__class__.__name__
+        raise err from None
 
 
 def first_line(exc: BaseException) -> str:

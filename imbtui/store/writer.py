@@ -7,8 +7,11 @@ parts and read them; a part appears whole (temp file + rename) or not at all.
 from __future__ import annotations
 
 import io
+import os
+import re
 import threading
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -16,27 +19,104 @@ import numpy as np
 import polars as pl
 
 from imbtui.store.layout import (
+    PART_RE,
+    StoreError,
     atomic_write_bytes,
     atomic_write_json,
     iso,
     new_run_id,
-    part_files,
     run_dir,
     utcnow,
 )
 from imbtui.store.schema import TABLES
 
 TERMINAL = ("finished", "failed", "interrupted", "diverged")
+# A compacted part `part-A-B.parquet` holds exactly the rows of parts A..B; readers prefer it to them.
+RANGE_RE = re.compile(r"^part-(\d{6})-(\d{6})\.parquet$")
+# Runs with fewer parts per table are left as written: a few files cost a reader nothing.
+COMPACT_MIN_PARTS = 8
+
+
+class StoreWriteError(StoreError):
+    """The store cannot be written (full disk, read-only or missing folder): one line, exit 2."""
+
+
+def write_error(path: Path, root: Path, exc: OSError) -> StoreWriteError:
+    reason = exc.strerror or exc.__class__.__name__
+    try:
+        where = str(path.relative_to(root))
+    except ValueError:
+        where = str(path)
+    return StoreWriteError(f"cannot write {where} in store {str(root)!r}: {reason}")
+
+
+@dataclass
+class TableListing:
+    """What one `<run>/<table>/` folder holds, sorted out the way every reader must read it."""
+
+    parts: list[Path] = field(default_factory=list)       # what to read: each row exactly once
+    superseded: list[Path] = field(default_factory=list)  # plain parts already in a compacted part
+    temps: list[Path] = field(default_factory=list)       # hidden files: writes in progress (or dead)
+    unknown: list[Path] = field(default_factory=list)     # anything else: never read
+
+
+def scan_table(table_dir: Path) -> TableListing:
+    """Sort a table folder into parts to read, superseded parts, temp files and unknown files.
+
+    One directory listing decides everything, so a reader never counts a row twice: a plain part is
+    read only if no compacted range covers it (the writer renames the compacted part into place
+    before it deletes the plain ones).
+    """
+    out = TableListing()
+    try:
+        names = sorted(os.listdir(table_dir))
+    except (FileNotFoundError, NotADirectoryError):
+        return out
+    plain: list[tuple[int, Path]] = []
+    ranges: list[tuple[int, int, Path]] = []
+    for name in names:
+        if m := PART_RE.match(name):
+            plain.append((int(m[1]), table_dir / name))
+        elif (m := RANGE_RE.match(name)) and int(m[1]) <= int(m[2]):
+            ranges.append((int(m[1]), int(m[2]), table_dir / name))
+        elif name.startswith("."):
+            out.temps.append(table_dir / name)
+        else:
+            out.unknown.append(table_dir / name)
+    # a range inside a wider one (a second compaction that died before cleaning up) is superseded too
+    ranges.sort(key=lambda r: (r[0], -r[1]))
+    kept: list[tuple[int, int, Path]] = []
+    for a, b, path in ranges:
+        if any(ka <= a and b <= kb for ka, kb, _ in kept):
+            out.superseded.append(path)
+        else:
+            kept.append((a, b, path))
+    for n, path in plain:
+        covered = any(a <= n <= b for a, b, _ in kept)
+        (out.superseded if covered else out.parts).append(path)
+    out.parts = sorted(out.parts + [p for _, _, p in kept], key=_part_key)
+    return out
+
+
+def _part_key(path: Path) -> int:
+    m = PART_RE.match(path.name) or RANGE_RE.match(path.name)
+    return int(m[1]) if m else -1
 
 
 class RunWriter:
-    """Writes one run. Implements the trainer's sink interface (start / write / update / finish)."""
+    """Writes one run. Implements the trainer's sink interface (start / write / update / finish).
 
-    def __init__(self, root: Path, run_id: str | None = None, heartbeat_s: float = 5.0) -> None:
+    Every failure to write (full disk, read-only or vanished folder) is raised as StoreWriteError,
+    one line naming the file, after removing the temporary file: earlier parts are never touched.
+    """
+
+    def __init__(self, root: Path, run_id: str | None = None, heartbeat_s: float = 5.0,
+                 compact_min_parts: int = COMPACT_MIN_PARTS) -> None:
         self.root = Path(root)
         self.run_id = run_id or new_run_id()
         self.dir = run_dir(self.root, self.run_id)
         self.heartbeat_s = heartbeat_s
+        self.compact_min_parts = compact_min_parts
         self._meta: dict[str, Any] = {}
         self._parts: dict[str, int] = {}
         self._lock = threading.Lock()
@@ -46,8 +126,11 @@ class RunWriter:
     # -- lifecycle -------------------------------------------------------------------------------
     def start(self, meta: Mapping[str, Any]) -> None:
         if self.dir.exists():
-            raise FileExistsError(f"run {self.run_id!r} already exists in {self.root}")
-        self.dir.mkdir(parents=True)
+            raise StoreError(f"run {self.run_id!r} already exists in {str(self.root)!r}")
+        try:
+            self.dir.mkdir(parents=True)
+        except OSError as exc:
+            raise write_error(self.dir, self.root, exc) from None
         now = iso(utcnow())
         self._meta = {"run_id": self.run_id, **meta, "status": "running", "created_at": now,
                       "heartbeat_at": now, "finished_at": None}
@@ -63,6 +146,7 @@ class RunWriter:
             self._flush_meta()
 
     def finish(self, status: str, message: str | None = None) -> None:
+        """Record the final status, then compact the parts (a kill in between loses nothing)."""
         if status not in TERMINAL:
             raise ValueError(f"unknown final status {status!r}")
         self._stop.set()
@@ -70,6 +154,8 @@ class RunWriter:
             self._thread.join(timeout=5)
         now = iso(utcnow())
         self.update(status=status, finished_at=now, message=message)
+        for table in TABLES:
+            self.compact(table)
 
     # -- data ------------------------------------------------------------------------------------
     def write(self, table: str, columns: Mapping[str, np.ndarray | list[Any]]) -> Path:
@@ -86,26 +172,76 @@ class RunWriter:
         frame.write_parquet(buf, compression="zstd", statistics=True)
         n = self._next_part(table)
         path = self.dir / table / f"part-{n:06d}.parquet"
-        atomic_write_bytes(path, buf.getvalue())
+        try:
+            atomic_write_bytes(path, buf.getvalue())
+        except OSError as exc:
+            raise write_error(path, self.root, exc) from None
+        return path
+
+    def compact(self, table: str) -> Path | None:
+        """Merge a table's parts into one `part-A-B.parquet`; the plain parts go only after it is
+        in place, and readers prefer it to them, so no reader ever counts a row twice or misses one.
+
+        Best effort: a failure (full disk, a damaged part) leaves the parts exactly as they were.
+        """
+        listing = scan_table(self.dir / table)
+        if len(listing.parts) < max(2, self.compact_min_parts):
+            return None
+        first, last = _part_key(listing.parts[0]), _part_last(listing.parts[-1])
+        path = self.dir / table / f"part-{first:06d}-{last:06d}.parquet"
+        tmp = path.with_name(f".{path.name}.compact.tmp")
+        try:
+            # streams part by part, so a run of any size compacts in bounded memory
+            pl.scan_parquet(listing.parts).sink_parquet(tmp, compression="zstd", statistics=True)
+            _fsync(tmp)
+            os.replace(tmp, path)
+        except BaseException as exc:  # polars panics derive from BaseException
+            _unlink(tmp)
+            if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+                raise
+            return None
+        for p in listing.parts:
+            _unlink(p)
         return path
 
     def _next_part(self, table: str) -> int:
         if table not in self._parts:
-            existing = part_files(self.dir / table)
-            self._parts[table] = len(existing)
+            listing = scan_table(self.dir / table)
+            done = listing.parts + listing.superseded
+            self._parts[table] = max((_part_last(p) for p in done), default=-1) + 1
         n = self._parts[table]
         self._parts[table] = n + 1
         return n
 
     # -- internals -------------------------------------------------------------------------------
     def _flush_meta(self) -> None:
-        atomic_write_json(self.dir / "run.json", self._meta)
+        path = self.dir / "run.json"
+        try:
+            atomic_write_json(path, self._meta)
+        except OSError as exc:
+            raise write_error(path, self.root, exc) from None
 
     def _beat(self) -> None:
         # A heartbeat lets readers tell a live run from one whose process died without a word.
         while not self._stop.wait(self.heartbeat_s):
             try:
                 self.update()
-            except OSError:
+            except StoreWriteError:
                 pass  # a full disk shows up on the next data write, which stops the run cleanly
 
+
+def _part_last(path: Path) -> int:
+    m = RANGE_RE.match(path.name)
+    return int(m[2]) if m else _part_key(path)
+
+
+def _fsync(path: Path) -> None:
+    with open(path, "rb") as f:
+        os.fsync(f.fileno())
+
+
+def _unlink(path: Path) -> None:
+    try:
+        path.unlink()
+    except OSError:
+        pass  # cleanup only: a leftover superseded part or temp file is never read
