@@ -194,10 +194,15 @@ def _generate_mnist1d(path: Path, per_class: int, train_per_class: int) -> None:
     atomic_write_bytes(path, buf.getvalue())
 
 
-DATASETS = ("mnist1d",)
+DATASETS = ("mnist1d", "cifar10", "cifar100", "mnist", "fashion-mnist")
 
 
 def load_dataset(name: str, data_dir: str | None = None) -> ArrayDataset:
+    """mnist1d from the cache (generated offline); the image datasets through torchvision."""
     if name == "mnist1d":
         return load_mnist1d()
+    if name in DATASETS:
+        from trainer.vision import load_image_dataset  # torchvision only when an image set is used
+
+        return load_image_dataset(name, data_dir)
     raise DataError(f"unknown dataset {name!r}: choose one of {', '.join(DATASETS)}")
