@@ -66,9 +66,10 @@ class TrainConfig:
 
 
 class Diverged(RuntimeError):
-    def __init__(self, step: int) -> None:
+    def __init__(self, step: int, kept: int | None = None) -> None:
         super().__init__(f"loss became NaN or infinite at step {step}")
         self.step = step
+        self.kept = step + 1 if kept is None else kept  # steps whose rows the store keeps
 
 
 class Hooks:
@@ -253,19 +254,19 @@ def train(cfg: TrainConfig, sink: Sink | None = None, hooks: Hooks | None = None
             # -- per-epoch evaluation: training set without augmentation, balanced test set -------
             final = evaluate_epoch(epoch, step)
             if not math.isfinite(final["train_loss"]):
-                raise Diverged(step)
+                raise Diverged(step, kept=step)
             sink.update(epoch_done=epoch, step_done=step)
             hooks.on_epoch(epoch, final)
             if step >= total_steps:
                 break
     except Diverged as exc:
-        status, message = "diverged", str(exc)
+        status, message, step = "diverged", str(exc), exc.kept  # step_done = steps kept
     except KeyboardInterrupt:
         _safe_flush(flush)
-        sink.finish("interrupted", f"interrupted at step {step}")
+        _safe_finish(sink, "interrupted", f"interrupted at step {step}", step_done=step)
         raise
     except BaseException as exc:
-        sink.finish("failed", f"{exc.__class__.__name__}: {exc}")
+        _safe_finish(sink, "failed", f"{exc.__class__.__name__}: {exc}")
         raise
     sink.update(epoch_done=epoch, step_done=step)
     sink.finish(status, message)
@@ -277,3 +278,14 @@ def _safe_flush(flush) -> None:
         flush()
     except Exception:
         pass  # the run is ending anyway; what was flushed before is intact
+
+
+def _safe_finish(sink: Sink, status: str, message: str, **progress: Any) -> None:
+    """Record how the run ended if the store still takes writes (a full disk may refuse even
+    run.json): the error already on its way to the user matters more than this one."""
+    try:
+        if progress:
+            sink.update(**progress)
+        sink.finish(status, message)
+    except Exception:
+        pass
