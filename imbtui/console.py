@@ -9,6 +9,7 @@ import json
 import math
 import sys
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 import polars as pl
@@ -67,6 +68,8 @@ def frame_json(frame: pl.DataFrame) -> str:
 def _jsonable(v: Any) -> Any:
     if isinstance(v, datetime):
         return v.isoformat()
+    if isinstance(v, Decimal):  # DuckDB's sum() of integers is a wide decimal: keep it a number
+        return int(v) if v == v.to_integral_value() else float(v)
     if isinstance(v, float) and not math.isfinite(v):
         return None
     if isinstance(v, (list, tuple)):
