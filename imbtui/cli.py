@@ -261,6 +261,200 @@ def sql(query: Annotated[str, typer.Argument(help="A read-only SQL query over th
     print_frame(frame, fmt.value)
 
 
+# ==== query / report ==============================================================================
+
+class OutFmt(str, Enum):
+    table = "table"
+    csv = "csv"
+    json = "json"
+    parquet = "parquet"
+
+
+@app.command()
+def query(
+    name: Annotated[Optional[str], typer.Argument(
+        help="A named analysis (see --list) or the path of your own .sql file.",
+        show_default=False)] = None,
+    run: Annotated[Optional[list[str]], typer.Option(
+        "--run", "-r", help="Only this run (id, unique prefix or name); repeatable. Default: all.",
+        show_default=False)] = None,
+    param: Annotated[Optional[list[str]], typer.Option(
+        "--param", "-p", help="KEY=VALUE, bound as the query parameter $KEY; repeatable.",
+        show_default=False)] = None,
+    fmt: Annotated[Optional[OutFmt], typer.Option(
+        "--format", "-f", help="Output format. Default: table, or what --out's suffix says.",
+        show_default=False)] = None,
+    out_file: Annotated[Optional[Path], typer.Option(
+        "--out", "-o", help="Write the result to FILE (csv, json or parquet).",
+        show_default=False)] = None,
+    list_all: Annotated[bool, typer.Option(
+        "--list", help="List the named analyses with the question each answers.")] = False,
+    show_sql: Annotated[bool, typer.Option(
+        "--show-sql", help="Print the analysis's SQL (to copy and change) and exit.")] = False,
+    store: StoreOpt = None,
+) -> None:
+    """Run a named analysis from queries/ (imbtui query --list shows them)."""
+    from imbtui.queries import list_queries, load_query
+
+    if list_all:
+        from imbtui.api import queries_frame
+
+        _emit(queries_frame(list_queries()), fmt, out_file, title="named analyses")
+        return
+    if name is None:
+        raise UserError("give an analysis name; imbtui query --list shows them")
+    q = load_query(name)
+    if show_sql:
+        sys.stdout.write(q.sql if q.sql.endswith("\n") else q.sql + "\n")
+        return
+    given = _query_params(param or [])
+    st = _store(store)
+    if run:
+        if q.param("runs") is None:
+            raise UserError(f"analysis {q.name!r} covers every run and takes no --run")
+        if "runs" in given:
+            raise UserError("give runs with --run or with --param runs=..., not both")
+        given["runs"] = [_resolve_run(st, r) for r in run]
+    frame = st.sql(q.sql, q.bind(given) or None)
+    _warn(st)
+    _emit(frame, fmt, out_file, title=q.name)
+
+
+def _query_params(items: list[str]) -> dict[str, str]:
+    given: dict[str, str] = {}
+    for item in items:
+        key, eq, value = item.partition("=")
+        key = key.strip()
+        if not eq or not key:
+            raise UserError(f"--param expects KEY=VALUE, got {item!r}")
+        if key in given:
+            raise UserError(f"--param {key} given twice")
+        given[key] = value
+    return given
+
+
+_SUFFIX_FMT = {".csv": "csv", ".json": "json", ".parquet": "parquet", ".pq": "parquet"}
+
+
+def _emit(frame, fmt: OutFmt | None, out_file: Path | None, title: str | None = None) -> None:
+    """Print a result (table, csv, json) or write it to --out (csv, json, parquet)."""
+    from imbtui.console import err, print_frame
+
+    kind = fmt.value if fmt else (_SUFFIX_FMT.get(out_file.suffix.lower()) if out_file else "table")
+    if kind is None:
+        raise UserError(f"cannot tell the format of {str(out_file)!r} from its suffix; pass "
+                        f"--format csv, json or parquet")
+    if out_file is None:
+        if kind == "parquet":
+            raise UserError("--format parquet needs --out FILE")
+        print_frame(_flat(frame) if kind == "csv" else frame, kind, title)
+        return
+    if kind == "table":
+        raise UserError("--out writes csv, json or parquet: pass --format or a .csv, .json or "
+                        ".parquet file name")
+    _write_frame(frame, kind, out_file)
+    err.print(f"wrote {frame.height} rows to {out_file}")
+
+
+def _write_frame(frame, kind: str, path: Path) -> None:
+    from imbtui.console import frame_json
+
+    try:
+        if kind == "parquet":
+            frame.write_parquet(path)
+        elif kind == "csv":
+            _flat(frame).write_csv(path)
+        else:
+            path.write_text(frame_json(frame) + "\n")
+    except OSError as exc:
+        raise UserError(f"cannot write {str(path)!r}: {exc.strerror or exc}") from None
+
+
+def _flat(frame):
+    """CSV has no lists or structs: write such cells as JSON text."""
+    import json
+
+    import polars as pl
+
+    nested = [c for c, t in frame.schema.items() if isinstance(t, (pl.List, pl.Array, pl.Struct))]
+    return frame.with_columns(pl.Series(c, [None if v is None else json.dumps(v, default=str)
+                                            for v in frame[c].to_list()], dtype=pl.String)
+                              for c in nested)
+
+
+@app.command()
+def report(
+    runs: Annotated[Optional[list[str]], typer.Argument(
+        help="Runs (ids, unique prefixes or names). Default: every run in the store.",
+        show_default=False)] = None,
+    threshold: Annotated[float, typer.Option(
+        min=0.0, max=1.0, help="Train accuracy at which a class counts as learned (onsets).")
+                         ] = 0.5,
+    early: Annotated[int, typer.Option(min=1, help="How many first epochs count as early.")] = 2,
+    fmt: Annotated[Fmt, typer.Option(
+        "--format", "-f", help="table, or csv / json: one row per run with every number.")
+                   ] = Fmt.table,
+    png: Annotated[Optional[Path], typer.Option(
+        "--png", help="Also write a figure of majority vs minority train and test accuracy per "
+        "run (.png; .pdf and .svg work too).", show_default=False)] = None,
+    store: StoreOpt = None,
+) -> None:
+    """The study's three findings, with numbers, for the given runs (and how they move)."""
+    from imbtui.api import RunStore
+    from imbtui.console import out, print_frame
+    from imbtui.report import changes, findings, legend, table
+
+    rs = RunStore(_store(store, must_exist=True).root)
+    ids = [_resolve_run(rs.store, r) for r in runs or []]
+    frame = findings(rs, ids, threshold=threshold, early=early)
+    _warn(rs.store)
+    _missing_runs(ids, frame)
+    if frame.height == 0:
+        raise UserError(f"no run in {str(rs.store.root)!r} has an evaluated epoch yet")
+    if fmt is Fmt.table:
+        out.print(table(frame, threshold, early))
+        for line in legend(frame, threshold) + changes(frame):
+            out.print(line, highlight=False)
+    else:
+        print_frame(frame, fmt.value)
+    if png is not None:
+        _report_figure(rs, frame, png)
+
+
+def _missing_runs(ids: list[str], frame) -> None:
+    from imbtui.console import err
+
+    for rid in sorted(set(ids) - set(frame["run_id"].to_list())):
+        err.print(f"[yellow]warning:[/yellow] run {rid} has no evaluated epoch yet; left out")
+
+
+def _report_figure(rs, frame, path: Path) -> None:
+    from imbtui.console import err
+    from imbtui.figures import group_curves_figure
+
+    curves = rs.query("group_curves", runs=frame["run_id"].to_list())
+    panels = [(r["run_id"], f"#{i} {r['dataset']}, ratio {r['ratio']:g}, {r['method']}")
+              for i, r in enumerate(frame.to_dicts(), 1)]
+    group_curves_figure(curves, panels, path)
+    err.print(f"wrote figure {path}")
+
+
+# ==== browse ======================================================================================
+
+@app.command()
+def browse(store: StoreOpt = None,
+           run: Annotated[Optional[str], typer.Option(
+               "--run", help="Open this run (id, unique prefix or name) straight away.",
+               show_default=False)] = None) -> None:
+    """Browse, compare and query runs in the terminal app (live runs refresh by themselves)."""
+    from imbtui.tui.app import make_app
+
+    app_ = make_app(store, open_run=None)
+    if run is not None:
+        app_.open_run = _resolve_run(app_.session.store, run)
+    app_.run()
+
+
 # ==== entry point =================================================================================
 
 def main(argv: list[str] | None = None) -> int:

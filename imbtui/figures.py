@@ -1,0 +1,76 @@
+"""Figures for papers: majority vs minority train and test accuracy per run, drawn with matplotlib.
+
+Uses the object API on an Agg canvas (no pyplot): no global state, no display needed, safe in threads.
+Every panel shares one 0-1 accuracy axis so that runs compare at a glance.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import polars as pl
+
+from imbtui.errors import UserError
+
+COLORS = {"majority": "#1f5fa8", "minority": "#d4661c"}  # blue / orange: safe for colour blindness
+STYLES = {"train": "-", "test": "--"}
+PANEL_W, PANEL_H, MAX_COLS = 2.8, 2.3, 4  # inches; a row of four fits a two-column paper's width
+
+
+def _matplotlib():
+    try:
+        import matplotlib
+    except ImportError:
+        raise UserError("figures need matplotlib: pip install matplotlib") from None
+    matplotlib.rcParams.update({"font.size": 8, "axes.titlesize": 8, "axes.labelsize": 8,
+                                "legend.fontsize": 7, "xtick.labelsize": 7, "ytick.labelsize": 7,
+                                "axes.spines.top": False, "axes.spines.right": False})
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    return Figure, FigureCanvasAgg
+
+
+def group_curves_figure(curves: pl.DataFrame, panels: list[tuple[str, str]], path: Path,
+                        dpi: int = 300) -> Path:
+    """One panel per (run_id, title): accuracy vs epoch of majority and minority, train and test.
+
+    `curves` holds rows of the group_curves analysis. The format follows the file suffix
+    (.png, .pdf, .svg).
+    """
+    if not panels:
+        raise UserError("no runs to draw")
+    Figure, Canvas = _matplotlib()
+    cols = min(MAX_COLS, len(panels))
+    nrows = math.ceil(len(panels) / cols)
+    fig = Figure(figsize=(PANEL_W * cols, PANEL_H * nrows + 0.35), layout="constrained")
+    Canvas(fig)
+    axes = fig.subplots(nrows, cols, sharey=True, squeeze=False)
+    for i, (ax, (run_id, title)) in enumerate(zip(axes.flat, panels)):
+        _panel(ax, curves.filter(pl.col("run_id") == run_id), title)
+        if i % cols:  # the shared y axis is labelled once per row
+            ax.set_ylabel("")
+    for ax in list(axes.flat)[len(panels):]:
+        ax.set_visible(False)
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", ncols=4, frameon=False)
+    try:
+        fig.savefig(path, dpi=dpi)
+    except (OSError, ValueError) as exc:
+        raise UserError(f"cannot write figure {str(path)!r}: {exc}") from None
+    return path
+
+
+def _panel(ax, rows: pl.DataFrame, title: str) -> None:
+    for grp, color in COLORS.items():
+        for split, style in STYLES.items():
+            line = rows.filter((pl.col("grp") == grp) & (pl.col("split") == split)).sort("epoch")
+            ax.plot(line["epoch"].to_list(), line["acc"].to_list(), style, color=color, lw=1.3,
+                    label=f"{grp} {split}")
+    ax.set_title(title)
+    ax.set_ylim(0, 1.02)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("accuracy")
+    ax.grid(alpha=0.25, lw=0.5)
+    ax.xaxis.get_major_locator().set_params(integer=True)
