@@ -1,0 +1,87 @@
+"""The CLI's contract for bad input: one line on stderr, exit 2, the store untouched."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO, imbtui
+from tests.test_store import tree_digest
+
+BAD = [
+    (["train", "--ratio", "0.5"], "--ratio"),
+    (["train", "--ratio", "abc"], "--ratio"),
+    (["train", "--epochs", "0"], "--epochs"),
+    (["train", "--dataset", "imagenet-9000"], "unknown dataset"),
+    (["train", "--profile", "zipf"], "--profile"),
+    (["train", "--lr", "-1"], "--lr"),
+    (["train", "--profile", "step", "--minority-fraction", "1.5"], "minority-fraction"),
+    (["sql", "SELEC * FROM runs"], "syntax error"),
+    (["sql", "SELECT * FROM no_such_table"], "no_such_table"),
+    (["sql", "DROP VIEW runs"], "read-only"),
+    (["show", "no-such-run"], "unknown run"),
+    (["show", "../../etc"], "unknown run"),
+    (["frobnicate"], "No such command"),
+]
+
+
+@pytest.mark.parametrize("args,needle", BAD, ids=[" ".join(a) for a, _ in BAD])
+def test_bad_input_is_one_line_and_exit_2(trained_store: Path, args: list[str], needle: str) -> None:
+    before = tree_digest(trained_store)
+    proc = imbtui(*args, "--store", str(trained_store), check=False)
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and needle in lines[0], proc.stderr
+    assert "Traceback" not in proc.stderr + proc.stdout
+    assert tree_digest(trained_store) == before
+
+
+def test_store_path_that_is_a_file(tmp_path: Path) -> None:
+    f = tmp_path / "notadir"
+    f.write_text("x")
+    for args in (["runs"], ["sql", "SELECT 1"], ["train", "--max-steps", "1"]):
+        proc = imbtui(*args, "--store", str(f), check=False)
+        assert proc.returncode == 2 and "is a file" in proc.stderr, (args, proc.stderr)
+        assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_store_from_environment(trained_store: Path) -> None:
+    proc = imbtui("sql", "SELECT count(*) AS n FROM runs", "--format", "csv",
+                  env={"IMBTUI_STORE": str(trained_store)})
+    assert proc.stdout.split() == ["n", "1"]
+
+
+def test_sql_formats(trained_store: Path) -> None:
+    q = "SELECT class_id, train_count FROM classes ORDER BY class_id LIMIT 2"
+    csv = imbtui("sql", q, "--format", "csv", "--store", str(trained_store)).stdout
+    assert csv.split() == ["class_id,train_count", "0,4000", "1,2397"]
+    table = imbtui("sql", q, "--store", str(trained_store)).stdout
+    assert "train_count" in table and "2397" in table
+
+
+def test_runs_and_show(trained_store: Path) -> None:
+    listing = imbtui("runs", "--store", str(trained_store)).stdout
+    assert "r100" in listing and "finished" in listing
+    import json
+
+    (run,) = json.loads(imbtui("runs", "--json", "--store", str(trained_store)).stdout)
+    shown = imbtui("show", run["run_id"][:15], "--store", str(trained_store)).stdout
+    assert run["run_id"] in shown and "minority" in shown and "4000" in shown
+    assert "r100" in imbtui("show", "r100", "--store", str(trained_store)).stdout
+
+
+def test_help_is_fast_and_torch_free() -> None:
+    code = ("import sys, imbtui.cli\n"
+            "imbtui.cli.main(['--help'])\n"
+            "print('torch' in sys.modules, 'textual' in sys.modules)")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
+    assert proc.stdout.strip().splitlines()[-1] == "False False"
+
+
+def test_python_dash_m() -> None:
+    proc = subprocess.run([sys.executable, "-m", "imbtui", "--help"], capture_output=True,
+                          text=True, cwd=REPO)
+    assert proc.returncode == 0 and "train" in proc.stdout
