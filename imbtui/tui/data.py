@@ -1,0 +1,495 @@
+"""What the terminal app reads from the store, as plain functions over a DuckDB cursor.
+
+No Textual here: every function runs inside a thread worker (or a benchmark, or a test) and returns
+plain Python / polars values that a message carries back to the UI thread. Curves are downsampled in
+SQL to the width they are drawn at: steps are bucketed with `floor(step * width / span)` and the
+bucket's *sums* are divided (accuracy = sum(correct) / sum(n)), so a 20,000-step run never reaches
+Python as 20,000 rows.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import shutil
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import polars as pl
+
+from imbtui.errors import UserError
+from imbtui.queries import get_query, used_params
+from imbtui.store import QueryError, Store, check_read_only
+from imbtui.store.layout import check_run_id, runs_dir
+
+Series = list[float | None]
+GROUPS = ("majority", "minority")
+MAX_RESULT_ROWS = 1_000_000  # the SQL screen keeps at most this many rows of one result
+
+
+# ==== metrics =====================================================================================
+
+@dataclass(frozen=True)
+class Metric:
+    key: str
+    label: str
+    scale: str  # unit: 0..1 · zero: 0..max · sym: -1..1 · free: min..max (over compared curves)
+    help: str
+    per_class: bool = True
+
+
+METRICS: tuple[Metric, ...] = (
+    Metric("train_acc", "train accuracy", "unit", "sum(correct) / sum(n) on training batches "
+           "(step) or the eval pass over the training set (epoch)"),
+    Metric("test_acc", "test accuracy", "unit", "accuracy on the balanced test set, per epoch"),
+    Metric("loss", "train loss", "zero", "mean cross-entropy of the group's training samples"),
+    Metric("confidence", "confidence", "unit", "mean predicted probability of the true class"),
+    Metric("margin", "margin", "free", "mean true logit minus the best other logit (steps only)"),
+    Metric("grad_norm", "gradient norm", "zero", "norm of the gradient of the group's classifier "
+           "rows (last layer), mean over the bucket's steps"),
+    Metric("pred_share", "prediction share", "unit", "fraction of all predictions that go to the "
+           "group's classes (balanced data: its share of classes)"),
+    Metric("weight_norm", "classifier norm", "zero", "mean norm of the group's classifier rows "
+           "(epochs)"),
+    Metric("feature_norm", "feature norm", "zero", "mean penultimate-feature norm of the group's "
+           "training samples (epochs)"),
+    Metric("probe_grad", "model grad norm", "zero", "full-model gradient norm of the group's loss "
+           "(gradient probes)", per_class=False),
+    Metric("probe_cos", "grad cosine", "sym", "cosine between the group's full-model gradient and "
+           "the whole batch's (gradient probes)", per_class=False),
+)
+METRIC = {m.key: m for m in METRICS}
+CLASS_METRICS = tuple(m.key for m in METRICS if m.per_class and m.key not in ("margin",))
+
+
+def y_range(metric: str, curves: list[Series]) -> tuple[float, float]:
+    """The one y-range every compared curve of `metric` is drawn on."""
+    scale = METRIC[metric].scale
+    if scale == "unit":
+        return 0.0, 1.0
+    if scale == "sym":
+        return -1.0, 1.0
+    values = [v for c in curves for v in c if v is not None and math.isfinite(v)]
+    if not values:
+        return 0.0, 1.0
+    hi = max(values)
+    lo = 0.0 if scale == "zero" else min(values)
+    return (lo, hi) if hi > lo else (lo, lo + 1.0)
+
+
+def ema(values: Series, alpha: float) -> Series:
+    """Exponential moving average (weight `alpha` on the past); gaps stay gaps."""
+    if alpha <= 0:
+        return list(values)
+    out: Series = []
+    acc: float | None = None
+    for v in values:
+        if v is None or not math.isfinite(v):
+            out.append(None)
+            continue
+        acc = v if acc is None else alpha * acc + (1 - alpha) * v
+        out.append(acc)
+    return out
+
+
+def forward_fill(values: Series) -> Series:
+    """Carry each point to the right until the next one (per-epoch points on a step axis)."""
+    last_seen = max((i for i, v in enumerate(values) if v is not None), default=-1)
+    out: Series = []
+    cur: float | None = None
+    for i, v in enumerate(values):
+        cur = v if v is not None else cur
+        out.append(cur if i <= last_seen else None)
+    return out
+
+
+def last_value(values: Series) -> float | None:
+    return next((v for v in reversed(values) if v is not None), None)
+
+
+# ==== the store, shared by every worker ===========================================================
+
+class StoreSession:
+    """One in-memory DuckDB connection over the store, refreshed by workers, one cursor per query.
+
+    DuckDB cursors share the database but not the frames `register`ed on the parent connection, so
+    after each refresh the `runs` frame is copied into a real in-memory table every cursor can see.
+    """
+
+    def __init__(self, root: Path, sample: bool = False) -> None:
+        self.store = Store(root)
+        self.root = Path(root)
+        self.sample = sample
+        self.generation = 0
+        self._con: duckdb.DuckDBPyConnection | None = None
+        self._lock = threading.Lock()
+        self._signature: tuple[Any, ...] | None = None
+
+    def refresh(self, force: bool = False) -> int:
+        """Rebuild the views when the store changed on disk; returns the data generation."""
+        with self._lock:
+            sig = self._fingerprint()
+            if self._con is not None and not force and sig == self._signature:
+                return self.generation
+            if self._con is None:
+                self._con = duckdb.connect(":memory:")
+            self.store.refresh(self._con)
+            self._con.execute("CREATE OR REPLACE TABLE _imbtui_runs_table AS "
+                              "SELECT * FROM _imbtui_runs")
+            self._con.execute("CREATE OR REPLACE VIEW runs AS SELECT * FROM _imbtui_runs_table")
+            self._signature = sig
+            self.generation += 1
+            return self.generation
+
+    def cursor(self) -> duckdb.DuckDBPyConnection:
+        if self._con is None:
+            self.refresh()
+        with self._lock:
+            assert self._con is not None
+            return self._con.cursor()
+
+    def _fingerprint(self) -> tuple[Any, ...]:
+        # mtimes of the runs folder, each run folder, run.json and table folder: a new part, a new
+        # run or a heartbeat changes one of them. The minute term re-reads statuses so a run whose
+        # heartbeat stopped turns 'crashed' without any file changing.
+        stamps: list[Any] = [int(os_time() // 20)]
+        base = runs_dir(self.root)
+        for d in _scandir(base):
+            stamps.append((d.name, _mtime(Path(d.path) / "run.json"), d.stat().st_mtime_ns))
+            stamps.extend(_mtime(Path(t.path)) for t in _scandir(Path(d.path)))
+        return (_mtime(base), *stamps)
+
+
+def os_time() -> float:
+    import time
+
+    return time.time()
+
+
+def _scandir(path: Path) -> list[os.DirEntry[str]]:
+    try:
+        return sorted((e for e in os.scandir(path) if e.is_dir()), key=lambda e: e.name)
+    except OSError:
+        return []
+
+
+def _mtime(path: Path) -> int:
+    try:
+        return path.stat().st_mtime_ns
+    except OSError:
+        return 0
+
+
+def delete_run(root: Path, run_id: str) -> None:
+    """Remove one run folder: renamed to a hidden name first, so readers never see half a run."""
+    src = runs_dir(root) / check_run_id(run_id)
+    if not src.is_dir():
+        raise UserError(f"run {run_id!r} is not in the store any more")
+    trash = src.with_name(f".deleting-{run_id}")
+    os.replace(src, trash)
+    shutil.rmtree(trash, ignore_errors=True)
+
+
+# ==== the runs table ==============================================================================
+
+def runs_table(cur: duckdb.DuckDBPyConnection) -> pl.DataFrame:
+    """One row per run: identity, progress and final balanced / majority / minority test accuracy."""
+    summary = get_query("run_summary").sql
+    return cur.sql(f"""
+        SELECT r.run_id, r.name, r.status, r.recorded_status, r.dataset, r.profile, r.ratio,
+               r.model, r.loss, r.sampler, r.epoch_done, r.epochs, r.step_done, r.total_steps,
+               r.created_at, r.heartbeat_at, r.message,
+               s.test_balanced, s.test_majority, s.test_minority
+        FROM runs r LEFT JOIN ({summary}) s USING (run_id)
+        ORDER BY r.created_at, r.run_id""").pl()
+
+
+# ==== one run's curves ============================================================================
+
+@dataclass
+class RunCurves:
+    """Everything the run screen draws, at one width and resolution."""
+
+    run_id: str
+    resolution: str
+    width: int
+    meta: dict[str, Any]
+    groups: dict[str, dict[str, Series]]          # metric -> grp -> series
+    classes: pl.DataFrame                         # per class: counts, rank, final accuracies
+    class_curves: dict[int, Series] = field(default_factory=dict)
+    class_metric: str = "train_acc"
+
+
+def _span(cur: duckdb.DuckDBPyConnection, run_id: str, resolution: str) -> int:
+    """Length of the x-axis: the run's planned total (a live run's curve grows left to right)."""
+    if resolution == "epoch":
+        row = cur.sql("""SELECT greatest(coalesce(max(r.epochs), 0),
+                                    coalesce((SELECT max(epoch) FROM epochs WHERE run_id = $run), 0))
+                             FROM runs r WHERE r.run_id = $run""", params={"run": run_id}).fetchall()[0]
+        return int(row[0] or 0) + 1  # epoch 0 is the untrained network
+    row = cur.sql("""SELECT greatest(coalesce(max(r.total_steps), 0),
+                                coalesce((SELECT max(step) + 1 FROM steps WHERE run_id = $run), 0))
+                         FROM runs r WHERE r.run_id = $run""", params={"run": run_id}).fetchall()[0]
+    return max(1, int(row[0] or 0))
+
+
+def _place(rows: list[tuple[Any, ...]], width: int) -> Series:
+    """(bucket, value) rows -> a width-long series with gaps where no bucket had data."""
+    out: Series = [None] * width
+    for b, v in rows:
+        if b is not None and 0 <= b < width and v is not None and math.isfinite(v):
+            out[int(b)] = float(v)
+    return out
+
+
+_STEP_GROUP_SQL = """
+WITH per_step AS (
+    SELECT s.step, c.grp, sum(s.n) AS n, sum(s.correct) AS correct, sum(s.loss_sum) AS loss_sum,
+           sum(s.p_true_sum) AS p_true_sum, sum(s.margin_sum) AS margin_sum,
+           sum(s.pred_count) AS pred_count, sqrt(sum(s.grad_norm * s.grad_norm)) AS grad
+    FROM steps s JOIN classes c ON c.run_id = s.run_id AND c.class_id = s.class_id
+    WHERE s.run_id = $run AND c.run_id = $run
+    GROUP BY s.step, c.grp
+), b AS (
+    SELECT grp, least(floor(step * $width / $span), $width - 1)::BIGINT AS bucket, sum(n) AS n,
+           sum(correct) AS correct, sum(loss_sum) AS loss_sum, sum(p_true_sum) AS p_true_sum,
+           sum(margin_sum) AS margin_sum, sum(pred_count) AS pred_count, avg(grad) AS grad
+    FROM per_step GROUP BY ALL
+)
+SELECT grp, bucket, correct / nullif(n, 0) AS train_acc, loss_sum / nullif(n, 0) AS loss,
+       p_true_sum / nullif(n, 0) AS confidence, margin_sum / nullif(n, 0) AS margin,
+       grad AS grad_norm, pred_count / nullif(sum(n) OVER (PARTITION BY bucket), 0) AS pred_share
+FROM b ORDER BY grp, bucket
+"""
+
+_EPOCH_GROUP_SQL = """
+SELECT c.grp, e.split, least(floor(e.{axis} * $width / $span), $width - 1)::BIGINT AS bucket,
+       sum(e.correct) / nullif(sum(e.n), 0) AS acc, sum(e.loss_sum) / nullif(sum(e.n), 0) AS loss,
+       sum(e.p_true_sum) / nullif(sum(e.n), 0) AS confidence,
+       avg(e.weight_norm) AS weight_norm,
+       sum(e.feature_norm * e.n) / nullif(sum(e.n) FILTER (WHERE e.feature_norm IS NOT NULL), 0)
+           AS feature_norm
+FROM epochs e JOIN classes c ON c.run_id = e.run_id AND c.class_id = e.class_id
+WHERE e.run_id = $run AND c.run_id = $run
+GROUP BY ALL ORDER BY ALL
+"""
+
+_EPOCH_STEPS_SQL = """
+WITH per_step AS (
+    SELECT s.epoch, s.step, c.grp, sum(s.n) AS n, sum(s.pred_count) AS pred_count,
+           sqrt(sum(s.grad_norm * s.grad_norm)) AS grad, sum(s.margin_sum) AS margin_sum
+    FROM steps s JOIN classes c ON c.run_id = s.run_id AND c.class_id = s.class_id
+    WHERE s.run_id = $run AND c.run_id = $run
+    GROUP BY ALL
+), b AS (
+    SELECT grp, least(floor(epoch * $width / $span), $width - 1)::BIGINT AS bucket, sum(n) AS n,
+           sum(pred_count) AS pred_count, avg(grad) AS grad, sum(margin_sum) AS margin_sum
+    FROM per_step GROUP BY ALL
+)
+SELECT grp, bucket, grad AS grad_norm, margin_sum / nullif(n, 0) AS margin,
+       pred_count / nullif(sum(n) OVER (PARTITION BY bucket), 0) AS pred_share
+FROM b ORDER BY grp, bucket
+"""
+
+_PROBE_SQL = """
+SELECT grp, least(floor({axis} * $width / $span), $width - 1)::BIGINT AS bucket, avg(grad_norm) AS probe_grad,
+       avg(cos_to_batch) AS probe_cos
+FROM probes WHERE run_id = $run GROUP BY ALL ORDER BY ALL
+"""
+
+
+def _collect(frame: pl.DataFrame, metrics: tuple[str, ...], width: int,
+             into: dict[str, dict[str, Series]], key: str = "grp",
+             fill: bool = False) -> None:
+    for grp in frame[key].unique().to_list():
+        part = frame.filter(pl.col(key) == grp)
+        for m in metrics:
+            if m not in part.columns or part[m].null_count() == part.height:
+                continue
+            series = _place(list(zip(part["bucket"].to_list(), part[m].to_list())), width)
+            into.setdefault(m, {})[grp] = forward_fill(series) if fill else series
+
+
+def group_curves(cur: duckdb.DuckDBPyConnection, run_id: str, width: int,
+                 resolution: str = "step") -> dict[str, dict[str, Series]]:
+    """metric -> {'majority': series, 'minority': series}, each `width` buckets long."""
+    span = _span(cur, run_id, resolution)
+    width = max(1, min(width, span))  # never more buckets than points: the widget stretches
+    params = {"run": run_id, "width": width, "span": span}
+    out: dict[str, dict[str, Series]] = {}
+    axis = "step" if resolution == "step" else "epoch"
+    epochs = cur.sql(_EPOCH_GROUP_SQL.format(axis=axis), params=params).pl()
+    if resolution == "step":
+        steps = cur.sql(_STEP_GROUP_SQL, params=params).pl()
+        _collect(steps, ("train_acc", "loss", "confidence", "margin", "grad_norm", "pred_share"),
+                 width, out)
+    else:
+        train = epochs.filter(pl.col("split") == "train").rename({"acc": "train_acc"})
+        _collect(train, ("train_acc", "loss", "confidence"), width, out)
+        steps = cur.sql(_EPOCH_STEPS_SQL, params=params).pl()
+        _collect(steps, ("grad_norm", "margin", "pred_share"), width, out)
+    test = epochs.filter(pl.col("split") == "test").rename({"acc": "test_acc"})
+    _collect(test, ("test_acc",), width, out, fill=resolution == "step")
+    train_eval = epochs.filter(pl.col("split") == "train")
+    _collect(train_eval, ("weight_norm", "feature_norm"), width, out, fill=resolution == "step")
+    probes = cur.sql(_PROBE_SQL.format(axis=axis), params=params).pl()
+    _collect(probes, ("probe_grad", "probe_cos"), width, out, fill=False)
+    return {m.key: out[m.key] for m in METRICS if m.key in out}
+
+
+_CLASS_STEP_SQL = """
+WITH b AS (
+    SELECT class_id, least(floor(step * $width / $span), $width - 1)::BIGINT AS bucket, sum(n) AS n,
+           sum(correct) AS correct, sum(loss_sum) AS loss_sum, sum(p_true_sum) AS p_true_sum,
+           sum(pred_count) AS pred_count, avg(grad_norm) AS grad_norm
+    FROM steps WHERE run_id = $run GROUP BY ALL
+)
+SELECT class_id, bucket, correct / nullif(n, 0) AS train_acc, loss_sum / nullif(n, 0) AS loss,
+       p_true_sum / nullif(n, 0) AS confidence, grad_norm,
+       pred_count / nullif(sum(n) OVER (PARTITION BY bucket), 0) AS pred_share
+FROM b ORDER BY ALL
+"""
+
+_CLASS_EPOCH_SQL = """
+SELECT class_id, split, least(floor({axis} * $width / $span), $width - 1)::BIGINT AS bucket,
+       sum(correct) / nullif(sum(n), 0) AS acc, sum(loss_sum) / nullif(sum(n), 0) AS loss,
+       sum(p_true_sum) / nullif(sum(n), 0) AS confidence, avg(weight_norm) AS weight_norm,
+       avg(feature_norm) AS feature_norm
+FROM epochs WHERE run_id = $run GROUP BY ALL ORDER BY ALL
+"""
+
+_CLASS_EPOCH_STEPS_SQL = """
+WITH b AS (
+    SELECT class_id, least(floor(epoch * $width / $span), $width - 1)::BIGINT AS bucket, sum(n) AS n,
+           sum(pred_count) AS pred_count, avg(grad_norm) AS grad_norm
+    FROM steps WHERE run_id = $run GROUP BY ALL
+)
+SELECT class_id, bucket, grad_norm, pred_count / nullif(sum(n) OVER (PARTITION BY bucket), 0)
+       AS pred_share
+FROM b ORDER BY ALL
+"""
+
+
+def class_curves(cur: duckdb.DuckDBPyConnection, run_id: str, width: int, metric: str,
+                 resolution: str = "step") -> dict[int, Series]:
+    """class_id -> one series of `metric` for that class alone."""
+    span = _span(cur, run_id, resolution)
+    width = max(1, min(width, span))
+    params = {"run": run_id, "width": width, "span": span}
+    axis = "step" if resolution == "step" else "epoch"
+    out: dict[str, dict[int, Series]] = {}
+    epoch_metric = metric in ("test_acc", "weight_norm", "feature_norm") or (
+        resolution == "epoch" and metric in ("train_acc", "loss", "confidence"))
+    if epoch_metric:
+        frame = cur.sql(_CLASS_EPOCH_SQL.format(axis=axis), params=params).pl()
+        split = "test" if metric == "test_acc" else "train"
+        frame = frame.filter(pl.col("split") == split).rename({"acc": metric} if metric.endswith(
+            "_acc") else {})
+        _collect(frame, (metric,), width, out, key="class_id",  # type: ignore[arg-type]
+                 fill=resolution == "step")
+    else:
+        sql = _CLASS_STEP_SQL if resolution == "step" else _CLASS_EPOCH_STEPS_SQL
+        frame = cur.sql(sql, params=params).pl()
+        _collect(frame, (metric,), width, out, key="class_id")  # type: ignore[arg-type]
+    return {int(k): v for k, v in out.get(metric, {}).items()}
+
+
+def class_finals(cur: duckdb.DuckDBPyConnection, run_id: str) -> pl.DataFrame:
+    """Per class, largest first: counts, group, and final-epoch train / test accuracy and gap."""
+    return cur.sql("""
+        WITH last AS (SELECT max(epoch) AS epoch FROM epochs WHERE run_id = $run)
+        SELECT c.class_id, c.class_name, c.train_count, c.test_count, c.rank, c.grp, c.shot,
+               max(e.correct / nullif(e.n, 0)) FILTER (WHERE e.split = 'train') AS train_acc,
+               max(e.correct / nullif(e.n, 0)) FILTER (WHERE e.split = 'test') AS test_acc,
+               train_acc - test_acc AS gap
+        FROM classes c LEFT JOIN epochs e
+          ON e.run_id = c.run_id AND e.class_id = c.class_id
+         AND e.epoch = (SELECT epoch FROM last)
+        WHERE c.run_id = $run
+        GROUP BY ALL ORDER BY c.rank, c.class_id""", params={"run": run_id}).pl()
+
+
+def run_meta(cur: duckdb.DuckDBPyConnection, run_id: str) -> dict[str, Any]:
+    rows = cur.sql("SELECT * FROM runs WHERE run_id = $run", params={"run": run_id}).pl()
+    return rows.row(0, named=True) if rows.height else {}
+
+
+def load_run(cur: duckdb.DuckDBPyConnection, run_id: str, width: int, resolution: str = "step",
+             class_metric: str = "train_acc", class_width: int | None = None) -> RunCurves:
+    """Everything the run screen needs, in one worker call."""
+    return RunCurves(run_id=run_id, resolution=resolution, width=width,
+                     meta=run_meta(cur, run_id),
+                     groups=group_curves(cur, run_id, width, resolution),
+                     classes=class_finals(cur, run_id),
+                     class_curves=class_curves(cur, run_id, class_width or width, class_metric,
+                                               resolution),
+                     class_metric=class_metric)
+
+
+# ==== the SQL screen ==============================================================================
+
+_EXPLAIN_RE = re.compile(r"^\s*EXPLAIN\b(\s+ANALY[SZ]E\b)?(\s*\([^)]*\))?", re.IGNORECASE)
+
+
+def check_query(cur: duckdb.DuckDBPyConnection, text: str) -> list[Any]:
+    """The store's read-only check, plus the statement under an EXPLAIN: `EXPLAIN ANALYZE COPY ...
+    TO 'file'` parses as an EXPLAIN yet executes the COPY, which could overwrite a stored part."""
+    statements = check_read_only(cur, text)
+    for st in statements:
+        if st.type.name == "EXPLAIN":
+            inner = _EXPLAIN_RE.sub("", st.query, count=1)
+            if not inner.strip():
+                raise QueryError("EXPLAIN of what? add a SELECT")
+            check_query(cur, inner)
+    return statements
+
+
+@dataclass
+class QueryResult:
+    sql: str
+    frame: pl.DataFrame
+    seconds: float
+    truncated: bool
+
+
+def run_query(cur: duckdb.DuckDBPyConnection, text: str,
+              params: dict[str, Any] | None = None) -> QueryResult:
+    """Run a read-only query; keeps at most MAX_RESULT_ROWS rows. `params` binds `$name`s."""
+    import time
+
+    t0 = time.perf_counter()
+    statements = check_query(cur, text)
+    last = statements[-1].query
+    missing = sorted(used_params(last) - set(params or {}))
+    if missing:
+        raise QueryError(f"no value for parameter ${missing[0]} (write a literal in its place)")
+    bound = {k: v for k, v in (params or {}).items() if k in used_params(last)}
+    try:
+        rel = cur.sql(last, params=bound or None)
+        frame = rel.limit(MAX_RESULT_ROWS + 1).pl() if rel is not None else pl.DataFrame()
+    except duckdb.Error as exc:
+        raise QueryError(str(exc).strip().splitlines()[0] if str(exc).strip() else
+                         exc.__class__.__name__) from None
+    truncated = frame.height > MAX_RESULT_ROWS
+    return QueryResult(text, frame.head(MAX_RESULT_ROWS), time.perf_counter() - t0, truncated)
+
+
+def export_frame(frame: pl.DataFrame, path: Path, store_root: Path) -> Path:
+    """Write a result as CSV or Parquet (by suffix); never inside the run store."""
+    path = path.expanduser().resolve()
+    root = store_root.resolve()
+    if path == root or root in path.parents:
+        raise UserError(f"refusing to write into the run store ({root})")
+    suffix = path.suffix.lower()
+    if suffix not in (".csv", ".parquet"):
+        raise UserError(f"export to .csv or .parquet, not {suffix or 'a file without suffix'!r}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if suffix == ".csv":
+        frame.write_csv(path)
+    else:
+        frame.write_parquet(path)
+    return path

@@ -1,0 +1,194 @@
+"""The run screen: config and class counts, majority vs minority per metric, one row per class."""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING
+
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, VerticalScroll
+from textual.screen import Screen
+from textual.widgets import Footer, Header, Label
+
+from imbtui.tui.data import (
+    CLASS_METRICS,
+    GROUPS,
+    METRIC,
+    METRICS,
+    RunCurves,
+    ema,
+    last_value,
+    load_run,
+    y_range,
+)
+from imbtui.tui.messages import RunLoaded
+from imbtui.tui.widgets import ClassCountChart, ClassCurves, ClassLine, ConfigPanel, MetricRow
+from imbtui.tui.widgets.runs_table import SPINNER
+
+if TYPE_CHECKING:
+    from imbtui.tui.app import ImbtuiApp
+
+REFRESH_S = 1.0
+SMOOTHING = (0.0, 0.6, 0.9)
+LABEL_W, VALUE_W = 24, 7
+
+
+def curve_width(screen_width: int) -> tuple[int, int]:
+    """Buckets for (group curves, class curves) at this terminal width: one per drawn column."""
+    usable = max(20, screen_width - 2)  # the vertical scrollbar
+    group = max(4, (usable - LABEL_W - 2 * VALUE_W - 1) // 2)
+    cls = max(4, usable - ClassCurves.NAME_W - ClassCurves.COUNT_W - 3 * ClassCurves.NUM_W - 2)
+    return group, cls
+
+
+class RunScreen(Screen[None]):
+    BINDINGS = [
+        Binding("escape", "app.pop_screen", "back", id="run.back"),
+        Binding("e", "resolution", "step/epoch", id="run.resolution",
+                tooltip="Toggle step and epoch resolution"),
+        Binding("m", "smooth", "smoothing", id="run.smooth", tooltip="EMA off / 0.6 / 0.9"),
+        Binding("k", "class_metric", "class metric", id="run.class_metric",
+                tooltip="Which metric the per-class rows draw"),
+        Binding("r", "reload", "reload", show=False, id="run.reload"),
+    ]
+
+    def __init__(self, run_id: str) -> None:
+        super().__init__(id="run-screen")
+        self.run_id = run_id
+        self.resolution = "step"
+        self.smoothing = 0.0
+        self.class_metric = "train_acc"
+        self.curves: RunCurves | None = None
+        self.generation = 0
+        self.widths = (0, 0)
+        self.apply_ms: float | None = None  # UI-thread time of the last refresh (bench/tui.py)
+        self.tick = 0
+
+    @property
+    def imb(self) -> ImbtuiApp:
+        return self.app  # type: ignore[return-value]
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        with VerticalScroll(id="run-body"):
+            with Horizontal(id="run-top"):
+                yield ConfigPanel("loading…", id="run-config")
+                yield ClassCountChart(id="run-chart")
+            yield Label("", id="run-mode")
+            with Horizontal(id="run-legend"):
+                yield Label("", classes="metric-label")
+                yield Label("majority", classes="legend majority")
+                yield Label("minority", classes="legend minority")
+            for m in METRICS:
+                yield MetricRow(m.key, m.label, m.help)
+            yield ClassCurves(id="run-classes")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.sub_title = self.run_id
+        for row in self.query(MetricRow):
+            row.display = False
+        self.widths = curve_width(self.size.width or self.app.size.width)
+        self.set_class(self.app.size.height >= 40, "tall")
+        self.load()
+        self.set_interval(REFRESH_S, self._tick)
+
+    def on_resize(self) -> None:
+        self.set_class(self.size.height >= 40, "tall")  # two-row curves when there is room
+        widths = curve_width(self.size.width)
+        if widths != self.widths:
+            self.widths = widths
+            self.load()
+
+    # -- loading -----------------------------------------------------------------------------------
+    @work(thread=True, exclusive=True, exit_on_error=False, group="run")
+    def load(self) -> None:
+        session = self.imb.session
+        generation = session.refresh()
+        cur = session.cursor()
+        try:
+            curves = load_run(cur, self.run_id, self.widths[0], self.resolution,
+                              self.class_metric, class_width=self.widths[1])
+        finally:
+            cur.close()
+        self.post_message(RunLoaded(curves, generation))
+
+    def _live(self) -> bool:
+        return bool(self.curves and self.curves.meta.get("status") == "running")
+
+    def _tick(self) -> None:
+        if self._live() and self.is_current:
+            self.tick += 1
+            self.load()
+            self._show_mode()
+
+    @on(RunLoaded)
+    def on_run_loaded(self, message: RunLoaded) -> None:
+        t0 = time.perf_counter()
+        self.curves, self.generation = message.curves, message.generation
+        self.apply()
+        self.apply_ms = (time.perf_counter() - t0) * 1000
+
+    # -- showing -----------------------------------------------------------------------------------
+    def apply(self) -> None:
+        c = self.curves
+        if c is None:
+            return
+        if not c.meta:
+            self.query_one(ConfigPanel).update(f"[red]run {self.run_id} is not in the store[/]")
+            return
+        self.query_one(ConfigPanel).show_meta(c.meta)
+        self.query_one(ClassCountChart).counts = tuple(
+            (int(r["train_count"]), r["grp"]) for r in c.classes.iter_rows(named=True))
+        for row in self.query(MetricRow):
+            self._apply_metric(row, c)
+        self._apply_classes(c)
+        self._show_mode()
+
+    def _apply_metric(self, row: MetricRow, c: RunCurves) -> None:
+        groups = c.groups.get(row.key)
+        row.display = bool(groups)
+        if not groups:
+            return
+        curves = [ema(groups.get(g, []), self.smoothing) for g in GROUPS]
+        row.set_curves(curves[0], curves[1], y_range(row.key, curves),
+                       last_value(curves[0]), last_value(curves[1]))
+
+    def _apply_classes(self, c: RunCurves) -> None:
+        curves = {k: ema(v, self.smoothing) for k, v in c.class_curves.items()}
+        lines = [ClassLine(name=str(r["class_name"]), grp=r["grp"] or "majority",
+                           train_count=int(r["train_count"] or 0), train_acc=r["train_acc"],
+                           test_acc=r["test_acc"], gap=r["gap"],
+                           curve=tuple(curves.get(int(r["class_id"]), ())))
+                 for r in c.classes.iter_rows(named=True)]
+        metric = METRIC[c.class_metric]
+        self.query_one(ClassCurves).set_rows(lines, f"per class: {metric.label}",
+                                             y_range(metric.key, list(curves.values())))
+
+    def _show_mode(self) -> None:
+        live = f" · [green]{SPINNER[self.tick % len(SPINNER)]} live[/]" if self._live() else ""
+        smooth = "off" if not self.smoothing else f"{self.smoothing:g}"
+        self.query_one("#run-mode", Label).update(
+            f"[b]{self.resolution}[/] resolution (e) · EMA {smooth} (m) · class rows: "
+            f"{METRIC[self.class_metric].label} (k){live}")
+
+    # -- actions -----------------------------------------------------------------------------------
+    def action_resolution(self) -> None:
+        self.resolution = "epoch" if self.resolution == "step" else "step"
+        self.load()
+
+    def action_smooth(self) -> None:
+        i = SMOOTHING.index(self.smoothing) if self.smoothing in SMOOTHING else 0
+        self.smoothing = SMOOTHING[(i + 1) % len(SMOOTHING)]
+        self.apply()  # smoothing is drawn from the buckets already loaded: no query
+
+    def action_class_metric(self) -> None:
+        keys = [k for k in CLASS_METRICS if not self.curves or k in self.curves.groups]
+        i = keys.index(self.class_metric) if self.class_metric in keys else -1
+        self.class_metric = keys[(i + 1) % len(keys)]
+        self.load()
+
+    def action_reload(self) -> None:
+        self.load()

@@ -1,0 +1,33 @@
+"""One metric on the compare screen: a CurvePair per run, every curve on the same y-range."""
+
+from __future__ import annotations
+
+from textual.app import ComposeResult
+from textual.containers import Horizontal
+from textual.widgets import Label
+
+from imbtui.tui.widgets.curve_pair import CurvePair
+from imbtui.tui.widgets.metric_row import fmt_range
+
+
+class CompareRow(Horizontal):
+    DEFAULT_CSS = """
+    CompareRow { height: auto; margin-bottom: 1; }
+    CompareRow > .metric-label { width: 16; }
+    """
+
+    def __init__(self, key: str, label: str, n_runs: int) -> None:
+        super().__init__(id=f"compare-{key}", classes="compare-row")
+        self.key, self.label, self.n_runs = key, label, n_runs
+
+    def compose(self) -> ComposeResult:
+        yield Label(self.label, classes="metric-label")
+        for i in range(self.n_runs):
+            yield CurvePair(id=f"pair-{self.key}-{i}")
+
+    def set_range(self, y_range: tuple[float, float]) -> None:
+        self.query_one(".metric-label", Label).update(
+            f"{self.label}\n[dim]{fmt_range(*y_range)}[/]")
+
+    def pairs(self) -> list[CurvePair]:
+        return list(self.query(CurvePair).results(CurvePair))

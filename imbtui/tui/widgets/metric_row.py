@@ -1,0 +1,72 @@
+"""One metric of a run: the majority and the minority curve side by side on one shared y-axis."""
+
+from __future__ import annotations
+
+import math
+
+from textual.app import ComposeResult
+from textual.containers import Horizontal
+from textual.widgets import Label
+
+from imbtui.tui.widgets.shared_sparkline import SharedSparkline, Values
+
+
+def fmt_value(value: float | None) -> str:
+    """Short, fixed-width-friendly number: 0.873, 12.4, 1.2e-05."""
+    if value is None or not math.isfinite(value):
+        return "–"
+    a = abs(value)
+    if a == 0 or 1e-3 <= a < 10:
+        return f"{value:.3f}"
+    if 10 <= a < 1000:
+        return f"{value:.1f}"
+    mantissa, exponent = f"{value:.1e}".split("e")
+    return f"{mantissa}e{int(exponent)}"  # 9.3e-4, not 9.3e-04: six characters at most
+
+
+def fmt_range(lo: float, hi: float) -> str:
+    """`0–1`, `0–3.29`, `−2.3–11.8`: the y-axis a row's curves share."""
+    def short(v: float) -> str:
+        text = fmt_value(v)
+        if "." in text and "e" not in text:
+            text = text.rstrip("0").rstrip(".")
+        return (text or "0").replace("-", "−")
+
+    return f"{short(lo)}–{short(hi)}"
+
+
+class MetricRow(Horizontal):
+    """label · majority curve · value │ minority curve · value (both curves on one y-range)."""
+
+    DEFAULT_CSS = """
+    MetricRow { height: auto; }
+    MetricRow > .metric-label { width: 24; }
+    MetricRow > .metric-value { width: 7; text-align: right; padding-right: 1; }
+    MetricRow > .metric-sep { width: 1; color: $foreground-muted; }
+    """
+
+    def __init__(self, key: str, label: str, tooltip: str = "") -> None:
+        super().__init__(id=f"metric-{key}", classes="metric-row")
+        self.key = key
+        self.label = label
+        self.tooltip = tooltip
+
+    def compose(self) -> ComposeResult:
+        yield Label(self.label, classes="metric-label")
+        yield SharedSparkline(classes="curve majority")
+        yield Label("–", classes="metric-value majority")
+        yield Label("│", classes="metric-sep")
+        yield SharedSparkline(classes="curve minority")
+        yield Label("–", classes="metric-value minority")
+
+    def set_curves(self, majority: Values, minority: Values, y_range: tuple[float, float],
+                   maj_value: float | None, min_value: float | None) -> None:
+        lines = self.query(SharedSparkline)
+        lines[0].update(majority, y_range)
+        lines[1].update(minority, y_range)
+        values = self.query(".metric-value").results(Label)
+        for label, v in zip(values, (maj_value, min_value)):
+            label.update(fmt_value(v))
+        # the shared axis is part of the label: both curves of the row are drawn on it
+        self.query_one(".metric-label", Label).update(
+            f"{self.label} [dim]{fmt_range(*y_range)}[/]")
