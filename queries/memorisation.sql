@@ -7,30 +7,33 @@
 --   presentations, never_learned (samples never classified correctly at a presentation),
 --   first_learned_epoch = mean over learned samples of the epoch of their first correct
 --   presentation, stable_epoch = mean over samples whose last presentation is correct of the epoch
---   from which they stay correct, forgetting_events = presentations that are wrong right after a
---   correct one of the same sample (Toneva et al. 2019), events_per_sample = forgetting_events /
---   samples, forgotten_share = share of samples with at least one forgetting event
+--   of the first presentation after their last wrong one (from there on they stay correct),
+--   forgetting_events = presentations that are wrong right after a correct one of the same sample
+--   (Toneva et al. 2019), events_per_sample = forgetting_events / samples,
+--   forgotten_share = share of samples with at least one forgetting event
 --   (presentations of one sample are ordered by step; a sample drawn twice in one step by a
 --   sampler with replacement counts its wrong presentation first)
 WITH pres AS (
     SELECT run_id, sample_id, class_id, epoch, step, correct,
-           lag(correct) OVER (PARTITION BY run_id, sample_id ORDER BY step, correct) AS prev
+           lag(correct) OVER w AS prev,
+           row_number() OVER w AS k
     FROM samples
     WHERE len($runs) = 0 OR list_contains($runs, run_id)
+    WINDOW w AS (PARTITION BY run_id, sample_id ORDER BY step, correct)
 ),
 per_sample AS (
     SELECT
         run_id, sample_id, any_value(class_id) AS class_id,
         count(*) AS presentations,
         min(epoch) FILTER (WHERE correct) AS first_learned,
-        max(step) FILTER (WHERE NOT correct) AS last_wrong_step,
+        max(k) FILTER (WHERE NOT correct) AS last_wrong,
         count(*) FILTER (WHERE prev AND NOT correct) AS forgets
     FROM pres
     GROUP BY run_id, sample_id
 ),
 stable AS (
     SELECT s.run_id, s.sample_id,
-           min(p.epoch) FILTER (WHERE p.step > coalesce(s.last_wrong_step, -1)) AS stable_epoch
+           min(p.epoch) FILTER (WHERE p.k > coalesce(s.last_wrong, 0)) AS stable_epoch
     FROM per_sample s
     JOIN pres p USING (run_id, sample_id)
     GROUP BY s.run_id, s.sample_id
