@@ -66,10 +66,12 @@ def _store(path: Path | None, must_exist: bool = False):
 
 
 def _warn(store) -> None:
+    from rich.markup import escape
+
     from imbtui.console import err
 
-    for w in store.warnings:
-        err.print(f"[yellow]warning:[/yellow] {w}")
+    for w in store.warnings:  # one line each, unwrapped: the paths in them get copied
+        err.print(f"[yellow]warning:[/yellow] {escape(w)}", soft_wrap=True)
 
 
 # ==== train =======================================================================================
@@ -85,14 +87,55 @@ def train(
                        ] = Profile.exp,
     minority_fraction: Annotated[float, typer.Option(
         help="step profile: fraction of classes that are small (0 < mu < 1).")] = 0.5,
-    model: Annotated[Optional[str], typer.Option(help="cnn1d or mlp (default: the dataset's).",
-                                                 show_default=False)] = None,
-    loss: Annotated[str, typer.Option(help="Training objective.")] = "ce",
-    epochs: Annotated[int, typer.Option(min=1, help="Passes over the long-tailed training set.")
-                      ] = 30,
-    batch_size: Annotated[int, typer.Option(min=1, help="Samples per step.")] = 128,
-    lr: Annotated[float, typer.Option(help="Peak learning rate (SGD, "
-                                      "momentum 0.9, 1 warm-up epoch, cosine decay).")] = 0.05,
+    data_dir: Annotated[Optional[Path], typer.Option(
+        help="Folder of the torchvision datasets (downloaded there on first use). Default: "
+             "$IMBTUI_DATA, else the cache's data/ folder.", show_default=False)] = None,
+    model: Annotated[Optional[str], typer.Option(
+        help="cnn1d, mlp, resnet32 or cnn (default: the dataset's: cnn1d for mnist1d, resnet32 "
+             "for CIFAR, cnn for MNIST and Fashion-MNIST).", show_default=False)] = None,
+    loss: Annotated[str, typer.Option(
+        help="Training objective: ce, weighted-ce, cb, focal, ldam, balanced-softmax, "
+             "logit-adjusted.")] = "ce",
+    sampler: Annotated[str, typer.Option(
+        help="Batch sampling: none (shuffle), class-balanced, square-root.")] = "none",
+    drw: Annotated[Optional[int], typer.Option(
+        min=0, help="Deferred re-weighting: class-balanced weights (beta 0.9999) after this many "
+                    "epochs (LDAM-DRW: --loss ldam --drw 160).", show_default=False)] = None,
+    beta: Annotated[Optional[float], typer.Option(
+        help="cb loss: beta of the effective number (default 0.9999).", show_default=False)] = None,
+    gamma: Annotated[Optional[float], typer.Option(
+        help="focal loss: gamma (default 1).", show_default=False)] = None,
+    tau: Annotated[Optional[float], typer.Option(
+        help="logit-adjusted loss: tau (default 1).", show_default=False)] = None,
+    epochs: Annotated[Optional[int], typer.Option(
+        min=1, help="Passes over the long-tailed training set (default: the dataset's recipe: 30; "
+                    "CIFAR 200).", show_default=False)] = None,
+    batch_size: Annotated[Optional[int], typer.Option(
+        min=1, help="Samples per step (default 128).", show_default=False)] = None,
+    lr: Annotated[Optional[float], typer.Option(
+        help="Peak learning rate of SGD with momentum 0.9 (default: 0.05 with 1 warm-up epoch and "
+             "cosine decay; CIFAR 0.1, 5 warm-up epochs, x0.01 after epochs 160 and 180).",
+        show_default=False)] = None,
+    weight_decay: Annotated[Optional[float], typer.Option(
+        help="Weight decay (default 5e-4; CIFAR 2e-4).", show_default=False)] = None,
+    warmup_epochs: Annotated[Optional[float], typer.Option(
+        help="Linear warm-up length in epochs (default 1; CIFAR 5).", show_default=False)] = None,
+    schedule: Annotated[Optional[str], typer.Option(
+        help="cosine or step (default cosine; CIFAR step).", show_default=False)] = None,
+    milestones: Annotated[Optional[str], typer.Option(
+        help="step schedule: comma-separated epochs after which lr is multiplied by --lr-decay "
+             "(CIFAR: 160,180, scaled to --epochs).", show_default=False)] = None,
+    lr_decay: Annotated[Optional[float], typer.Option(
+        help="step schedule: factor per milestone (CIFAR 0.01).", show_default=False)] = None,
+    augment: Annotated[Optional[str], typer.Option(
+        help="none, crop, flip or crop-flip (pad-4 random crop, horizontal flip; on the device). "
+             "Default: crop-flip for CIFAR, none otherwise.", show_default=False)] = None,
+    channels_last: Annotated[bool, typer.Option(
+        help="Image models in channels_last memory order (faster convolutions).")] = True,
+    bf16: Annotated[bool, typer.Option("--bf16", help="bfloat16 autocast for forward passes.")
+                    ] = False,
+    compile_model: Annotated[bool, typer.Option(
+        "--compile", help="torch.compile the training forward pass.")] = False,
     seed: Annotated[int, typer.Option(help="Seed for the subset, the initialisation and the batch "
                                       "order.")] = 0,
     device: Annotated[Device, typer.Option(help="Where to train.")] = Device.auto,
@@ -106,6 +149,8 @@ def train(
                         ] = Dynamics.minimal,
     store: StoreOpt = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+    sweep: Annotated[Optional[str], typer.Option(hidden=True)] = None,
+    run_id: Annotated[Optional[str], typer.Option(hidden=True)] = None,
 ) -> None:
     """Train a classifier on a long-tailed dataset and record its per-class learning dynamics."""
     from imbtui.store import RunWriter, resolve_store
@@ -115,11 +160,18 @@ def train(
 
     from imbtui.console import TrainProgress, err, out, summary_table
 
-    cfg = TrainConfig(dataset=dataset, profile=profile.value, ratio=ratio,
-                      minority_fraction=minority_fraction, model=model, loss=loss, epochs=epochs,
-                      batch_size=batch_size, lr=lr, seed=seed, device=device.value,
-                      max_steps=max_steps, name=name, dynamics=dynamics.value)
-    writer = RunWriter(root)
+    loss_params = {k: v for k, v in (("beta", beta), ("gamma", gamma), ("tau", tau))
+                   if v is not None}
+    cfg = TrainConfig(dataset=dataset, data_dir=str(data_dir) if data_dir else None,
+                      profile=profile.value, ratio=ratio, minority_fraction=minority_fraction,
+                      model=model, loss=loss, sampler=sampler, drw=drw, loss_params=loss_params,
+                      epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
+                      warmup_epochs=warmup_epochs, schedule=schedule,
+                      milestones=_int_list(milestones, "--milestones"), lr_decay=lr_decay,
+                      augment=augment, channels_last=channels_last, bf16=bf16,
+                      compile=compile_model, seed=seed, device=device.value, max_steps=max_steps,
+                      name=name, sweep=sweep, dynamics=dynamics.value)
+    writer = RunWriter(root, run_id=_check_run_id(run_id))
     first: dict[str, float] = {}
 
     class Hooks(TrainProgress):
@@ -141,6 +193,23 @@ def train(
     if result.status != "finished":
         err.print(f"[red]{result.status}:[/red] {result.message}")
         raise typer.Exit(1)
+
+
+def _int_list(text: str | None, option: str) -> tuple[int, ...] | None:
+    if text is None:
+        return None
+    try:
+        return tuple(int(v) for v in text.replace(",", " ").split())
+    except ValueError:
+        raise UserError(f"{option} takes whole numbers separated by commas, got {text!r}") from None
+
+
+def _check_run_id(run_id: str | None) -> str | None:
+    from imbtui.store.layout import RUN_ID_RE
+
+    if run_id is not None and not RUN_ID_RE.match(run_id):
+        raise UserError(f"invalid run id {run_id!r}")
+    return run_id
 
 
 # ==== runs / show =================================================================================
