@@ -68,9 +68,21 @@ def _panel(ax, rows: pl.DataFrame, title: str) -> None:
             line = rows.filter((pl.col("grp") == grp) & (pl.col("split") == split)).sort("epoch")
             ax.plot(line["epoch"].to_list(), line["acc"].to_list(), style, color=color, lw=1.3,
                     label=f"{grp} {split}")
+    _shade_minority_gap(ax, rows)
     ax.set_title(title)
     ax.set_ylim(0, 1.02)
     ax.set_xlabel("epoch")
     ax.set_ylabel("accuracy")
     ax.grid(alpha=0.25, lw=0.5)
     ax.xaxis.get_major_locator().set_params(integer=True)
+
+
+def _shade_minority_gap(ax, rows: pl.DataFrame) -> None:
+    """Shade the minority's train - test gap: memorisation without generalisation, at a glance."""
+    mnr = rows.filter(pl.col("grp") == "minority")
+    wide = (mnr.filter(pl.col("split") == "train").select("epoch", train="acc")
+            .join(mnr.filter(pl.col("split") == "test").select("epoch", test="acc"), on="epoch")
+            .sort("epoch"))
+    if wide.height:
+        ax.fill_between(wide["epoch"].to_list(), wide["train"].to_list(), wide["test"].to_list(),
+                        color=COLORS["minority"], alpha=0.12, lw=0)

@@ -55,6 +55,7 @@ def rows(threshold: float, early: int) -> list[Row]:
 HEADLINES = {"onset_spread": "onset spread (epochs)", "early_gap": "early train acc gap, "
              "majority - minority", "excess_gap": "excess train - test gap of the minority"}
 
+SETTING = ["dataset", "profile", "model", "epochs"]  # what must match for runs to be compared
 RUN_COLUMNS = ["run_id", "name", "status", "dataset", "profile", "ratio", "model", "loss",
                "sampler", "seed"]
 
@@ -124,12 +125,13 @@ def gap_stats(gap: pl.DataFrame) -> pl.DataFrame:
 def changes(frame: pl.DataFrame) -> list[str]:
     """One line per headline and comparison: across ratios (same method), across methods (same ratio).
 
-    Seeds of one setting are averaged; a comparison needs at least two settings.
+    Seeds of one setting are averaged; a comparison needs at least two settings. Runs of another
+    dataset, model or length are never mixed in: their numbers are not comparable.
     """
     lines = []
     for key, label in HEADLINES.items():
-        lines += _by(frame, key, label, ["dataset", "profile", "method"], "ratio")
-        lines += _by(frame, key, label, ["dataset", "profile", "ratio"], "method")
+        lines += _by(frame, key, label, SETTING + ["method"], "ratio")
+        lines += _by(frame, key, label, SETTING + ["ratio"], "method")
     return lines
 
 
@@ -150,7 +152,9 @@ def _by(frame: pl.DataFrame, key: str, label: str, fixed: list[str], varied: str
 
 
 def _word(value: Any, column: str) -> str:
-    return f"ratio {value:g}" if column == "ratio" else str(value)
+    if column == "ratio":
+        return f"ratio {value:g}"
+    return f"{value} epochs" if column == "epochs" else str(value)
 
 
 def _num(x: float | None, key: str) -> str:
