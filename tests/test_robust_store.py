@@ -195,8 +195,8 @@ def test_cli_commands_serve_a_damaged_store_with_one_warning_per_piece(
 
 # ==== doctor ==========================================================================================
 
-def damaged_store(root: Path) -> dict[str, Path]:
-    """One store with one problem of each kind doctor knows; returns kind -> path."""
+def damaged_store(root: Path) -> set[tuple[str, Path]]:
+    """One store with a problem of each kind doctor knows; returns {(kind, path)}."""
     make_run(root, "good", parts=3)
     make_run(root, "parts", parts=4)
     make_run(root, "nojson", parts=1)
@@ -221,16 +221,18 @@ def damaged_store(root: Path) -> dict[str, Path]:
     beat = json.loads((runs / "live" / "run.json").read_text())
     beat["heartbeat_at"] = "2020-01-01T00:00:00+00:00"
     (runs / "live" / "run.json").write_text(json.dumps(beat))
-    return {"damaged-part": damaged, "no-run-json": runs / "nojson",
-            "bad-run-json": runs / "badjson", "foreign-part": foreign, "unknown-file": stray,
-            "stale-temp": temp, "duplicate-rows": runs / "good" / "steps",
-            "crashed-run": runs / "live" / "run.json"}
+    return {("damaged-part", damaged), ("no-run-json", runs / "nojson"),
+            ("bad-run-json", runs / "badjson"), ("foreign-part", foreign),
+            ("unknown-file", stray), ("stale-temp", temp), ("duplicate-rows", runs / "good" / "steps"),
+            ("crashed-run", runs / "live" / "run.json"),
+            # the crashed run's disk-space reserve (finished runs remove theirs)
+            ("stale-temp", runs / "live" / ".reserve")}
 
 
 def test_doctor_finds_each_kind_of_problem(tmp_path: Path) -> None:
     expected = damaged_store(tmp_path)
     found = {(p.kind, p.path) for p in diagnose(tmp_path)}
-    assert found == {(k, p) for k, p in expected.items()}
+    assert found == expected
 
 
 def test_doctor_quarantine_moves_without_deleting(tmp_path: Path,
@@ -240,7 +242,7 @@ def test_doctor_quarantine_moves_without_deleting(tmp_path: Path,
     rows_before = count_steps(Store(tmp_path))
     assert main(["doctor", "--store", str(tmp_path)]) == 1
     listing = capsys.readouterr().out
-    for kind, path in expected.items():
+    for kind, path in expected:
         assert kind in listing and str(path.relative_to(tmp_path)) in listing
     assert files_digest(tmp_path) == before  # listing changes nothing
 
@@ -253,8 +255,8 @@ def test_doctor_quarantine_moves_without_deleting(tmp_path: Path,
     restored = {k.split("/", 2)[2]: v for k, v in moved.items() if not k.endswith("manifest.json")}
     assert {**{k: v for k, v in after.items() if k not in moved}, **restored} == before
     manifest = json.loads((tmp_path / "quarantine" / qdir / "manifest.json").read_text())
-    assert {m["kind"] for m in manifest["moves"]} == set(expected) - {"duplicate-rows",
-                                                                       "crashed-run"}
+    assert {(m["kind"], tmp_path / m["from"]) for m in manifest["moves"]} == {
+        (k, p) for k, p in expected if k not in ("duplicate-rows", "crashed-run")}
     # before: good's 3 parts (18 rows) + the duplicated part (6) + its part copied into "copied"
     # (6 rows that say run_id = good); parts: 4 parts less the damaged one; nojson and badjson
     # are invisible without their run.json

@@ -21,7 +21,7 @@ import polars as pl
 from imbtui.store.layout import RUN_ID_RE, StoreError, atomic_write_json, iso, runs_dir, utcnow
 from imbtui.store.reader import KEY_COLUMNS, Store, deep_problem, stale_after_s
 from imbtui.store.schema import TABLES
-from imbtui.store.writer import scan_table
+from imbtui.store.writer import RESERVE_NAME, scan_table
 
 QUARANTINE = "quarantine"
 STALE_TEMP_S = 15 * 60  # a hidden temp file untouched this long belongs to a writer that died
@@ -52,8 +52,8 @@ def diagnose(root: Path) -> list[Problem]:
     top = runs_dir(root)
     if not top.is_dir():
         return [] if not top.exists() else [Problem("unknown-file", top, "runs is not a folder")]
-    runs = Store(root).runs_frame()
-    crashed = runs.filter(pl.col("status") == "crashed").select("run_id", "step_done").rows()
+    runs = Store(root).runs_frame().select("run_id", "status", "step_done").rows()
+    status = {rid: (st, step) for rid, st, step in runs}
     problems: list[Problem] = []
     for name in sorted(os.listdir(top)):
         path = top / name
@@ -62,26 +62,34 @@ def diagnose(root: Path) -> list[Problem]:
         if not (RUN_ID_RE.match(name) and path.is_dir()):
             problems.append(Problem("unknown-file", path, "not a run folder"))
             continue
-        problems += _diagnose_run(root, name, dict(crashed))
+        problems += _diagnose_run(root, name, *status.get(name, (None, None)))
     return problems
 
 
-def _diagnose_run(root: Path, run_id: str, crashed: dict[str, int | None]) -> list[Problem]:
+def _diagnose_run(root: Path, run_id: str, status: str | None,
+                  step_done: int | None) -> list[Problem]:
     folder = runs_dir(root) / run_id
     meta_problem = _run_json_problem(root, run_id)
     if meta_problem is not None:
         return [meta_problem]  # the whole folder moves: its parts are invisible without run.json
     problems = []
-    if run_id in crashed:
+    if status == "crashed":
         detail = (f"status running but no heartbeat for over {stale_after_s():.0f} s: its trainer "
-                  f"died (progress recorded up to step {crashed[run_id]})")
+                  f"died (progress recorded up to step {step_done})")
         problems.append(Problem("crashed-run", folder / "run.json", detail, fixable=False,
                                 severity="info"))
     for name in sorted(os.listdir(folder)):
         path = folder / name
         if name in TABLES and path.is_dir():
             problems += _diagnose_table(run_id, name, path)
-        elif name != "run.json" and not _is_fresh_temp(path):
+        elif name == RESERVE_NAME:
+            if status != "running":  # a live run keeps it for its last run.json; a dead one not
+                problems.append(Problem("stale-temp", path, "disk space reserve of a dead run"))
+        elif name.startswith("."):
+            if _age_s(path) > STALE_TEMP_S:
+                problems.append(Problem("stale-temp", path, "temporary file left by a writer "
+                                        "that died"))
+        elif name != "run.json":
             problems.append(Problem("unknown-file", path, "not part of the store layout"))
     return problems
 
@@ -141,10 +149,6 @@ def _duplicates(table: str, folder: Path, parts: list[Path]) -> list[Problem]:
         return []
     return [Problem("duplicate-rows", folder, f"{extra} {table} rows repeat a key ({keys}); "
                     f"the store double counts them", fixable=False)]
-
-
-def _is_fresh_temp(path: Path) -> bool:
-    return path.name.startswith(".") and _age_s(path) <= STALE_TEMP_S
 
 
 def _age_s(path: Path) -> float:

@@ -6,6 +6,7 @@ parts and read them; a part appears whole (temp file + rename) or not at all.
 
 from __future__ import annotations
 
+import errno
 import io
 import os
 import re
@@ -35,6 +36,10 @@ TERMINAL = ("finished", "failed", "interrupted", "diverged")
 RANGE_RE = re.compile(r"^part-(\d{6})-(\d{6})\.parquet$")
 # Runs with fewer parts per table are left as written: a few files cost a reader nothing.
 COMPACT_MIN_PARTS = 8
+# Space held back from the start of a run so that, when the disk fills up, the final run.json
+# (status `failed` and why) still fits: released only to write it.
+RESERVE_NAME = ".reserve"
+RESERVE_BYTES = 64 * 1024
 
 
 class StoreWriteError(StoreError):
@@ -135,15 +140,16 @@ class RunWriter:
         self._meta = {"run_id": self.run_id, **meta, "status": "running", "created_at": now,
                       "heartbeat_at": now, "finished_at": None}
         self._flush_meta()
+        self._reserve()
         self._thread = threading.Thread(target=self._beat, name="imbtui-heartbeat", daemon=True)
         self._thread.start()
 
-    def update(self, **fields: Any) -> None:
+    def update(self, final: bool = False, **fields: Any) -> None:
         """Merge progress fields into run.json (and refresh the heartbeat)."""
         with self._lock:
             self._meta.update(fields)
             self._meta["heartbeat_at"] = iso(utcnow())
-            self._flush_meta()
+            self._flush_meta(use_reserve=final)
 
     def finish(self, status: str, message: str | None = None) -> None:
         """Record the final status, then compact the parts (a kill in between loses nothing)."""
@@ -153,7 +159,8 @@ class RunWriter:
         if self._thread is not None:
             self._thread.join(timeout=5)
         now = iso(utcnow())
-        self.update(status=status, finished_at=now, message=message)
+        self.update(final=True, status=status, finished_at=now, message=message)
+        _unlink(self.dir / RESERVE_NAME)
         for table in TABLES:
             self.compact(table)
 
@@ -214,12 +221,24 @@ class RunWriter:
         return n
 
     # -- internals -------------------------------------------------------------------------------
-    def _flush_meta(self) -> None:
+    def _flush_meta(self, use_reserve: bool = False) -> None:
         path = self.dir / "run.json"
         try:
             atomic_write_json(path, self._meta)
         except OSError as exc:
-            raise write_error(path, self.root, exc) from None
+            reserve = self.dir / RESERVE_NAME
+            if not (use_reserve and exc.errno in (errno.ENOSPC, errno.EDQUOT) and reserve.exists()):
+                raise write_error(path, self.root, exc) from None
+            _unlink(reserve)  # the disk is full: spend the reserve on recording how the run ended
+            self._flush_meta()
+
+    def _reserve(self) -> None:
+        # real zeros, not a sparse file: the blocks must be allocated to be given back later
+        try:
+            with open(self.dir / RESERVE_NAME, "wb") as f:
+                f.write(bytes(RESERVE_BYTES))
+        except OSError:
+            _unlink(self.dir / RESERVE_NAME)  # too full already: the run fails on its first part
 
     def _beat(self) -> None:
         # A heartbeat lets readers tell a live run from one whose process died without a word.
