@@ -78,10 +78,12 @@ def _warn(store) -> None:
 
 @app.command()
 def train(
+    ctx: typer.Context,
     ratio: Annotated[float, typer.Option(min=1.0, help="Imbalance ratio: largest class / smallest "
                                          "class (1 = balanced).")] = 100.0,
-    dataset: Annotated[str, typer.Option(help="Dataset. mnist1d is generated offline and cached.")
-                       ] = "mnist1d",
+    dataset: Annotated[str, typer.Option(
+        help="mnist1d (generated offline and cached), or through torchvision: cifar10, cifar100, "
+             "mnist, fashion-mnist.")] = "mnist1d",
     profile: Annotated[Profile, typer.Option(help="exp: n_i = n_max * R^(-i/(C-1)) (Cao et al.); "
                                              "step: a fraction of classes get n_max / R.")
                        ] = Profile.exp,
@@ -156,21 +158,11 @@ def train(
     from imbtui.store import RunWriter, resolve_store
 
     root = resolve_store(store)
-    from trainer.loop import TrainConfig, train as run_training
+    from trainer.loop import train as run_training
 
     from imbtui.console import TrainProgress, err, out, summary_table
 
-    loss_params = {k: v for k, v in (("beta", beta), ("gamma", gamma), ("tau", tau))
-                   if v is not None}
-    cfg = TrainConfig(dataset=dataset, data_dir=str(data_dir) if data_dir else None,
-                      profile=profile.value, ratio=ratio, minority_fraction=minority_fraction,
-                      model=model, loss=loss, sampler=sampler, drw=drw, loss_params=loss_params,
-                      epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
-                      warmup_epochs=warmup_epochs, schedule=schedule,
-                      milestones=_int_list(milestones, "--milestones"), lr_decay=lr_decay,
-                      augment=augment, channels_last=channels_last, bf16=bf16,
-                      compile=compile_model, seed=seed, device=device.value, max_steps=max_steps,
-                      name=name, sweep=sweep, dynamics=dynamics.value)
+    cfg = _train_config(ctx.params)
     writer = RunWriter(root, run_id=_check_run_id(run_id))
     first: dict[str, float] = {}
 
@@ -195,6 +187,24 @@ def train(
         raise typer.Exit(1)
 
 
+def _train_config(params: dict):
+    """The TrainConfig of `imbtui train`'s parsed options (also used by sweep to check its runs)."""
+    from trainer.loop import TrainConfig
+
+    p = {k: getattr(v, "value", v) for k, v in params.items()}  # enums -> their values
+    loss_params = {k: p[k] for k in ("beta", "gamma", "tau") if p.get(k) is not None}
+    return TrainConfig(
+        dataset=p["dataset"], data_dir=str(p["data_dir"]) if p["data_dir"] else None,
+        profile=p["profile"], ratio=p["ratio"], minority_fraction=p["minority_fraction"],
+        model=p["model"], loss=p["loss"], sampler=p["sampler"], drw=p["drw"],
+        loss_params=loss_params, epochs=p["epochs"], batch_size=p["batch_size"], lr=p["lr"],
+        weight_decay=p["weight_decay"], warmup_epochs=p["warmup_epochs"], schedule=p["schedule"],
+        milestones=_int_list(p["milestones"], "--milestones"), lr_decay=p["lr_decay"],
+        augment=p["augment"], channels_last=p["channels_last"], bf16=p["bf16"],
+        compile=p["compile_model"], seed=p["seed"], device=p["device"], max_steps=p["max_steps"],
+        name=p["name"], sweep=p["sweep"], dynamics=p["dynamics"])
+
+
 def _int_list(text: str | None, option: str) -> tuple[int, ...] | None:
     if text is None:
         return None
@@ -210,6 +220,173 @@ def _check_run_id(run_id: str | None) -> str | None:
     if run_id is not None and not RUN_ID_RE.match(run_id):
         raise UserError(f"invalid run id {run_id!r}")
     return run_id
+
+
+# ==== data ========================================================================================
+
+@app.command()
+def data(
+    dataset: Annotated[str, typer.Option(
+        help="mnist1d, cifar10, cifar100, mnist or fashion-mnist.")] = "mnist1d",
+    ratio: Annotated[float, typer.Option(min=1.0, help="Imbalance ratio: largest class / smallest "
+                                         "class (1 = balanced).")] = 100.0,
+    profile: Annotated[Profile, typer.Option(help="exp or step (see imbtui train --help).")
+                       ] = Profile.exp,
+    minority_fraction: Annotated[float, typer.Option(
+        help="step profile: fraction of classes that are small (0 < mu < 1).")] = 0.5,
+    data_dir: Annotated[Optional[Path], typer.Option(
+        help="Folder of the torchvision datasets (default: $IMBTUI_DATA, else the cache's data/).",
+        show_default=False)] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Show a long-tailed dataset's class counts, groups and test counts, without training."""
+    import json
+
+    import polars as pl
+
+    from imbtui.console import frame_table, out
+    from trainer.data import class_table, dataset_counts, load_dataset
+
+    ds = load_dataset(dataset, str(data_dir) if data_dir else None)
+    counts = dataset_counts(ds, ratio, profile.value, minority_fraction)
+    classes = class_table(counts, ds.test_sizes(), ds.class_names, profile.value,
+                          minority_fraction)
+    info = {"dataset": dataset, "profile": profile.value, "ratio": ratio,
+            "minority_fraction": minority_fraction, "n_classes": ds.n_classes,
+            "n_train": sum(counts), "n_test": sum(ds.test_sizes()), "counts": counts,
+            "test_counts": ds.test_sizes(), "groups": [c.grp for c in classes],
+            "shots": [c.shot for c in classes], "class_names": ds.class_names,
+            "full_counts": ds.class_sizes()}
+    if as_json:
+        print(json.dumps(info))
+        return
+    frame = pl.DataFrame([vars(c) for c in classes])
+    out.print(frame_table(frame, title=f"{dataset}, {profile.value} profile, ratio {ratio:g}"))
+    for grp in ("majority", "minority"):
+        members = [c for c in classes if c.grp == grp]
+        out.print(f"{grp}: {len(members)} classes, {sum(c.train_count for c in members):,} "
+                  f"training samples")
+    out.print(f"{info['n_train']:,} training samples (of {sum(ds.class_sizes()):,}); "
+              f"{info['n_test']:,} test samples, balanced")
+
+
+# ==== sweep =======================================================================================
+
+class _ListsCommand(typer.core.TyperCommand):
+    """Lets `--ratio 1 10 100` give three values: click takes one value per use of an option."""
+
+    def parse_args(self, ctx, args):
+        from imbtui.sweep import expand_lists
+
+        return super().parse_args(ctx, expand_lists(list(args)))
+
+
+@app.command(cls=_ListsCommand, context_settings={"allow_extra_args": True})
+def sweep(
+    ctx: typer.Context,
+    ratio: Annotated[Optional[list[float]], typer.Option(
+        help="Ratios to run, e.g. --ratio 1 10 100 (default 100).", show_default=False)] = None,
+    seed: Annotated[Optional[list[int]], typer.Option(
+        help="Seeds, e.g. --seed 0 1 2 (default 0).", show_default=False)] = None,
+    loss: Annotated[Optional[list[str]], typer.Option(
+        help="Losses, e.g. --loss ce ldam (default ce).", show_default=False)] = None,
+    sampler: Annotated[Optional[list[str]], typer.Option(
+        help="Samplers (default none).", show_default=False)] = None,
+    dataset: Annotated[Optional[list[str]], typer.Option(
+        help="Datasets (default mnist1d).", show_default=False)] = None,
+    jobs: Annotated[int, typer.Option(
+        "--jobs", "-j", min=1, help="Runs at once, each its own process (one per GPU when there "
+                                    "are several).")] = 1,
+    epochs: Annotated[Optional[int], typer.Option(
+        min=1, help="Epochs per run (default: the dataset's recipe).", show_default=False)] = None,
+    drw: Annotated[Optional[int], typer.Option(
+        min=0, help="Deferred re-weighting after this many epochs.", show_default=False)] = None,
+    device: Annotated[Device, typer.Option(help="Where to train.")] = Device.auto,
+    max_steps: Annotated[Optional[int], typer.Option(
+        min=1, help="Stop each run after N steps.", show_default=False)] = None,
+    data_dir: Annotated[Optional[Path], typer.Option(
+        help="Folder of the torchvision datasets.", show_default=False)] = None,
+    name: Annotated[Optional[str], typer.Option(
+        help="Prefix of the run names.", show_default=False)] = None,
+    dry_run: Annotated[bool, typer.Option(
+        "--dry-run", help="Check and list the runs, train nothing.")] = False,
+    store: StoreOpt = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")] = False,
+) -> None:
+    """Train every combination of ratios x seeds x losses (x samplers x datasets) into one store.
+
+    Any other `imbtui train` option goes after `--` and applies to every run, e.g.
+    [bold]imbtui sweep --ratio 1 10 100 --seed 0 1 2 --loss ce ldam --drw 24 --epochs 30 -j 2 --
+    --lr 0.05[/bold]. The runs share a sweep id (config key "sweep"); the table at the end has
+    each run's final balanced, majority and minority test accuracy, and their means over seeds.
+    """
+    import itertools
+
+    from imbtui.console import err, frame_table, out
+    from imbtui.store import resolve_store
+    from imbtui.store.layout import new_run_id
+    from imbtui.sweep import Job, SweepRunner, compact_means, compact_runs, sweep_tables
+
+    root = resolve_store(store)
+    fixed = _sweep_fixed_args(epochs, drw, device, max_steps, data_dir) + list(ctx.args)
+    sweep_id = f"sweep-{new_run_id()}"
+    jobs_list = []
+    for ds, r, lo, sm, s in itertools.product(dataset or ["mnist1d"], ratio or [100.0],
+                                              loss or ["ce"], sampler or ["none"], seed or [0]):
+        run_name = (f"{name or ''}{ds}-r{r:g}-{lo}{'-drw' if drw is not None else ''}"
+                    f"{'' if sm == 'none' else '-' + sm}-s{s}")
+        argv = ["--dataset", ds, "--ratio", f"{r:g}", "--loss", lo, "--sampler", sm,
+                "--seed", str(s), *fixed, "--name", run_name, "--store", str(root), "-q",
+                "--sweep", sweep_id, "--run-id", new_run_id()]
+        jobs_list.append(Job(run_name, argv[-1], argv))
+    n_gpus = _check_sweep(ctx, jobs_list)
+    err.print(f"{sweep_id}: {len(jobs_list)} runs, {min(jobs, len(jobs_list))} at a time, into "
+              f"{root}")
+    if dry_run:
+        for job in jobs_list:  # plain print: one command per line, never wrapped
+            print(f"imbtui train {' '.join(job.argv)}")
+        return
+    runner = SweepRunner(jobs_list, root, min(jobs, len(jobs_list)), n_gpus, quiet)
+    try:
+        runner.run()
+    except KeyboardInterrupt:
+        err.print(f"interrupted: finished runs are kept in {root}")
+        raise typer.Exit(130) from None
+    per_run, means = sweep_tables(root, sweep_id)
+    out.print(frame_table(compact_runs(per_run), title=f"{sweep_id}: final test accuracy"))
+    if means.height and means["seeds"].max() > 1:
+        out.print(frame_table(compact_means(means), title="means over seeds"))
+    failed = [j for j in jobs_list if j.returncode != 0]
+    for job in failed:
+        err.print(f"[red]{job.name} failed:[/red] {job.error}")
+    if failed:
+        raise typer.Exit(1)
+
+
+def _sweep_fixed_args(epochs, drw, device, max_steps, data_dir) -> list[str]:
+    args = [] if epochs is None else ["--epochs", str(epochs)]
+    args += [] if drw is None else ["--drw", str(drw)]
+    args += ["--device", device.value]
+    args += [] if max_steps is None else ["--max-steps", str(max_steps)]
+    return args + ([] if data_dir is None else ["--data-dir", str(data_dir)])
+
+
+def _check_sweep(ctx: typer.Context, jobs: list) -> int:
+    """Parse and check every run as `imbtui train` would, before any starts; returns the GPU count
+    (a typo fails once, in one line, instead of in every run)."""
+    import functools
+
+    import torch
+
+    from trainer.data import load_dataset
+    from trainer.loop import check_run
+
+    load = functools.lru_cache(maxsize=None)(load_dataset)
+    train_cmd = ctx.parent.command.get_command(ctx.parent, "train")
+    for job in jobs:
+        params = train_cmd.make_context("train", list(job.argv), parent=ctx.parent).params
+        check_run(_train_config(params), load=load)
+    return torch.cuda.device_count()
 
 
 # ==== runs / show =================================================================================

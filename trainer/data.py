@@ -206,3 +206,11 @@ def load_dataset(name: str, data_dir: str | None = None) -> ArrayDataset:
 
         return load_image_dataset(name, data_dir)
     raise DataError(f"unknown dataset {name!r}: choose one of {', '.join(DATASETS)}")
+
+
+def dataset_counts(ds: ArrayDataset, ratio: float, profile: str = "exp",
+                   minority_fraction: float = 0.5) -> list[int]:
+    """The profile's training counts for `ds`. n_max is the smallest full class, so every class can
+    supply its count: the same as the largest on the balanced sets (CIFAR, Fashion-MNIST, MNIST-1D);
+    MNIST's classes hold 5,421 to 6,742 images, so its n_max is 5,421."""
+    return profile_counts(min(ds.class_sizes()), ds.n_classes, ratio, profile, minority_fraction)

@@ -8,20 +8,26 @@ balanced test set follow every epoch, and epoch 0 records the untrained network.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
 
-from trainer.data import DataError, class_table, load_dataset, long_tailed_indices, profile_counts
+from trainer.augment import AUGMENTS, Augment, normalizer
+from trainer.data import DataError, class_table, dataset_counts, load_dataset, long_tailed_indices
 from trainer.dynamics import StepRecorder, classifier_rows, evaluate
-from trainer.losses import build_loss
+from trainer.losses import DEFAULTS as LOSS_DEFAULTS
+from trainer.losses import LOSSES, build_loss
 from trainer.models import DEFAULT_MODEL, build_model, n_params
+from trainer.samplers import SAMPLERS, Sampler
 from trainer.sink import NullSink, Sink
+from trainer.vision import IMAGE_DATASETS
 
 
 # ==== configuration ===============================================================================
@@ -36,20 +42,34 @@ class TrainConfig:
     minority_fraction: float = 0.5   # step profile only: fraction of classes that are small
     # model and method
     model: str | None = None         # None: the dataset's default
-    loss: str = "ce"
-    sampler: str = "none"
-    # optimisation (SGD with momentum; linear warm-up, then cosine decay to 0)
-    epochs: int = 30
-    batch_size: int = 128
-    lr: float = 0.05                 # peak learning rate
+    loss: str = "ce"                 # trainer.losses.LOSSES
+    sampler: str = "none"            # none | class-balanced | square-root
+    drw: int | None = None           # deferred re-weighting: class-balanced weights after N epochs
+    loss_params: dict[str, float] = field(default_factory=dict)  # beta, gamma, tau, max_margin,
+    #                                  scale, drw_beta (trainer.losses.DEFAULTS)
+    # optimisation: SGD with momentum, linear warm-up, then cosine decay to 0 or steps at
+    # milestones. None takes the dataset's recipe (RECIPES).
+    epochs: int | None = None
+    batch_size: int | None = None
+    lr: float | None = None          # peak learning rate
     momentum: float = 0.9
-    weight_decay: float = 5e-4
-    warmup_epochs: float = 1.0
+    weight_decay: float | None = None
+    warmup_epochs: float | None = None
+    schedule: str | None = None      # cosine | step
+    milestones: tuple[int, ...] | None = None  # step: lr *= lr_decay after each of these epochs
+    lr_decay: float | None = None
+    augment: str | None = None       # none | crop | flip | crop-flip (pad-4 crop; images only)
+    # speed: the same results on any device, only faster
+    channels_last: bool = True       # image models: NHWC convolutions
+    bf16: bool = False               # bfloat16 autocast for forward passes
+    compile: bool = False            # torch.compile the training forward pass
+    check_sync: bool = False         # CUDA: fail on any host synchronisation inside a step (tests)
     # run
     seed: int = 0
     device: str = "auto"             # auto | cpu | cuda
     max_steps: int | None = None     # stop after this many optimizer steps (smoke tests)
     name: str | None = None
+    sweep: str | None = None         # id shared by the runs of one `imbtui sweep`
     # recording
     dynamics: str = "minimal"        # minimal: steps + epochs rows; off: none (benchmarks)
     flush_steps: int = 200           # flush the step buffer at least every N steps...
@@ -63,6 +83,74 @@ class TrainConfig:
             return DEFAULT_MODEL[self.dataset]
         except KeyError:
             raise DataError(f"no default model for dataset {self.dataset!r}; pass --model") from None
+
+
+# The recipe per dataset: what every None field of TrainConfig becomes.
+_SMALL = {"epochs": 30, "batch_size": 128, "lr": 0.05, "weight_decay": 5e-4, "warmup_epochs": 1.0,
+          "schedule": "cosine", "milestones": (), "lr_decay": 0.1, "augment": "none"}
+# The standard long-tailed CIFAR recipe (Cao et al. 2019): 200 epochs, batch 128, SGD lr 0.1 with 5
+# linear warm-up epochs, x0.01 after epoch 160 and again after 180, weight decay 2e-4, pad-4 random
+# crop and horizontal flip.
+CIFAR_LT = {"epochs": 200, "batch_size": 128, "lr": 0.1, "weight_decay": 2e-4, "warmup_epochs": 5.0,
+            "schedule": "step", "milestones": (160, 180), "lr_decay": 0.01, "augment": "crop-flip"}
+RECIPES: dict[str, dict[str, Any]] = {"mnist1d": _SMALL, "mnist": _SMALL, "fashion-mnist": _SMALL,
+                                      "cifar10": CIFAR_LT, "cifar100": CIFAR_LT}
+SCHEDULES = ("cosine", "step")
+
+
+def resolve_config(cfg: TrainConfig) -> TrainConfig:
+    """A copy with every None recipe field taken from the dataset's recipe. A shortened run keeps
+    the recipe's shape: default milestones scale with --epochs (160/200 and 180/200 of the run)."""
+    recipe = RECIPES.get(cfg.dataset, _SMALL)
+    values = {k: v if getattr(cfg, k) is None else getattr(cfg, k) for k, v in recipe.items()}
+    if cfg.milestones is None and cfg.epochs is not None and recipe["milestones"]:
+        values["milestones"] = tuple(round(m * cfg.epochs / recipe["epochs"])
+                                     for m in recipe["milestones"])
+    values["milestones"] = tuple(int(m) for m in values["milestones"])
+    values["model"] = cfg.model or DEFAULT_MODEL.get(cfg.dataset)
+    return dataclasses.replace(cfg, **values)
+
+
+def check_config(cfg: TrainConfig, image: bool) -> None:
+    """Values and combinations that cannot work, refused before anything is written."""
+    if cfg.epochs < 1:
+        raise DataError(f"--epochs must be >= 1, got {cfg.epochs}")
+    if cfg.batch_size < 1:
+        raise DataError(f"--batch-size must be >= 1, got {cfg.batch_size}")
+    if not (cfg.lr > 0 and math.isfinite(cfg.lr)):
+        raise DataError(f"--lr must be a positive number, got {cfg.lr}")
+    if cfg.schedule not in SCHEDULES:
+        raise DataError(f"unknown --schedule {cfg.schedule!r}: choose one of {', '.join(SCHEDULES)}")
+    if cfg.schedule == "cosine" and cfg.milestones:
+        raise DataError("--milestones need --schedule step (the cosine schedule has none)")
+    if not cfg.lr_decay > 0:
+        raise DataError(f"--lr-decay must be a positive factor, got {cfg.lr_decay}")
+    if cfg.loss not in LOSSES:
+        raise DataError(f"unknown loss {cfg.loss!r}: choose one of {', '.join(LOSSES)}")
+    if cfg.sampler not in SAMPLERS:
+        raise DataError(f"unknown sampler {cfg.sampler!r}: choose one of {', '.join(SAMPLERS)}")
+    if cfg.augment not in AUGMENTS:
+        raise DataError(f"unknown --augment {cfg.augment!r}: choose one of {', '.join(AUGMENTS)}")
+    if cfg.augment != "none" and not image:
+        raise DataError(f"--augment {cfg.augment} needs an image dataset; {cfg.dataset} is 1D")
+    if cfg.drw is not None and not 0 <= cfg.drw < cfg.epochs:
+        raise DataError(f"--drw {cfg.drw} must lie in [0, --epochs {cfg.epochs}): re-weighting "
+                        f"starts after that many epochs")
+
+
+def check_run(cfg: TrainConfig, load: Callable[..., Any] = load_dataset) -> list[int]:
+    """What train() would refuse, found without training (a sweep checks every run up front).
+    Returns the long-tailed training counts."""
+    cfg = resolve_config(cfg)
+    check_config(cfg, cfg.dataset in IMAGE_DATASETS)
+    resolve_device(cfg.device)
+    ds = load(cfg.dataset, cfg.data_dir)
+    counts = dataset_counts(ds, cfg.ratio, cfg.profile, cfg.minority_fraction)
+    if cfg.batch_size > sum(counts):
+        raise DataError(f"--batch-size {cfg.batch_size} exceeds the {sum(counts)} training samples")
+    build_model(cfg.resolved_model(), tuple(ds.x_train.shape[1:]), ds.n_classes)
+    build_loss(cfg.loss, counts, torch.device("cpu"), cfg.drw, **cfg.loss_params)
+    return counts
 
 
 class Diverged(RuntimeError):
@@ -104,13 +192,32 @@ def resolve_device(name: str) -> torch.device:
 
 
 def get_lr(cfg: TrainConfig, step: int, steps_per_epoch: int) -> float:
-    """Linear warm-up over `warmup_epochs`, then cosine decay to zero at the last step."""
+    """Linear warm-up over `warmup_epochs`, then cosine decay to zero at the last step, or (step
+    schedule) the peak times lr_decay for every milestone epoch already completed."""
+    if cfg.epochs is None:
+        cfg = resolve_config(cfg)
     total = cfg.epochs * steps_per_epoch
     warm = cfg.warmup_epochs * steps_per_epoch
     if step < warm:
         return cfg.lr * (step + 1) / warm
+    if cfg.schedule == "step":
+        done = step // steps_per_epoch  # whole epochs before this step
+        return cfg.lr * cfg.lr_decay ** sum(done >= m for m in cfg.milestones)
     progress = (step - warm) / max(1.0, total - warm)
     return cfg.lr * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+
+@contextlib.contextmanager
+def sync_guard(on: bool):
+    """Make any host synchronisation inside the block an error (CUDA's sync debug mode)."""
+    if not on:
+        yield
+        return
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        yield
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
 
 
 def group_accuracy(rows: dict[str, np.ndarray], groups: np.ndarray, grp: str) -> float:
@@ -131,21 +238,24 @@ def code_version() -> str:
 # ==== training ====================================================================================
 
 def train(cfg: TrainConfig, sink: Sink | None = None, hooks: Hooks | None = None) -> RunResult:
-    sink = sink or NullSink()
-    hooks = hooks or Hooks()
-    if cfg.epochs < 1:
-        raise DataError(f"--epochs must be >= 1, got {cfg.epochs}")
-    if cfg.batch_size < 1:
-        raise DataError(f"--batch-size must be >= 1, got {cfg.batch_size}")
-    if not (cfg.lr > 0 and math.isfinite(cfg.lr)):
-        raise DataError(f"--lr must be a positive number, got {cfg.lr}")
+    """Train one run. None fields of `cfg` take the dataset's recipe (the sink records the resolved
+    config). Bad input raises DataError before the sink starts; a GPU out of memory ends the run as
+    failed and raises DataError too, so the CLI shows one line."""
+    try:
+        return _train(resolve_config(cfg), sink or NullSink(), hooks or Hooks())
+    except torch.OutOfMemoryError:
+        raise DataError("the GPU ran out of memory: try a smaller --batch-size") from None
+
+
+def _train(cfg: TrainConfig, sink: Sink, hooks: Hooks) -> RunResult:
+    image = cfg.dataset in IMAGE_DATASETS
+    check_config(cfg, image)
     device = resolve_device(cfg.device)
     torch.manual_seed(cfg.seed)
 
     # -- data: long-tailed training set, balanced test set, all on the device ---------------------
     ds = load_dataset(cfg.dataset, cfg.data_dir)
-    counts = profile_counts(max(ds.class_sizes()), ds.n_classes, cfg.ratio, cfg.profile,
-                            cfg.minority_fraction)
+    counts = dataset_counts(ds, cfg.ratio, cfg.profile, cfg.minority_fraction)
     idx = long_tailed_indices(ds.y_train, counts, cfg.seed)
     x_tr = torch.from_numpy(ds.x_train[idx]).to(device)
     y_tr = torch.from_numpy(ds.y_train[idx]).to(device)
@@ -164,17 +274,30 @@ def train(cfg: TrainConfig, sink: Sink | None = None, hooks: Hooks | None = None
 
     # -- model, objective, optimiser -----------------------------------------------------------
     model_name = cfg.resolved_model()
-    model = build_model(model_name, tuple(ds.x_train.shape[1:]), n_classes).to(device)
-    criterion = build_loss(cfg.loss, counts, device, **cfg.extra)
+    ldam = cfg.loss == "ldam"  # LDAM's margins live on cosines: a normalised classifier
+    model = build_model(model_name, tuple(ds.x_train.shape[1:]), n_classes, normed=ldam).to(device)
+    if ldam:
+        model.fc.scale = float(cfg.loss_params.get("scale", LOSS_DEFAULTS["scale"]))
+    if image and cfg.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    forward = torch.compile(model) if cfg.compile else model
+    criterion = build_loss(cfg.loss, counts, device, cfg.drw, **cfg.loss_params)
     opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
                           weight_decay=cfg.weight_decay)
     gen = torch.Generator(device=device).manual_seed(cfg.seed)
+    sampler = Sampler(cfg.sampler, y_tr, counts, gen)
+    # images stay uint8 on the device: crop/flip, then normalise, per batch (eval: normalise only)
+    augment = Augment(cfg.augment)
+    prepare = (normalizer(ds.meta["mean"], ds.meta["std"], device, cfg.channels_last)
+               if image else None)
+    autocast = ((lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if cfg.bf16
+                else contextlib.nullcontext)
 
     # -- the run's identity --------------------------------------------------------------------
     config = {**dataclasses.asdict(cfg), "model": model_name, "n_classes": n_classes,
               "n_train": n_train, "steps_per_epoch": steps_per_epoch,
               "n_params": n_params(model)}
-    sink.start({"name": cfg.name or f"{cfg.dataset}-{cfg.profile}{cfg.ratio:g}-{cfg.loss}",
+    sink.start({"name": cfg.name or default_name(cfg),
                 "config": config, "device": str(device), "code_version": code_version(),
                 "epoch_done": 0, "step_done": 0, "total_steps": total_steps})
     recording = cfg.dynamics != "off"
@@ -209,7 +332,8 @@ def train(cfg: TrainConfig, sink: Sink | None = None, hooks: Hooks | None = None
         w, b = classifier_rows(model.fc)
         summary: dict[str, float] = {}
         for split, (x, y) in (("train", (x_tr, y_tr)), ("test", (x_te, y_te))):
-            rows = evaluate(model, x, y, n_classes)
+            with autocast():
+                rows = evaluate(model, x, y, n_classes, prepare=prepare)
             if recording:
                 sink.write("epochs", {"epoch": np.full(n_classes, epoch), "step": np.full(
                     n_classes, step), "split": [split] * n_classes, "class_id": np.arange(
@@ -231,22 +355,27 @@ def train(cfg: TrainConfig, sink: Sink | None = None, hooks: Hooks | None = None
         for epoch in range(1, cfg.epochs + 1):
             # -- one epoch of SGD over a device-side permutation --------------------------------
             model.train()
-            perm = torch.randperm(n_train, device=device, generator=gen)
+            perm = sampler.epoch()
             for i in range(steps_per_epoch):
                 if step >= total_steps:
                     break
-                lr = get_lr(cfg, step, steps_per_epoch)
-                for g in opt.param_groups:
-                    g["lr"] = lr
-                bi = perm[i * cfg.batch_size:(i + 1) * cfg.batch_size]
-                xb, yb = x_tr[bi], y_tr[bi]
-                logits = model(xb)
-                loss = criterion(logits, yb, epoch)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                if recording:  # reads the classifier's gradient before the optimiser moves it
-                    rec.record(step, epoch, lr, logits, yb, model.fc.weight.grad)
-                opt.step()
+                # after the first step nothing in a step may wait for the device (checked on CUDA)
+                with sync_guard(cfg.check_sync and step > 0):
+                    lr = get_lr(cfg, step, steps_per_epoch)
+                    for g in opt.param_groups:
+                        g["lr"] = lr
+                    bi = perm[i * cfg.batch_size:(i + 1) * cfg.batch_size]
+                    xb, yb = x_tr[bi], y_tr[bi]
+                    if prepare is not None:
+                        xb = prepare(augment(xb, gen))
+                    with autocast():
+                        logits = forward(xb)
+                    loss = criterion(logits, yb, epoch)
+                    opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                    if recording:  # reads the classifier's gradient before the optimiser moves it
+                        rec.record(step, epoch, lr, logits, yb, model.fc.weight.grad)
+                    opt.step()
                 step += 1
                 if rec.full or time.monotonic() - last_flush >= cfg.flush_seconds:
                     flush()
@@ -271,6 +400,13 @@ def train(cfg: TrainConfig, sink: Sink | None = None, hooks: Hooks | None = None
     sink.update(epoch_done=epoch, step_done=step)
     sink.finish(status, message)
     return RunResult(sink.run_id, status, step, epoch, time.perf_counter() - t0, final, message)
+
+
+def default_name(cfg: TrainConfig) -> str:
+    name = f"{cfg.dataset}-{cfg.profile}{cfg.ratio:g}-{cfg.loss}"
+    if cfg.drw is not None:
+        name += "-drw"
+    return name if cfg.sampler == "none" else f"{name}-{cfg.sampler}"
 
 
 def _safe_flush(flush) -> None:

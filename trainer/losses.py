@@ -76,6 +76,10 @@ class Objective:
                  drw: int | None = None, **params: float) -> None:
         if name not in LOSSES:
             raise DataError(f"unknown loss {name!r}: choose one of {', '.join(LOSSES)}")
+        unknown = sorted(set(params) - set(DEFAULTS))
+        if unknown:
+            raise DataError(f"unknown loss parameter {unknown[0]!r}: known are "
+                            f"{', '.join(DEFAULTS)}")
         p = {**DEFAULTS, **params}
         self.name, self.drw, self.gamma, self.scale = name, drw, p["gamma"], p["scale"]
 
@@ -97,6 +101,9 @@ class Objective:
 
     def __call__(self, logits: torch.Tensor, y: torch.Tensor, epoch: int) -> torch.Tensor:
         logits = logits.float()
+        weight = self.weight_at(epoch)
+        if self.name == "ce" and weight is None:
+            return F.cross_entropy(logits, y)
         if self.shift is not None:
             logits = logits + self.shift
         if self.margin is not None:  # logits are s*cos: subtract s*m_y from the true class only
@@ -106,7 +113,7 @@ class Objective:
         ce = F.cross_entropy(logits, y, reduction="none")
         if self.name == "focal":
             ce = (1.0 - torch.exp(-ce)).pow(self.gamma) * ce
-        return weighted_mean(ce, y, self.weight_at(epoch))
+        return weighted_mean(ce, y, weight)
 
 
 LossFn = Objective
