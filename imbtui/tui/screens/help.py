@@ -20,7 +20,7 @@ KEYS = """\
 `S` reverse · click a header to sort by it · `d` delete run (asks first) · `r` reload · `q` quit
 
 **Run** · `Esc` back · `e` step / epoch resolution · `m` smoothing (EMA off / 0.6 / 0.9) ·
-`k` metric of the class rows · `c` compare with marked runs · `↑↓ PgUp PgDn` scroll
+`k` metric of the class rows · `r` reload · `↑↓ PgUp PgDn` scroll
 
 **Compare** · `Esc` back · `e` step / epoch resolution · `m` smoothing
 
