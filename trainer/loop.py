@@ -96,6 +96,7 @@ CIFAR_LT = {"epochs": 200, "batch_size": 128, "lr": 0.1, "weight_decay": 2e-4, "
 RECIPES: dict[str, dict[str, Any]] = {"mnist1d": _SMALL, "mnist": _SMALL, "fashion-mnist": _SMALL,
                                       "cifar10": CIFAR_LT, "cifar100": CIFAR_LT}
 SCHEDULES = ("cosine", "step")
+DYNAMICS = ("minimal", "off")  # what a run records: minimal = steps + epochs rows; off = nothing
 
 
 def resolve_config(cfg: TrainConfig) -> TrainConfig:
@@ -127,6 +128,8 @@ def check_config(cfg: TrainConfig, image: bool) -> None:
         raise DataError(f"--lr-decay must be a positive factor, got {cfg.lr_decay}")
     if cfg.loss not in LOSSES:
         raise DataError(f"unknown loss {cfg.loss!r}: choose one of {', '.join(LOSSES)}")
+    if cfg.dynamics not in DYNAMICS:
+        raise DataError(f"unknown --dynamics {cfg.dynamics!r}: choose one of {', '.join(DYNAMICS)}")
     if cfg.sampler not in SAMPLERS:
         raise DataError(f"unknown sampler {cfg.sampler!r}: choose one of {', '.join(SAMPLERS)}")
     if cfg.augment not in AUGMENTS:
