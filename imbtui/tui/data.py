@@ -120,10 +120,12 @@ class StoreSession:
     after each refresh the `runs` frame is copied into a real in-memory table every cursor can see.
     """
 
-    def __init__(self, root: Path, sample: bool = False) -> None:
+    def __init__(self, root: Path, sample: bool = False,
+                 scope: tuple[str, ...] | None = None) -> None:
         self.store = Store(root)
         self.root = Path(root)
         self.sample = sample
+        self.scope = scope
         self.generation = 0
         self._con: duckdb.DuckDBPyConnection | None = None
         self._lock = threading.Lock()
@@ -137,13 +139,24 @@ class StoreSession:
                 return self.generation
             if self._con is None:
                 self._con = duckdb.connect(":memory:")
-            self.store.refresh(self._con)
+            self.store.refresh(self._con, run_ids=self.scope)
             self._con.execute("CREATE OR REPLACE TABLE _imbtui_runs_table AS "
                               "SELECT * FROM _imbtui_runs")
             self._con.execute("CREATE OR REPLACE VIEW runs AS SELECT * FROM _imbtui_runs_table")
             self._signature = sig
             self.generation += 1
             return self.generation
+
+    def scoped(self, run_ids: list[str]) -> StoreSession:
+        """A session whose views cover only these runs: a run screen's queries then read one
+        run's parts, not every run's (on 200 runs x 20,000 steps: ~0.1 s instead of seconds)."""
+        return StoreSession(self.root, self.sample, scope=tuple(run_ids))
+
+    def close(self) -> None:
+        with self._lock:
+            if self._con is not None:
+                self._con.close()
+                self._con = None
 
     def cursor(self) -> duckdb.DuckDBPyConnection:
         if self._con is None:
@@ -158,7 +171,10 @@ class StoreSession:
         # heartbeat stopped turns 'crashed' without any file changing.
         stamps: list[Any] = [int(os_time() // 20)]
         base = runs_dir(self.root)
-        for d in _scandir(base):
+        entries = _scandir(base)
+        if self.scope is not None:
+            entries = [d for d in entries if d.name in self.scope]
+        for d in entries:
             stamps.append((d.name, _mtime(Path(d.path) / "run.json"), d.stat().st_mtime_ns))
             stamps.extend(_mtime(Path(t.path)) for t in _scandir(Path(d.path)))
         return (_mtime(base), *stamps)
@@ -206,6 +222,15 @@ def runs_table(cur: duckdb.DuckDBPyConnection) -> pl.DataFrame:
                s.test_balanced, s.test_majority, s.test_minority
         FROM runs r LEFT JOIN ({summary}) s USING (run_id)
         ORDER BY r.created_at, r.run_id""").pl()
+
+
+def quick_runs_table(store: Store) -> pl.DataFrame:
+    """The runs table from run.json files alone (no Parquet read): the first frame shows every run
+    at once, and the accuracies follow when `runs_table` has read the epochs."""
+    frame = store.runs_frame()
+    acc = [pl.lit(None, dtype=pl.Float64).alias(c) for c in ("test_balanced", "test_majority",
+                                                             "test_minority")]
+    return frame.with_columns(acc).sort("created_at", "run_id")
 
 
 # ==== one run's curves ============================================================================

@@ -11,7 +11,16 @@ from textual.containers import Horizontal, VerticalScroll
 from textual.screen import Screen
 from textual.widgets import Footer, Header, Label
 
-from imbtui.tui.data import GROUPS, METRICS, Series, ema, group_curves, run_meta, y_range
+from imbtui.tui.data import (
+    GROUPS,
+    METRICS,
+    Series,
+    StoreSession,
+    ema,
+    group_curves,
+    run_meta,
+    y_range,
+)
 from imbtui.tui.messages import CompareLoaded
 from imbtui.tui.widgets import CompareRow
 from imbtui.tui.widgets.runs_table import STATUS, method
@@ -44,10 +53,17 @@ class CompareScreen(Screen[None]):
         self.resolution = "step"
         self.smoothing = 0.0
         self.loaded: CompareLoaded | None = None
+        self._session: StoreSession | None = None
 
     @property
     def imb(self) -> ImbtuiApp:
         return self.app  # type: ignore[return-value]
+
+    @property
+    def session(self) -> StoreSession:
+        if self._session is None:
+            self._session = self.imb.session.scoped(self.run_ids)
+        return self._session
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -78,7 +94,7 @@ class CompareScreen(Screen[None]):
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="compare")
     def load(self) -> None:
-        session = self.imb.session
+        session = self.session
         generation = session.refresh()
         cur = session.cursor()
         try:

@@ -18,6 +18,7 @@ from imbtui.tui.data import (
     METRIC,
     METRICS,
     RunCurves,
+    StoreSession,
     ema,
     last_value,
     load_run,
@@ -65,10 +66,18 @@ class RunScreen(Screen[None]):
         self.widths = (0, 0)
         self.apply_ms: float | None = None  # UI-thread time of the last refresh (bench/tui.py)
         self.tick = 0
+        self._session: StoreSession | None = None
 
     @property
     def imb(self) -> ImbtuiApp:
         return self.app  # type: ignore[return-value]
+
+    @property
+    def session(self) -> StoreSession:
+        # views over this run's parts only (created on first use, dropped with the screen)
+        if self._session is None:
+            self._session = self.imb.session.scoped([self.run_id])
+        return self._session
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -105,7 +114,7 @@ class RunScreen(Screen[None]):
     # -- loading -----------------------------------------------------------------------------------
     @work(thread=True, exclusive=True, exit_on_error=False, group="run")
     def load(self) -> None:
-        session = self.imb.session
+        session = self.session
         generation = session.refresh()
         cur = session.cursor()
         try:

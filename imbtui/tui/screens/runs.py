@@ -11,7 +11,7 @@ from textual.binding import Binding
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Input, Label
 
-from imbtui.tui.data import delete_run, runs_table
+from imbtui.tui.data import delete_run, quick_runs_table, runs_table
 from imbtui.tui.messages import RunDeleted, RunsLoaded
 from imbtui.tui.widgets.runs_table import SORT_KEYS, RunsTable, method, row_cells, sort_value
 
@@ -81,6 +81,8 @@ class RunsScreen(Screen[None]):
     @work(thread=True, exclusive=True, exit_on_error=False, group="runs")
     def load_runs(self, force: bool = False) -> None:
         session = self.imb.session
+        if self.generation == 0 and not self.frame.height:
+            self.post_message(RunsLoaded(quick_runs_table(session.store), 0))
         generation = session.refresh(force=force)
         if generation == self.generation and not force:
             return
