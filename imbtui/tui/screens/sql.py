@@ -32,10 +32,13 @@ if TYPE_CHECKING:
 WELCOME = """\
 -- Read-only SQL over the run store (DuckDB). Views: runs, classes, steps, epochs, probes, samples.
 -- Ctrl+R runs · Ctrl+O named queries · Ctrl+T history · Ctrl+S export · F1 help
-SELECT c.grp, e.split, sum(e.correct) / sum(e.n) AS acc
-FROM epochs e JOIN classes c USING (run_id, class_id)
-WHERE e.epoch = (SELECT max(epoch) FROM epochs)
-GROUP BY ALL ORDER BY ALL;
+-- Test accuracy of the majority and the minority classes at each run's last epoch:
+SELECT r.name, r.ratio, c.grp, sum(e.correct) / sum(e.n) AS test_acc
+FROM epochs e
+JOIN classes c USING (run_id, class_id)
+JOIN runs r USING (run_id)
+WHERE e.split = 'test' AND e.epoch = r.epoch_done
+GROUP BY ALL ORDER BY r.ratio, c.grp;
 """
 
 
