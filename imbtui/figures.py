@@ -36,6 +36,8 @@ def group_curves_figure(curves: pl.DataFrame, panels: list[tuple[str, str]], pat
                         dpi: int = 300) -> Path:
     """One panel per (run_id, title): accuracy vs epoch of majority and minority, train and test.
 
+    A group's accuracy is the mean over its classes, as in the report.
+
     `curves` holds rows of the group_curves analysis. The format follows the file suffix
     (.png, .pdf, .svg).
     """
@@ -66,13 +68,14 @@ def _panel(ax, rows: pl.DataFrame, title: str) -> None:
     for grp, color in COLORS.items():
         for split, style in STYLES.items():
             line = rows.filter((pl.col("grp") == grp) & (pl.col("split") == split)).sort("epoch")
-            ax.plot(line["epoch"].to_list(), line["acc"].to_list(), style, color=color, lw=1.3,
+            ax.plot(line["epoch"].to_list(), line["balanced_acc"].to_list(), style, color=color,
+                    lw=1.3,
                     label=f"{grp} {split}")
     _shade_minority_gap(ax, rows)
     ax.set_title(title)
     ax.set_ylim(0, 1.02)
     ax.set_xlabel("epoch")
-    ax.set_ylabel("accuracy")
+    ax.set_ylabel("accuracy (mean over classes)")
     ax.grid(alpha=0.25, lw=0.5)
     ax.xaxis.get_major_locator().set_params(integer=True)
 
@@ -80,8 +83,9 @@ def _panel(ax, rows: pl.DataFrame, title: str) -> None:
 def _shade_minority_gap(ax, rows: pl.DataFrame) -> None:
     """Shade the minority's train - test gap: memorisation without generalisation, at a glance."""
     mnr = rows.filter(pl.col("grp") == "minority")
-    wide = (mnr.filter(pl.col("split") == "train").select("epoch", train="acc")
-            .join(mnr.filter(pl.col("split") == "test").select("epoch", test="acc"), on="epoch")
+    acc = pl.col("balanced_acc")
+    wide = (mnr.filter(pl.col("split") == "train").select("epoch", train=acc)
+            .join(mnr.filter(pl.col("split") == "test").select("epoch", test=acc), on="epoch")
             .sort("epoch"))
     if wide.height:
         ax.fill_between(wide["epoch"].to_list(), wide["train"].to_list(), wide["test"].to_list(),

@@ -103,16 +103,21 @@ def onset_stats(onset: pl.DataFrame) -> pl.DataFrame:
 
 
 def early_stats(curves: pl.DataFrame, early: int) -> pl.DataFrame:
-    """Mean over epochs 1..early of each group's pooled train accuracy."""
+    """Mean over epochs 1..early of each group's train accuracy (the mean over its classes).
+
+    Class means, not pooled samples: pooled, the minority's largest class would stand for the
+    whole group and hide its smallest classes.
+    """
     window = curves.filter((pl.col("split") == "train") & pl.col("epoch").is_between(1, early))
     acc = window.group_by("run_id").agg(
-        early_majority=pl.col("acc").filter(pl.col("grp") == "majority").mean(),
-        early_minority=pl.col("acc").filter(pl.col("grp") == "minority").mean())
+        early_majority=pl.col("balanced_acc").filter(pl.col("grp") == "majority").mean(),
+        early_minority=pl.col("balanced_acc").filter(pl.col("grp") == "minority").mean())
     return acc.with_columns(early_gap=pl.col("early_majority") - pl.col("early_minority"))
 
 
 def gap_stats(gap: pl.DataFrame) -> pl.DataFrame:
-    """Final train - test gap of each group (its row without a class_id) and their difference."""
+    """Final train - test gap of each group (its row without a class_id, a mean over its classes)
+    and their difference."""
     groups = gap.filter(pl.col("class_id").is_null())
     out = groups.group_by("run_id").agg(
         gap_majority=pl.col("gap").filter(pl.col("grp") == "majority").first(),
@@ -194,6 +199,6 @@ def legend(frame: pl.DataFrame, threshold: float) -> list[str]:
     lines = [f"#{i} = {r['run_id']}  {r['name']}  ({r['status']}, seed {r['seed']}, "
              f"{r['epochs']} epochs)" for i, r in enumerate(frame.to_dicts(), 1)]
     lines.append(f"onset: first epoch >= 1 with train accuracy >= {threshold:g} (a class that "
-                 f"never gets there counts as last epoch + 1); accuracies pool each group's "
-                 f"samples; gaps are at the last epoch.")
+                 f"never gets there counts as last epoch + 1); a group's accuracy is the mean "
+                 f"over its classes; gaps are at the last epoch.")
     return lines

@@ -268,10 +268,11 @@ def test_generalisation_gap(store: Store) -> None:
     rows = run(store, "generalisation_gap", runs=["a"])
     keys = ["grp", "class_id", "train_count", "train_acc", "test_acc", "gap"]
     assert approx(rows, keys) == [
-        ("majority", None, 150, 145 / 150, 0.85, 145 / 150 - 0.85),
+        # group rows: the mean over the group's classes
+        ("majority", None, 150, 0.95, 0.85, 0.1),
         ("majority", 0, 100, 1.0, 0.9, 0.1),
         ("majority", 1, 50, 0.9, 0.8, 0.1),
-        ("minority", None, 30, 26 / 30, 0.35, 26 / 30 - 0.35),
+        ("minority", None, 30, 0.9, 0.35, 0.55),
         ("minority", 2, 20, 0.8, 0.5, 0.3),
         ("minority", 3, 10, 1.0, 0.2, 0.8),
     ]
