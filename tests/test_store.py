@@ -137,3 +137,12 @@ def test_run_json_is_replaced_whole(tmp_path: Path) -> None:
         assert meta["step_done"] == i
     w.finish("finished")
     assert not [p for p in (tmp_path / "runs" / "a").iterdir() if p.name.startswith(".")]
+
+
+def test_views_work_from_cursors(tmp_path: Path) -> None:
+    # the TUI queries from one cursor per worker thread; every view must be visible there
+    make_run(tmp_path, "a").finish("finished")
+    con = Store(tmp_path).connect()
+    cur = con.cursor()
+    assert cur.execute("SELECT count(*) FROM runs").fetchall() == [(1,)]
+    assert cur.execute("SELECT count(*) FROM steps").fetchall() == [(12,)]

@@ -247,7 +247,11 @@ class Store:
         frame = self.runs_frame()
         chosen = list(run_ids) if run_ids is not None else None
         ids = chosen if chosen is not None else frame["run_id"].to_list()
-        con.register("_imbtui_runs", frame)
+        # A real (in-memory) table, not a registered DataFrame: cursors of `con` (one per worker
+        # thread in the TUI) cannot see frames registered on their parent connection.
+        con.register("_imbtui_runs_frame", frame)
+        con.execute("CREATE OR REPLACE TABLE _imbtui_runs AS SELECT * FROM _imbtui_runs_frame")
+        con.unregister("_imbtui_runs_frame")
         con.execute("CREATE OR REPLACE VIEW runs AS SELECT * FROM _imbtui_runs")
         for rid in ids:
             self._check_run_folder(rid)

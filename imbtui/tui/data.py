@@ -140,9 +140,6 @@ class StoreSession:
             if self._con is None:
                 self._con = duckdb.connect(":memory:")
             self.store.refresh(self._con, run_ids=self.scope)
-            self._con.execute("CREATE OR REPLACE TABLE _imbtui_runs_table AS "
-                              "SELECT * FROM _imbtui_runs")
-            self._con.execute("CREATE OR REPLACE VIEW runs AS SELECT * FROM _imbtui_runs_table")
             self._signature = sig
             self.generation += 1
             return self.generation
