@@ -1,6 +1,6 @@
 """Figures for papers: majority vs minority train and test accuracy per run, drawn with matplotlib.
 
-Uses the object API on an Agg canvas (no pyplot): no global state, no display needed, safe in threads.
+Uses the object API on an Agg canvas (no pyplot): no global state, no display, safe in threads.
 Every panel shares one 0-1 accuracy axis so that runs compare at a glance.
 """
 

@@ -137,7 +137,8 @@ def parse_query(path: Path) -> NamedQuery:
     try:
         text = path.read_text()
     except (OSError, UnicodeDecodeError) as exc:
-        raise UserError(f"cannot read query file {str(path)!r} ({exc.__class__.__name__})") from None
+        raise UserError(f"cannot read query file {str(path)!r} "
+                        f"({exc.__class__.__name__})") from None
     header = _header_lines(text)
     question = " ".join(_first_paragraph(header))
     params = tuple(_parse_params(path.stem, header))

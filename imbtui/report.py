@@ -64,7 +64,7 @@ RUN_COLUMNS = ["run_id", "name", "status", "dataset", "profile", "ratio", "model
 
 def findings(store: Queryable, runs: Sequence[str] = (), threshold: float = 0.5,
              early: int = 2) -> pl.DataFrame:
-    """One row per run that has evaluated epochs: the run's identity and every number of the report."""
+    """One row per run with evaluated epochs: the run's identity and every number of the report."""
     runs = list(runs)
     meta = store.sql(f"SELECT {', '.join(RUN_COLUMNS)} FROM runs WHERE len($runs) = 0 OR "
                      f"list_contains($runs, run_id)", {"runs": runs})
@@ -75,7 +75,8 @@ def findings(store: Queryable, runs: Sequence[str] = (), threshold: float = 0.5,
              .join(early_acc, on="run_id", how="left")
              .join(gaps, on="run_id", how="left"))
     frame = frame.with_columns(method=method_expr())
-    order = RUN_COLUMNS + ["method"] + [c for c in frame.columns if c not in RUN_COLUMNS + ["method"]]
+    first = RUN_COLUMNS + ["method"]
+    order = first + [c for c in frame.columns if c not in first]
     return frame.select(order).sort("dataset", "profile", "loss", "sampler", "ratio", "seed",
                                      "run_id")
 
@@ -128,7 +129,7 @@ def gap_stats(gap: pl.DataFrame) -> pl.DataFrame:
 # ==== how the findings move with the ratio and the method =========================================
 
 def changes(frame: pl.DataFrame) -> list[str]:
-    """One line per headline and comparison: across ratios (same method), across methods (same ratio).
+    """One line per headline and comparison: across ratios (one method), across methods (one ratio).
 
     Seeds of one setting are averaged; a comparison needs at least two settings. Runs of another
     dataset, model or length are never mixed in: their numbers are not comparable.

@@ -344,7 +344,7 @@ def test_memorisation(store: Store) -> None:
     keys = ["grp", "class_id", "samples", "presentations", "never_learned", "first_learned_epoch",
             "stable_epoch", "forgetting_events", "events_per_sample", "forgotten_share"]
     assert approx(rows, keys) == [
-        # class 0: sample 1 F T T (learned 1st at 2, stable from 2), sample 2 T F T (1, 3, forgot once)
+        # class 0: sample 1 F T T (learned at 2, stable from 2); 2 T F T (1, 3, forgot once)
         ("majority", None, 2, 6, 0, 1.5, 2.5, 1, 0.5, 0.5),
         ("majority", 0, 2, 6, 0, 1.5, 2.5, 1, 0.5, 0.5),
         # minority: class 2 (3: F F F never; 4: T F F learned at 1, forgot, ends wrong) and

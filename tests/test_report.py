@@ -57,10 +57,12 @@ def test_changes_follow_ratio_and_method(hand: Path) -> None:
     by_ratio = [x for x in lines if x.startswith("excess") and "by ratio" in x]
     by_method = [x for x in lines if x.startswith("excess") and "by method" in x]
     # excess gap: c (ratio 1) minority (.1 + .3) / 2 vs majority .1 -> +0.1; a as above -> +0.45
-    assert by_ratio == ["excess train - test gap of the minority, by ratio (toy, exp, mlp, 2 epochs, ce): "
+    assert by_ratio == ["excess train - test gap of the minority, by ratio (toy, exp, mlp, "
+                        "2 epochs, ce): "
                         "+0.100 at ratio 1 -> +0.450 at ratio 10"]
     # d (focal, ratio 10): test .9 .7 | .6 .6 -> minority .4, majority (.1 + .3) / 2 -> +0.2
-    assert by_method == ["excess train - test gap of the minority, by method (toy, exp, mlp, 2 epochs, "
+    assert by_method == ["excess train - test gap of the minority, by method (toy, exp, mlp, "
+                         "2 epochs, "
                          "ratio 10): "
                          "+0.450 with ce, +0.200 with focal"]
 
