@@ -480,13 +480,13 @@ def show(run: Annotated[str, typer.Argument(help="Run id (or a unique prefix, or
         WITH last AS (SELECT max(epoch) AS epoch FROM epochs WHERE run_id = $run),
         fin AS (SELECT * FROM epochs WHERE run_id = $run AND epoch = (SELECT epoch FROM last))
         SELECT c.grp, count(*) AS classes, sum(c.train_count) AS train_count,
-               sum(tr.correct) / sum(tr.n) AS train_acc, sum(te.correct) / sum(te.n) AS test_acc,
+               avg(tr.correct / tr.n) AS train_acc, avg(te.correct / te.n) AS test_acc,
                train_acc - test_acc AS gap
         FROM classes c
         JOIN fin tr ON tr.class_id = c.class_id AND tr.split = 'train'
         JOIN fin te ON te.class_id = c.class_id AND te.split = 'test'
         WHERE c.run_id = $run GROUP BY c.grp ORDER BY c.grp""", params={"run": run_id}).pl()
-    out.print(frame_table(groups, title="groups (final epoch)"))
+    out.print(frame_table(groups, title="groups (final epoch; accuracy = mean over the group's classes)"))
     _warn(st)
 
 

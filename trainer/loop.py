@@ -224,9 +224,10 @@ def sync_guard(on: bool):
 
 
 def group_accuracy(rows: dict[str, np.ndarray], groups: np.ndarray, grp: str) -> float:
-    mask = groups == grp
-    n = rows["n"][mask].sum()
-    return float(rows["correct"][mask].sum() / n) if n else float("nan")
+    """Mean of the group's per-class accuracies: pooling samples would let a group's large classes
+    outweigh its small ones on the long-tailed training set (but not on the balanced test set)."""
+    mask = (groups == grp) & (rows["n"] > 0)
+    return float(np.mean(rows["correct"][mask] / rows["n"][mask])) if mask.any() else float("nan")
 
 
 def code_version() -> str:
