@@ -50,7 +50,7 @@ def frame_table(frame: pl.DataFrame, title: str | None = None,
 def print_frame(frame: pl.DataFrame, fmt_name: str, title: str | None = None) -> None:
     """table | csv | json (an array of objects) to stdout."""
     if fmt_name == "csv":
-        sys.stdout.write(frame.write_csv())
+        sys.stdout.write(flat_for_csv(frame).write_csv())
     elif fmt_name == "json":
         sys.stdout.write(frame_json(frame) + "\n")
     else:
@@ -58,6 +58,14 @@ def print_frame(frame: pl.DataFrame, fmt_name: str, title: str | None = None) ->
         if frame.height > MAX_TABLE_ROWS:
             out.print(f"[dim]… {frame.height - MAX_TABLE_ROWS} more rows; use --format csv or "
                       f"json for all {frame.height}[/dim]")
+
+
+def flat_for_csv(frame: pl.DataFrame) -> pl.DataFrame:
+    """CSV has no lists or structs: write such columns as JSON text."""
+    nested = [c for c, t in frame.schema.items() if t.is_nested()]
+    return frame.with_columns(
+        pl.col(c).map_elements(lambda v: json.dumps(_jsonable(v)), return_dtype=pl.String)
+        for c in nested) if nested else frame
 
 
 def frame_json(frame: pl.DataFrame) -> str:
