@@ -431,6 +431,8 @@ def _runs_view(frame):
 
 def _resolve_run(st, ref: str) -> str:
     """A run id, a unique prefix of one, or a unique run name."""
+    if not ref.strip():
+        raise UserError("empty run id: give a run id, a unique prefix of one, or a run name")
     ids = st.run_ids()
     if ref in ids:
         return ref
@@ -561,9 +563,19 @@ def query(
         if "runs" in given:
             raise UserError("give runs with --run or with --param runs=..., not both")
         given["runs"] = [_resolve_run(st, r) for r in run]
+    if out_file is not None:
+        _outside_store(out_file, st.root)
     frame = st.sql(q.sql, q.bind(given) or None)
     _warn(st)
     _emit(frame, fmt, out_file, title=q.name)
+
+
+def _outside_store(path: Path, root: Path) -> None:
+    """Readers never write into the store: a result file there would sit among the runs."""
+    target, base = path.expanduser().resolve(), root.expanduser().resolve()
+    if target == base or base in target.parents:
+        raise UserError(f"{str(path)!r} is inside the run store {str(root)!r}; write results "
+                        f"elsewhere")
 
 
 def _query_params(items: list[str]) -> dict[str, str]:
