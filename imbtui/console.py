@@ -64,8 +64,8 @@ def flat_for_csv(frame: pl.DataFrame) -> pl.DataFrame:
     """CSV has no lists or structs: write such columns as JSON text."""
     nested = [c for c, t in frame.schema.items() if t.is_nested()]
     return frame.with_columns(
-        pl.col(c).map_elements(lambda v: json.dumps(_jsonable(v)), return_dtype=pl.String)
-        for c in nested) if nested else frame
+        pl.Series(c, [json.dumps(_jsonable(v)) for v in frame[c].to_list()], dtype=pl.String)
+        for c in nested)
 
 
 def frame_json(frame: pl.DataFrame) -> str:
@@ -82,6 +82,8 @@ def _jsonable(v: Any) -> Any:
         return None
     if isinstance(v, (list, tuple)):
         return [_jsonable(x) for x in v]
+    if isinstance(v, dict):
+        return {str(k): _jsonable(x) for k, x in v.items()}
     if isinstance(v, (int, float, str, bool)) or v is None:
         return v
     return str(v)

@@ -85,3 +85,13 @@ def test_python_dash_m() -> None:
     proc = subprocess.run([sys.executable, "-m", "imbtui", "--help"], capture_output=True,
                           text=True, cwd=REPO)
     assert proc.returncode == 0 and "train" in proc.stdout
+
+
+def test_sql_nested_columns_in_csv_and_json(trained_store: Path) -> None:
+    q = "SELECT [1, 2] AS a, {'x': 1} AS b, 3 AS c"
+    csv = imbtui("sql", q, "--format", "csv", "--store", str(trained_store)).stdout
+    assert csv.splitlines() == ['a,b,c', '"[1, 2]","{""x"": 1}",3']
+    import json
+
+    assert json.loads(imbtui("sql", q, "--format", "json", "--store", str(trained_store)).stdout) \
+        == [{"a": [1, 2], "b": {"x": 1}, "c": 3}]
