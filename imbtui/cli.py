@@ -19,9 +19,11 @@ from imbtui.errors import UserError
 app = typer.Typer(
     name="imbtui",
     help="A terminal workbench for how class imbalance shapes what a network learns, step by step.\n\n"
-         "Train on a long-tailed dataset ([bold]imbtui train --ratio 100[/bold]), then look at "
-         "what was recorded: [bold]imbtui runs[/bold], [bold]imbtui show RUN[/bold], "
-         "[bold]imbtui sql \"SELECT ...\"[/bold].",
+         "Train on a long-tailed dataset ([bold]imbtui train --ratio 100[/bold], or a grid with "
+         "[bold]imbtui sweep[/bold]), then look at what was recorded: [bold]imbtui browse[/bold] "
+         "(the terminal app), [bold]imbtui runs[/bold], [bold]imbtui show RUN[/bold], "
+         "[bold]imbtui report[/bold] (the study's three findings), [bold]imbtui query NAME[/bold] "
+         "(named analyses) and [bold]imbtui sql \"SELECT ...\"[/bold].",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -162,8 +164,14 @@ def train(
 
     from imbtui.console import TrainProgress, err, out, summary_table
 
+    import contextlib
+
+    from trainer.distributed import env_rank
+    from trainer.loop import Hooks as Silent
+
     cfg = _train_config(ctx.params)
     writer = RunWriter(root, run_id=_check_run_id(run_id))
+    rank = env_rank()  # under torchrun rank 0 writes and reports; the others train their share
     first: dict[str, float] = {}
 
     class Hooks(TrainProgress):
@@ -173,11 +181,17 @@ def train(
                 first.update(summary)
 
     try:
-        with Hooks(quiet=quiet) as hooks:
+        with Hooks(quiet=quiet) if rank == 0 else contextlib.nullcontext(Silent()) as hooks:
             result = run_training(cfg, writer, hooks)
+    except UserError:
+        if rank > 0:  # every rank refuses the same input: rank 0 says so, once
+            raise typer.Exit(2) from None
+        raise
     except KeyboardInterrupt:
         err.print(f"interrupted: run {writer.run_id} kept in {root} (status interrupted)")
         raise typer.Exit(130) from None
+    if rank > 0:
+        raise typer.Exit(0 if result.status == "finished" else 1)
     out.print(summary_table(result.final, first or None))
     where = root / "runs" / result.run_id
     out.print(f"run [bold]{result.run_id}[/bold] {result.status} after {result.steps} steps, "
