@@ -105,7 +105,8 @@ class TrainProgress:
         return self  # the bar appears at on_start, after every argument has been checked
 
     def __exit__(self, *exc: object) -> None:
-        self.progress.stop()
+        if self.progress.live.is_started:  # stopping a bar never started prints a blank line
+            self.progress.stop()
 
     def on_start(self, info: dict[str, Any]) -> None:
         self.epochs = info["epochs"]
