@@ -58,6 +58,11 @@ class Dynamics(str, Enum):
     off = "off"
 
 
+class Emit(str, Enum):
+    local = "local"
+    slurm = "slurm"
+
+
 def _store(path: Path | None, must_exist: bool = False):
     from imbtui.store import Store, resolve_store
 
@@ -157,15 +162,14 @@ def train(
     run_id: Annotated[Optional[str], typer.Option(hidden=True)] = None,
 ) -> None:
     """Train a classifier on a long-tailed dataset and record its per-class learning dynamics."""
+    import contextlib
+
     from imbtui.store import RunWriter, resolve_store
 
     root = resolve_store(store)
     from trainer.loop import train as run_training
 
     from imbtui.console import TrainProgress, err, out, summary_table
-
-    import contextlib
-
     from trainer.distributed import env_rank
     from trainer.loop import Hooks as Silent
 
@@ -286,6 +290,9 @@ def data(
 
 # ==== sweep =======================================================================================
 
+_SLURM = "Slurm (--emit slurm)"  # the help panel of the script's options
+
+
 class _ListsCommand(typer.core.TyperCommand):
     """Lets `--ratio 1 10 100` give three values: click takes one value per use of an option."""
 
@@ -326,6 +333,32 @@ def sweep(
         "--dry-run", help="Check and list the runs, train nothing.")] = False,
     store: StoreOpt = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")] = False,
+    emit: Annotated[Emit, typer.Option(
+        help="local: train the runs here; slurm: write a Slurm array job script instead (one "
+             "task per run, all into --store on shared storage).", rich_help_panel=_SLURM)
+                    ] = Emit.local,
+    out_file: Annotated[Optional[Path], typer.Option(
+        "--out", help="The script's file (default: stdout).", show_default=False,
+        rich_help_panel=_SLURM)] = None,
+    partition: Annotated[Optional[str], typer.Option(
+        help="#SBATCH --partition.", show_default=False, rich_help_panel=_SLURM)] = None,
+    time_limit: Annotated[Optional[str], typer.Option(
+        "--time", help="#SBATCH --time per run, e.g. 02:00:00.", show_default=False,
+        rich_help_panel=_SLURM)] = None,
+    gpus: Annotated[Optional[int], typer.Option(
+        min=1, help="GPUs per run (more than 1: one node, data-parallel under torchrun).",
+        show_default=False, rich_help_panel=_SLURM)] = None,
+    cpus_per_task: Annotated[Optional[int], typer.Option(
+        min=1, help="#SBATCH --cpus-per-task.", show_default=False, rich_help_panel=_SLURM)
+                             ] = None,
+    mem: Annotated[Optional[str], typer.Option(
+        help="#SBATCH --mem, e.g. 16G.", show_default=False, rich_help_panel=_SLURM)] = None,
+    sbatch: Annotated[Optional[list[str]], typer.Option(
+        help="Any other directive, e.g. --sbatch account=abc (repeatable).", show_default=False,
+        rich_help_panel=_SLURM)] = None,
+    setup: Annotated[Optional[str], typer.Option(
+        help="Shell line each task runs first, e.g. 'source ~/venv/bin/activate'.",
+        show_default=False, rich_help_panel=_SLURM)] = None,
 ) -> None:
     """Train every combination of ratios x seeds x losses (x samplers x datasets) into one store.
 
@@ -333,7 +366,12 @@ def sweep(
     [bold]imbtui sweep --ratio 1 10 100 --seed 0 1 2 --loss ce ldam --drw 24 --epochs 30 -j 2 --
     --lr 0.05[/bold]. The runs share a sweep id (config key "sweep"); the table at the end has
     each run's final balanced, majority and minority test accuracy, and their means over seeds.
+
+    [bold]--emit slurm --store /shared/runs --out sweep.sbatch[/bold] writes the grid as a Slurm
+    array job (one task per run; -j N lets at most N run at once) to submit with [bold]sbatch
+    sweep.sbatch[/bold] and watch with [bold]imbtui browse --store /shared/runs[/bold].
     """
+    import dataclasses
     import itertools
 
     from imbtui.console import err, frame_table, out
@@ -353,6 +391,10 @@ def sweep(
                 "--seed", str(s), *fixed, "--name", run_name, "--store", str(root), "-q",
                 "--sweep", sweep_id, "--run-id", new_run_id()]
         jobs_list.append(Job(run_name, argv[-1], argv))
+    _check_emit(ctx.params)
+    if emit is Emit.slurm:
+        _check_sweep(ctx, [dataclasses.replace(j, argv=_any_device(j.argv)) for j in jobs_list])
+        return _write_slurm(jobs_list, root, sweep_id, ctx.params)
     n_gpus = _check_sweep(ctx, jobs_list)
     err.print(f"{sweep_id}: {len(jobs_list)} runs, {min(jobs, len(jobs_list))} at a time, into "
               f"{root}")
@@ -401,6 +443,48 @@ def _check_sweep(ctx: typer.Context, jobs: list) -> int:
         params = train_cmd.make_context("train", list(job.argv), parent=ctx.parent).params
         check_run(_train_config(params), load=load)
     return torch.cuda.device_count()
+
+
+_SLURM_OPTIONS = ("out_file", "partition", "time_limit", "gpus", "cpus_per_task", "mem", "sbatch",
+                  "setup")
+
+
+def _check_emit(params: dict) -> None:
+    """The Slurm options mean nothing to a local sweep: refuse them rather than ignore them."""
+    given = [k for k in _SLURM_OPTIONS if params.get(k)]
+    if given and params["emit"] is not Emit.slurm:
+        flag = "--" + {"out_file": "out", "time_limit": "time"}.get(given[0], given[0]).replace(
+            "_", "-")
+        raise UserError(f"{flag} is an option of the Slurm script: add --emit slurm")
+
+
+def _any_device(argv: list[str]) -> list[str]:
+    """The runs checked with --device auto: a login node that writes the script has no GPU."""
+    return [("auto" if i and argv[i - 1] == "--device" else a) for i, a in enumerate(argv)]
+
+
+def _write_slurm(jobs: list, root: Path, sweep_id: str, p: dict) -> None:
+    """--emit slurm: the array job script to --out (or stdout), and how to submit and watch it."""
+    from imbtui.console import err
+    from imbtui.slurm import SlurmOptions, render
+
+    opts = SlurmOptions(job_name=sweep_id, partition=p["partition"], time=p["time_limit"],
+                        gpus=p["gpus"], cpus_per_task=p["cpus_per_task"], mem=p["mem"],
+                        max_running=p["jobs"] if p["jobs"] > 1 else None,
+                        extra=list(p["sbatch"] or []), setup=p["setup"])
+    script = render([(j.name, j.argv) for j in jobs], root.absolute(), sweep_id, opts)
+    out_file: Path | None = p["out_file"]
+    if out_file is None:
+        sys.stdout.write(script)
+        return
+    try:
+        out_file.write_text(script)
+        out_file.chmod(0o755)
+    except OSError as exc:
+        raise UserError(f"cannot write {str(out_file)!r}: {exc.strerror or exc}") from None
+    err.print(f"wrote {out_file}: {sweep_id} as array tasks 0-{len(jobs) - 1}, one per run. "
+              f"Submit: sbatch {out_file} · watch: imbtui browse --store {root.absolute()}",
+              soft_wrap=True)
 
 
 # ==== runs / show =================================================================================

@@ -12,6 +12,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from trainer.distributed import dist_sum_, eval_shard
+
 STEP_STATS = ("n", "loss_sum", "correct", "p_true_sum", "margin_sum", "pred_count", "grad_norm")
 _INT_STATS = {"n", "correct", "pred_count"}
 
@@ -85,7 +87,10 @@ def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, n_classes
     """Per-class n, correct, loss_sum, p_true_sum and mean penultimate feature norm, in eval mode.
 
     `prepare` maps a raw batch to model input (normalisation for image datasets, no augmentation).
+    Under torchrun each rank evaluates its own slice of x and the per-class sums are added up
+    across ranks on the device, so every rank returns the whole set's rows.
     """
+    x, y = eval_shard(x, y)
     was_training = model.training
     model.eval()
     dev = x.device
@@ -100,6 +105,7 @@ def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, n_classes
                              h.float().norm(dim=1)], 1).double()
         acc.index_add_(0, yb, stats)
     model.train(was_training)
+    dist_sum_(acc)
     a = acc.cpu().numpy()
     n = np.rint(a[:, 0]).astype(np.int64)
     with np.errstate(invalid="ignore", divide="ignore"):

@@ -19,9 +19,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from trainer import distributed
 from trainer.augment import AUGMENTS, Augment, normalizer
 from trainer.data import DataError, class_table, dataset_counts, load_dataset, long_tailed_indices
-from trainer.dynamics import StepRecorder, classifier_rows, evaluate
+from trainer.dynamics import STEP_STATS, StepRecorder, classifier_rows, evaluate
 from trainer.losses import DEFAULTS as LOSS_DEFAULTS
 from trainer.losses import LOSSES, build_loss
 from trainer.models import DEFAULT_MODEL, build_model, n_params
@@ -249,12 +250,16 @@ def train(cfg: TrainConfig, sink: Sink | None = None, hooks: Hooks | None = None
         return _train(resolve_config(cfg), sink or NullSink(), hooks or Hooks())
     except torch.OutOfMemoryError:
         raise DataError("the GPU ran out of memory: try a smaller --batch-size") from None
+    finally:
+        distributed.teardown()  # leaves a torchrun process group this run joined
 
 
 def _train(cfg: TrainConfig, sink: Sink, hooks: Hooks) -> RunResult:
     image = cfg.dataset in IMAGE_DATASETS
     check_config(cfg, image)
-    device = resolve_device(cfg.device)
+    device = distributed.setup(resolve_device(cfg.device))  # under torchrun: this rank's device
+    distributed.check_batch(cfg.batch_size)
+    sink = distributed.rank_sink(sink)  # one run in the store: rank 0 writes, the others don't
     torch.manual_seed(cfg.seed)
 
     # -- data: long-tailed training set, balanced test set, all on the device ---------------------
@@ -284,7 +289,8 @@ def _train(cfg: TrainConfig, sink: Sink, hooks: Hooks) -> RunResult:
         model.fc.scale = float(cfg.loss_params.get("scale", LOSS_DEFAULTS["scale"]))
     if image and cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    forward = torch.compile(model) if cfg.compile else model
+    forward = distributed.wrap(model, device)  # DDP under torchrun: gradients averaged
+    forward = torch.compile(forward) if cfg.compile else forward
     criterion = build_loss(cfg.loss, counts, device, cfg.drw, **cfg.loss_params)
     opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
                           weight_decay=cfg.weight_decay)
@@ -300,7 +306,7 @@ def _train(cfg: TrainConfig, sink: Sink, hooks: Hooks) -> RunResult:
     # -- the run's identity --------------------------------------------------------------------
     config = {**dataclasses.asdict(cfg), "model": model_name, "n_classes": n_classes,
               "n_train": n_train, "steps_per_epoch": steps_per_epoch,
-              "n_params": n_params(model)}
+              "n_params": n_params(model), "world_size": distributed.world_size()}
     sink.start({"name": cfg.name or default_name(cfg),
                 "config": config, "device": str(device), "code_version": code_version(),
                 "epoch_done": 0, "step_done": 0, "total_steps": total_steps})
@@ -314,6 +320,7 @@ def _train(cfg: TrainConfig, sink: Sink, hooks: Hooks) -> RunResult:
                     "steps_per_epoch": steps_per_epoch})
 
     rec = StepRecorder(n_classes, max(1, cfg.flush_steps), device)
+    timed = not distributed.active()  # ranks reduce together, so they flush on step counts only
     last_flush = time.monotonic()
 
     def flush() -> None:
@@ -321,6 +328,7 @@ def _train(cfg: TrainConfig, sink: Sink, hooks: Hooks) -> RunResult:
         last_flush = time.monotonic()
         if not len(rec):
             return
+        distributed.reduce_stats_(rec.buf[:len(rec)], STEP_STATS, same=("grad_norm",))
         cols = rec.drain()
         bad = ~np.isfinite(cols["loss_sum"])
         if bad.any():  # keep every row up to and including the first bad step, then stop
@@ -369,9 +377,12 @@ def _train(cfg: TrainConfig, sink: Sink, hooks: Hooks) -> RunResult:
                     for g in opt.param_groups:
                         g["lr"] = lr
                     bi = perm[i * cfg.batch_size:(i + 1) * cfg.batch_size]
-                    xb, yb = x_tr[bi], y_tr[bi]
+                    # each rank augments the whole global batch (its generator stays in step with
+                    # the others' and the crops are one process's), then keeps its own share
+                    xb, bi = distributed.shard(augment(x_tr[bi], gen)), distributed.shard(bi)
+                    yb = y_tr[bi]
                     if prepare is not None:
-                        xb = prepare(augment(xb, gen))
+                        xb = prepare(xb)
                     with autocast():
                         logits = forward(xb)
                     loss = criterion(logits, yb, epoch)
@@ -381,7 +392,7 @@ def _train(cfg: TrainConfig, sink: Sink, hooks: Hooks) -> RunResult:
                         rec.record(step, epoch, lr, logits, yb, model.fc.weight.grad)
                     opt.step()
                 step += 1
-                if rec.full or time.monotonic() - last_flush >= cfg.flush_seconds:
+                if rec.full or (timed and time.monotonic() - last_flush >= cfg.flush_seconds):
                     flush()
             flush()
             # -- per-epoch evaluation: training set without augmentation, balanced test set -------
