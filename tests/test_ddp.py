@@ -1,0 +1,205 @@
+"""Data-parallel training under torchrun (trainer.distributed and its hooks in the loop).
+
+The central test trains the same short run twice: once in one process, once under
+`python -m torch.distributed.run --nproc_per_node=2` with gloo on the CPU, at the same global batch.
+The single-process run is the independent reference: every stored per-class sum of the two runs
+must agree to float tolerance, and the two-process store must hold exactly one run. The MLP has no
+BatchNorm, whose per-rank batch statistics would make the two differ by design.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+import torch
+
+from imbtui.store import Store
+from trainer import distributed
+from trainer.data import DataError
+from trainer.sink import MemorySink, NullSink
+
+REPO = Path(__file__).resolve().parent.parent
+TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
+# A short run: MNIST-1D at ratio 100 has 9,922 training samples, 77 steps of 128 per epoch.
+RUN = ["--ratio", "100", "--model", "mlp", "--epochs", "1", "--max-steps", "30",
+       "--batch-size", "128", "--device", "cpu", "-q"]
+BATCH, STEPS, C = 128, 30, 10
+
+
+def start(cmd: list[str], **kw) -> subprocess.Popen[str]:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}  # 2 cores shared by up to 3 trainers
+    return subprocess.Popen(cmd, cwd=REPO, env=env, text=True, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, **kw)
+
+
+def finish(proc: subprocess.Popen[str], timeout: float = 120) -> tuple[int, str, str]:
+    out, err = proc.communicate(timeout=timeout)
+    return proc.returncode, out, err
+
+
+def tables(root: Path) -> tuple[dict, pl.DataFrame, pl.DataFrame]:
+    st = Store(root)
+    con = st.connect()
+    runs = con.sql("SELECT run_id, status, device, config FROM runs").pl()
+    assert runs.height == 1, f"expected exactly one run in {root}, found {runs.height}"
+    steps = con.sql("SELECT * EXCLUDE (run_id) FROM steps ORDER BY step, class_id").pl()
+    epochs = con.sql("SELECT * EXCLUDE (run_id) FROM epochs ORDER BY epoch, split, class_id").pl()
+    return runs.row(0, named=True), steps, epochs
+
+
+# ==== one process: every helper is a no-op ========================================================
+
+def test_helpers_do_nothing_without_a_process_group() -> None:
+    assert not distributed.active() and distributed.world_size() == 1 and distributed.rank() == 0
+    t = torch.arange(10.0)
+    assert distributed.shard(t) is t
+    assert distributed.eval_shard(t, t)[0] is t
+    assert distributed.dist_sum_(t) is t and t.tolist() == list(range(10))
+    assert distributed.dist_gather(t) is t
+    distributed.check_batch(127)  # any batch splits over one process
+    sink = MemorySink()
+    assert distributed.rank_sink(sink) is sink
+    dev = torch.device("cpu")
+    assert distributed.wrap(torch.nn.Linear(2, 2), dev).__class__ is torch.nn.Linear
+    assert distributed.setup(dev) == dev and not distributed.active()
+
+
+# ==== two processes: the collectives ===============================================================
+
+COLLECTIVES = r"""
+import json, sys
+import torch
+from trainer import distributed as d
+from trainer.data import DataError
+
+d.setup(torch.device("cpu"))
+r, w = d.rank(), d.world_size()
+out = {"rank": r, "world": w, "backend": d.backend()}
+out["shard"] = d.shard(torch.arange(8)).tolist()
+# 7 rows over 2 ranks: the slices must cover every row once, in order
+out["eval_cover"] = d.dist_gather(d.eval_shard(torch.arange(7))[0]).tolist()
+# unequal row counts: rank r holds r + 1 rows of value r
+out["gather"] = d.dist_gather(torch.full((r + 1, 2), float(r))).tolist()
+buf = torch.tensor([[[r + 1.0, 0.25, 10.0 * (r + 1)]]])  # columns: a sum, a shared value, a sum
+d.reduce_stats_(buf, ("n", "g", "s"), same=("g",))
+out["stats"] = buf.tolist()
+m = torch.arange(6.0).reshape(2, 3) * (r + 1)
+d.dist_sum_(m[:, 1:])  # a non-contiguous view is summed in place
+out["view"] = m.tolist()
+try:
+    d.check_batch(3)
+    out["refused"] = None
+except DataError as exc:
+    out["refused"] = str(exc)
+out["sink"] = type(d.rank_sink(object())).__name__
+d.teardown()
+out["after"] = d.active()
+json.dump(out, open(f"{sys.argv[1]}/rank{r}.json", "w"))
+"""
+
+
+@pytest.mark.slow
+def test_collectives_across_two_ranks(tmp_path: Path) -> None:
+    script = tmp_path / "collectives.py"
+    script.write_text(COLLECTIVES)
+    rc, _, err = finish(start([*TORCHRUN, "--nproc_per_node=2", str(script), str(tmp_path)]))
+    assert rc == 0, err
+    got = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    for r, g in enumerate(got):
+        assert (g["rank"], g["world"], g["backend"]) == (r, 2, "gloo")
+        assert g["shard"] == [[0, 1, 2, 3], [4, 5, 6, 7]][r]
+        assert g["eval_cover"] == list(range(7))
+        assert g["gather"] == [[0.0, 0.0], [1.0, 1.0], [1.0, 1.0]]
+        assert g["stats"] == [[[1.0 + 2.0, 0.25, 10.0 + 20.0]]]
+        assert g["view"] == [[0.0 * (r + 1), 3.0, 6.0], [3.0 * (r + 1), 12.0, 15.0]]
+        assert g["refused"] == ("--batch-size 3 does not split evenly over 2 processes: "
+                                "use a multiple of 2")
+        assert g["sink"] == ["object", NullSink.__name__][r]
+        assert g["after"] is False
+
+
+# ==== two processes: a real run equals the single-process run =====================================
+
+@pytest.mark.slow
+def test_torchrun_two_ranks_store_the_single_process_sums(tmp_path: Path) -> None:
+    one, two = tmp_path / "one", tmp_path / "two"
+    p1 = start([sys.executable, "-m", "imbtui", "train", *RUN, "--store", str(one)])
+    p2 = start([*TORCHRUN, "--nproc_per_node=2", "-m", "imbtui", "train", *RUN,
+                "--store", str(two)])
+    for p in (p1, p2):
+        rc, _, err = finish(p)
+        assert rc == 0, err
+    run1, s1, e1 = tables(one)
+    run2, s2, e2 = tables(two)
+    assert json.loads(run2["config"])["world_size"] == 2
+    assert json.loads(run1["config"])["world_size"] == 1
+    assert run2["status"] == "finished" and run2["device"] == "cpu"
+    assert len(list((two / "runs").iterdir())) == 1  # one run folder, not one per rank
+
+    # the global batch: every step holds BATCH samples over the C classes, in both runs
+    assert s2.height == STEPS * C
+    assert s2.group_by("step").agg(pl.col("n").sum())["n"].to_list() == [BATCH] * STEPS
+    _same(s1, s2, keys=("step", "epoch", "class_id", "n", "correct", "pred_count"),
+          floats=("loss_sum", "p_true_sum", "margin_sum", "grad_norm", "lr"))
+    # eval passes: each rank evaluated half of each set, the sums cover all of it
+    assert e2.height == 2 * 2 * C  # epochs 0 and 1, train and test
+    _same(e1, e2, keys=("epoch", "step", "split", "class_id", "n", "correct"),
+          floats=("loss_sum", "p_true_sum", "feature_norm", "weight_norm", "bias"))
+
+
+def _same(a: pl.DataFrame, b: pl.DataFrame, keys: tuple[str, ...],
+          floats: tuple[str, ...]) -> None:
+    for k in keys:
+        assert a[k].to_list() == b[k].to_list(), k
+    for f in floats:
+        np.testing.assert_allclose(b[f].to_numpy(), a[f].to_numpy(), rtol=1e-4, atol=1e-5,
+                                   err_msg=f)
+
+
+@pytest.mark.slow
+def test_a_batch_that_does_not_split_is_refused_once(tmp_path: Path) -> None:
+    rc, out, err = finish(start([*TORCHRUN, "--nproc_per_node=2", "-m", "imbtui", "train",
+                                 *[a if a != str(BATCH) else "127" for a in RUN],
+                                 "--store", str(tmp_path)]))
+    line = ("imbtui: error: --batch-size 127 does not split evenly over 2 processes: "
+            "use a multiple of 2")
+    assert rc != 0
+    assert err.splitlines().count(line) == 1  # rank 0 says it; rank 1 exits quietly
+    assert "Traceback" not in err.split(line)[0]  # ours is the first thing said, not a traceback
+    assert not (tmp_path / "runs").exists()
+
+
+def test_check_batch_names_the_world_size(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(distributed, "world_size", lambda: 4)
+    distributed.check_batch(128)
+    with pytest.raises(DataError, match=r"^--batch-size 130 does not split evenly over 4 "):
+        distributed.check_batch(130)
+
+
+# ==== NCCL on a GPU (world size 1) =================================================================
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_nccl_world_size_one_records_the_run(tmp_path: Path) -> None:
+    gpu_run = [a if a != "cpu" else "cuda" for a in RUN]
+    rc, _, err = finish(start([*TORCHRUN, "--nproc_per_node=1", "-m", "imbtui", "train",
+                               *gpu_run, "--store", str(tmp_path / "ddp")]))
+    assert rc == 0, err
+    rc, _, err = finish(start([sys.executable, "-m", "imbtui", "train", *gpu_run,
+                               "--store", str(tmp_path / "one")]))
+    assert rc == 0, err
+    run, s_ddp, e_ddp = tables(tmp_path / "ddp")
+    _, s_one, e_one = tables(tmp_path / "one")
+    assert run["device"] == "cuda:0" and json.loads(run["config"])["world_size"] == 1
+    assert s_ddp.group_by("step").agg(pl.col("n").sum())["n"].to_list() == [BATCH] * STEPS
+    np.testing.assert_allclose(s_ddp["loss_sum"].to_numpy(), s_one["loss_sum"].to_numpy(),
+                               rtol=1e-3, atol=1e-3)
+    np.testing.assert_allclose(e_ddp["loss_sum"].to_numpy(), e_one["loss_sum"].to_numpy(),
+                               rtol=1e-3, atol=1e-3)
