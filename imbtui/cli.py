@@ -855,12 +855,14 @@ def _print_problems(root: Path, found, moved: Path | None, remaining) -> None:
         out.print(f"moved {len(found) - len(remaining)} item(s) to {escape(str(moved))} "
                   f"(see manifest.json there)", soft_wrap=True)
     errors = [p for p in remaining if p.severity == "error"]
-    fixable = [p for p in errors if p.fixable]
-    if not errors:
+    fixable = [p for p in remaining if p.fixable]
+    hint = " can be moved aside with [bold]imbtui doctor --quarantine[/bold]"
+    if not errors and not fixable:
         out.print(f"store {escape(str(root))}: no problems")
+    elif not errors:
+        out.print(f"store {escape(str(root))}: no damage; {len(fixable)} leftover file(s){hint}")
     elif fixable and moved is None:
-        out.print(f"{len(errors)} problem(s); {len(fixable)} can be moved aside with "
-                  f"[bold]imbtui doctor --quarantine[/bold]")
+        out.print(f"{len(errors)} problem(s); {len(fixable)}{hint}")
     else:
         out.print(f"{len(errors)} problem(s) left to fix by hand")
 

@@ -34,7 +34,7 @@ class Problem:
     path: Path    # what `quarantine` would move
     detail: str
     fixable: bool = True     # quarantine can move it aside
-    severity: str = "error"  # error: a reader skips or double-counts something; info: a fact
+    severity: str = "error"  # error: a reader skips or double counts something; info: harmless
 
     def relpath(self, root: Path) -> str:
         try:
@@ -84,11 +84,12 @@ def _diagnose_run(root: Path, run_id: str, status: str | None,
             problems += _diagnose_table(run_id, name, path)
         elif name == RESERVE_NAME:
             if status != "running":  # a live run keeps it for its last run.json; a dead one not
-                problems.append(Problem("stale-temp", path, "disk space reserve of a dead run"))
+                problems.append(Problem("stale-temp", path, "disk space reserve of a dead run",
+                                        severity="info"))
         elif name.startswith("."):
             if _age_s(path) > STALE_TEMP_S:
                 problems.append(Problem("stale-temp", path, "temporary file left by a writer "
-                                        "that died"))
+                                        "that died", severity="info"))
         elif name != "run.json":
             problems.append(Problem("unknown-file", path, "not part of the store layout"))
     return problems
@@ -115,8 +116,8 @@ def _diagnose_table(run_id: str, table: str, folder: Path) -> list[Problem]:
     problems = [Problem("unknown-file", p, f"not a {table} part") for p in listing.unknown]
     problems += [Problem("superseded-part", p, "its rows are already in a compacted part")
                  for p in listing.superseded]
-    problems += [Problem("stale-temp", p, "temporary file left by a writer that died")
-                 for p in listing.temps if _age_s(p) > STALE_TEMP_S]
+    problems += [Problem("stale-temp", p, "temporary file left by a writer that died",
+                         severity="info") for p in listing.temps if _age_s(p) > STALE_TEMP_S]
     good = []
     for part in listing.parts:
         problem = deep_problem(part, table) or _foreign_rows(part, run_id)

@@ -256,11 +256,26 @@ class Store:
         for rid in ids:
             self._check_run_folder(rid)
         every: list[Path] = []
-        for table, schema in TABLES.items():
-            files = [p for rid in ids for p in self._parts(rid, table)]
-            con.execute(f"CREATE OR REPLACE VIEW {table} AS {self._select(table, schema, files)}")
-            every += files
+        for table in TABLES:
+            every += self._create_view(con, table, ids)
         self._views[id(con)] = (chosen, every)
+
+    def _create_view(self, con: duckdb.DuckDBPyConnection, table: str, ids: list[str],
+                     attempts: int = 5) -> list[Path]:
+        """List the table's parts and create its view; DuckDB opens them there, so a run that
+        compacts in between (its plain parts vanish) means listing again, not failing."""
+        for attempt in range(attempts):
+            files = [p for rid in ids for p in self._parts(rid, table)]
+            try:
+                con.execute(f"CREATE OR REPLACE VIEW {table} AS "
+                            f"{self._select(table, TABLES[table], files)}")
+                return files
+            except duckdb.Error:
+                if attempt == attempts - 1:
+                    raise
+                if all(p.exists() for p in files) and not _blame_parts(con, files):
+                    raise
+        raise AssertionError("unreachable")
 
     def _check_run_folder(self, run_id: str) -> None:
         folder = runs_dir(self.root) / check_run_id(run_id)
@@ -329,6 +344,20 @@ class Store:
         self.refresh(con, chosen)  # the verdict cache now skips the damaged parts, with warnings
         self.warnings = warnings + [w for w in self.warnings if w not in warnings]
         return True
+
+
+def _blame_parts(con: duckdb.DuckDBPyConnection, files: list[Path]) -> bool:
+    """Find the parts whose footer DuckDB cannot read (polars could) and record them as damaged,
+    so the next listing skips them with a warning. True if any was found."""
+    found = False
+    for p in files:
+        try:
+            con.sql(f"SELECT count(*) FROM parquet_schema({_sql_str(str(p))})").fetchall()
+        except duckdb.Error:
+            if (key := _file_key(p)) is not None:
+                _VERDICTS[key] = "DuckDB cannot read its footer"
+                found = True
+    return found
 
 
 def _age_s(path: Path) -> float:
