@@ -122,14 +122,14 @@ def resnet_cifar(depth: int, n_classes: int, in_channels: int = 3,
 
 
 def cnn(in_channels: int, n_classes: int, width: int = 32, normed: bool = False) -> Classifier:
-    """A small CNN for 28x28 images (MNIST, Fashion-MNIST; ~0.1 M parameters): three conv blocks
-    with max-pooling after the first two, global average pooling, a 128-d feature."""
+    """A small CNN for 28x28 images (MNIST, Fashion-MNIST; ~0.1 M parameters, ~5 M multiply-adds
+    per image, so a CPU trains it in minutes): a strided 5x5 conv to 14x14, a strided 3x3 conv to
+    7x7, a 3x3 conv, global average pooling, a 128-d feature."""
     w = width
     features = nn.Sequential(
-        nn.Conv2d(in_channels, w, 3, padding=1, bias=False), nn.BatchNorm2d(w), nn.ReLU(),
-        nn.MaxPool2d(2),
-        nn.Conv2d(w, 2 * w, 3, padding=1, bias=False), nn.BatchNorm2d(2 * w), nn.ReLU(),
-        nn.MaxPool2d(2),
+        nn.Conv2d(in_channels, w, 5, stride=2, padding=2, bias=False), nn.BatchNorm2d(w),
+        nn.ReLU(),
+        nn.Conv2d(w, 2 * w, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(2 * w), nn.ReLU(),
         nn.Conv2d(2 * w, 4 * w, 3, padding=1, bias=False), nn.BatchNorm2d(4 * w), nn.ReLU(),
         nn.AdaptiveAvgPool2d(1), nn.Flatten(),
     )

@@ -108,7 +108,9 @@ def _download(name: str, spec: ImageSpec, root: Path) -> None:
             for train in (True, False):
                 cls(str(root), train=train, download=True)
     except Exception as exc:  # URLError, OSError, RuntimeError (md5 mismatch): say what and where
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        # torchvision's MNIST stacks one "Tried <mirror>, got: <error>" per mirror: keep the last
+        lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+        reason = lines[-1] if lines else type(exc).__name__
         raise DataError(_missing_message(name, spec, root,
                                          f"downloading it failed ({reason})")) from None
 
