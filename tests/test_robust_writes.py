@@ -73,17 +73,17 @@ def digest(root: Path) -> dict[str, bytes]:
 def failing_part_writes(monkeypatch: pytest.MonkeyPatch, after: int) -> None:
     """The (after+1)-th steps part hits a full disk: the real writer's temp file is created and
     removed, as when the kernel refuses the bytes."""
-    real = writer_mod.atomic_write_bytes
+    real = writer_mod.write_part_file
     seen = {"steps": 0}
 
-    def write(path: Path, data: bytes) -> None:
+    def write(path: Path, data: bytes, fsync: bool = False) -> None:
         if path.parent.name == "steps":
             seen["steps"] += 1
             if seen["steps"] > after:
                 raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-        real(path, data)
+        real(path, data, fsync)
 
-    monkeypatch.setattr(writer_mod, "atomic_write_bytes", write)
+    monkeypatch.setattr(writer_mod, "write_part_file", write)
 
 
 def test_full_disk_stops_the_run_and_keeps_earlier_parts(tmp_path: Path,

@@ -14,7 +14,7 @@ import math
 import os
 import re
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -46,7 +46,11 @@ _QUERY_FAULTS = ("ParserException", "BinderException", "CatalogException", "Synt
 # Parts are immutable once named, so a verdict holds while (path, size, mtime) do: readers that
 # refresh every second (the TUI) check each part once. Value: None = good, else what is wrong.
 _VERDICTS: dict[tuple[str, int, int], str | None] = {}
+_COLUMNS: dict[tuple[str, int, int], frozenset[str]] = {}  # a good part's column names
 _DEEP_OK: set[tuple[str, int, int]] = set()
+# Small tables are copied into the connection's memory, one part at a time and each part once (parts
+# never change): a query over them then touches no file, and a refresh reads only new parts.
+CACHED_TABLES = ("classes", "epochs", "probes")
 
 
 class QueryError(UserError):
@@ -95,30 +99,38 @@ def part_problem(path: Path, table: str) -> str | None:
     if key is None:
         return "cannot be read"
     if key not in _VERDICTS:
-        _VERDICTS[key] = _footer_problem(path, key[1], table)
+        _VERDICTS[key], columns = _footer_problem(path, key[1], table)
+        _COLUMNS[key] = columns
     return _VERDICTS[key]
 
 
-def _footer_problem(path: Path, size: int, table: str) -> str | None:
+def part_columns(path: Path) -> frozenset[str]:
+    """The column names of a part that `part_problem` found good."""
+    key = _file_key(path)
+    return _COLUMNS.get(key, frozenset()) if key is not None else frozenset()
+
+
+def _footer_problem(path: Path, size: int, table: str) -> tuple[str | None, frozenset[str]]:
+    none: frozenset[str] = frozenset()
     try:
         with open(path, "rb") as f:
             head = f.read(4)
             f.seek(max(0, size - 8))
             tail = f.read(8)
     except OSError as exc:
-        return f"cannot be read ({exc.strerror})"
+        return f"cannot be read ({exc.strerror})", none
     if size < 12 or head != PARQUET_MAGIC or tail[4:] != PARQUET_MAGIC:
-        return "not a Parquet file (truncated or overwritten)"
+        return "not a Parquet file (truncated or overwritten)", none
     if int.from_bytes(tail[:4], "little") > size - 12:
-        return "damaged Parquet footer"
+        return "damaged Parquet footer", none
     try:
-        columns = pl.read_parquet_schema(path)
+        columns = frozenset(pl.read_parquet_schema(path))
     except BaseException as exc:  # polars panics derive from BaseException
         if isinstance(exc, (KeyboardInterrupt, SystemExit)):
             raise
-        return "damaged Parquet footer"
+        return "damaged Parquet footer", none
     missing = [c for c in KEY_COLUMNS.get(table, ()) if c not in columns]
-    return f"not a {table} part (no column {missing[0]})" if missing else None
+    return (f"not a {table} part (no column {missing[0]})" if missing else None), columns
 
 
 def deep_problem(path: Path, table: str) -> str | None:
@@ -257,25 +269,54 @@ class Store:
             self._check_run_folder(rid)
         every: list[Path] = []
         for table in TABLES:
-            every += self._create_view(con, table, ids)
+            build = self._load_table if table in CACHED_TABLES else self._create_view
+            every += self._relisting(con, table, ids, build)
         self._views[id(con)] = (chosen, every)
 
-    def _create_view(self, con: duckdb.DuckDBPyConnection, table: str, ids: list[str],
-                     attempts: int = 5) -> list[Path]:
-        """List the table's parts and create its view; DuckDB opens them there, so a run that
-        compacts in between (its plain parts vanish) means listing again, not failing."""
+    def _relisting(self, con: duckdb.DuckDBPyConnection, table: str, ids: list[str],
+                   build: Callable[[duckdb.DuckDBPyConnection, str, list[Path]], None],
+                   attempts: int = 5) -> list[Path]:
+        """List the table's parts and build its view. DuckDB opens the files there, so a run
+        that compacts in between (its plain parts vanish) means listing again, not failing; a
+        part DuckDB cannot read is recorded as damaged, and the listing skips it next time."""
         for attempt in range(attempts):
             files = [p for rid in ids for p in self._parts(rid, table)]
             try:
-                con.execute(f"CREATE OR REPLACE VIEW {table} AS "
-                            f"{self._select(table, TABLES[table], files)}")
+                build(con, table, files)
                 return files
             except duckdb.Error:
                 if attempt == attempts - 1:
                     raise
-                if all(p.exists() for p in files) and not _blame_parts(con, files):
+                if all(p.exists() for p in files) and not _blame_parts(con, files, table):
                     raise
         raise AssertionError("unreachable")
+
+    @staticmethod
+    def _create_view(con: duckdb.DuckDBPyConnection, table: str, files: list[Path]) -> None:
+        con.execute(f"CREATE OR REPLACE VIEW {table} AS {_scan_sql(table, files)}")
+
+    @staticmethod
+    def _load_table(con: duckdb.DuckDBPyConnection, table: str, files: list[Path]) -> None:
+        """Bring the in-memory copy of a small table up to `files`: drop the rows of parts that
+        went (compacted, quarantined), read the new ones, in one transaction."""
+        cache = f"_imbtui_{table}"
+        con.execute(f"CREATE TABLE IF NOT EXISTS {cache} AS {_scan_sql(table, [], True)}")
+        loaded = {r[0] for r in con.sql(f"SELECT DISTINCT _part FROM {cache}").fetchall()}
+        want = {str(p) for p in files}
+        new = [p for p in files if str(p) not in loaded]
+        con.execute("BEGIN TRANSACTION")
+        try:
+            if loaded - want:
+                con.execute(f"DELETE FROM {cache} WHERE list_contains($gone, _part)",
+                            {"gone": sorted(loaded - want)})
+            if new:
+                con.execute(f"INSERT INTO {cache} {_scan_sql(table, new, with_part=True)}")
+            cols = ", ".join(TABLES[table])
+            con.execute(f"CREATE OR REPLACE VIEW {table} AS SELECT {cols} FROM {cache}")
+            con.execute("COMMIT")
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
 
     def _check_run_folder(self, run_id: str) -> None:
         folder = runs_dir(self.root) / check_run_id(run_id)
@@ -299,15 +340,6 @@ class Store:
             else:
                 self._warn(f"skipping damaged part {p}: {problem}")
         return good
-
-    @staticmethod
-    def _select(table: str, schema: dict[str, pl.DataType], files: list[Path]) -> str:
-        cols = ", ".join(f"CAST({c} AS {duck_type(t)}) AS {c}" for c, t in schema.items())
-        if not files:
-            nulls = ", ".join(f"CAST(NULL AS {duck_type(t)}) AS {c}" for c, t in schema.items())
-            return f"SELECT {nulls} WHERE false"
-        listing = ", ".join(_sql_str(str(p)) for p in files)
-        return f"SELECT {cols} FROM read_parquet([{listing}], union_by_name=true)"
 
     def _warn(self, message: str) -> None:
         if message not in self.warnings:
@@ -346,9 +378,34 @@ class Store:
         return True
 
 
-def _blame_parts(con: duckdb.DuckDBPyConnection, files: list[Path]) -> bool:
-    """Find the parts whose footer DuckDB cannot read (polars could) and record them as damaged,
-    so the next listing skips them with a warning. True if any was found."""
+def _scan_sql(table: str, files: list[Path], with_part: bool = False) -> str:
+    """SELECT the table's columns, cast to the schema, from `files` (with `_part`: the file).
+
+    Parts with the same columns (all of them, unless the schema grew between versions) are read by
+    one read_parquet without union_by_name, which would open every footer at each query; a column
+    a part lacks (added to the schema after it was written) reads as NULL.
+    """
+    schema = TABLES[table]
+    part = ", filename::VARCHAR AS _part" if with_part else ""
+    if not files:
+        nulls = ", ".join(f"CAST(NULL AS {duck_type(t)}) AS {c}" for c, t in schema.items())
+        return f"SELECT {nulls}{part.replace('filename', 'NULL')} WHERE false"
+    groups: dict[frozenset[str], list[Path]] = {}
+    for p in files:
+        groups.setdefault(part_columns(p), []).append(p)
+    selects = []
+    for columns, paths in groups.items():
+        cols = ", ".join(f"CAST({c if c in columns else 'NULL'} AS {duck_type(t)}) AS {c}"
+                         for c, t in schema.items())
+        listing = ", ".join(_sql_str(str(p)) for p in paths)
+        flag = ", filename=true" if with_part else ""
+        selects.append(f"SELECT {cols}{part} FROM read_parquet([{listing}]{flag})")
+    return " UNION ALL ".join(selects)
+
+
+def _blame_parts(con: duckdb.DuckDBPyConnection, files: list[Path], table: str) -> bool:
+    """Find the parts DuckDB cannot read (though their footer parsed) and record them as
+    damaged, so the next listing skips them with a warning. True if any was found."""
     found = False
     for p in files:
         try:
@@ -357,6 +414,10 @@ def _blame_parts(con: duckdb.DuckDBPyConnection, files: list[Path]) -> bool:
             if (key := _file_key(p)) is not None:
                 _VERDICTS[key] = "DuckDB cannot read its footer"
                 found = True
+            continue
+        # the small tables are read whole at refresh: a part may fail only in its pages
+        if table in CACHED_TABLES and deep_problem(p, table) is not None:
+            found = True
     return found
 
 

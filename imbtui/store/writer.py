@@ -116,12 +116,13 @@ class RunWriter:
     """
 
     def __init__(self, root: Path, run_id: str | None = None, heartbeat_s: float = 5.0,
-                 compact_min_parts: int = COMPACT_MIN_PARTS) -> None:
+                 compact_min_parts: int = COMPACT_MIN_PARTS, fsync_parts: bool = False) -> None:
         self.root = Path(root)
         self.run_id = run_id or new_run_id()
         self.dir = run_dir(self.root, self.run_id)
         self.heartbeat_s = heartbeat_s
         self.compact_min_parts = compact_min_parts
+        self.fsync_parts = fsync_parts
         self._meta: dict[str, Any] = {}
         self._parts: dict[str, int] = {}
         self._lock = threading.Lock()
@@ -162,7 +163,20 @@ class RunWriter:
         self.update(final=True, status=status, finished_at=now, message=message)
         _unlink(self.dir / RESERVE_NAME)
         for table in TABLES:
-            self.compact(table)
+            if self.compact(table) is None:
+                self._sync(table)
+
+    def _sync(self, table: str) -> None:
+        """Make a table's parts durable: once per run, not once per part, so that the trainer
+        never waits on the disk while it trains (a killed process loses nothing either way)."""
+        if self.fsync_parts:
+            return
+        for p in scan_table(self.dir / table).parts:
+            try:
+                _fsync(p)
+            except OSError:
+                pass  # durability is best effort here; the part itself is complete
+        _fsync_dir(self.dir / table)
 
     # -- data ------------------------------------------------------------------------------------
     def write(self, table: str, columns: Mapping[str, np.ndarray | list[Any]]) -> Path:
@@ -180,7 +194,7 @@ class RunWriter:
         n = self._next_part(table)
         path = self.dir / table / f"part-{n:06d}.parquet"
         try:
-            atomic_write_bytes(path, buf.getvalue())
+            write_part_file(path, buf.getvalue(), self.fsync_parts)
         except OSError as exc:
             raise write_error(path, self.root, exc) from None
         return path
@@ -202,6 +216,7 @@ class RunWriter:
             pl.scan_parquet(listing.parts).sink_parquet(tmp, compression="zstd", statistics=True)
             _fsync(tmp)
             os.replace(tmp, path)
+            _fsync_dir(path.parent)
         except BaseException as exc:  # polars panics derive from BaseException
             _unlink(tmp)
             if isinstance(exc, (KeyboardInterrupt, SystemExit)):
@@ -257,6 +272,39 @@ def _part_last(path: Path) -> int:
 def _fsync(path: Path) -> None:
     with open(path, "rb") as f:
         os.fsync(f.fileno())
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def write_part_file(path: Path, data: bytes, fsync: bool = False) -> None:
+    """Write under a hidden temporary name, then rename into place: a reader sees the whole part or
+    nothing, and a writer killed in between leaves only a hidden temp file. Without `fsync` the
+    part reaches the disk with the page cache (finish() syncs the run once): a killed process
+    loses nothing by it; a machine that loses power may lose its last seconds of parts, which
+    readers then skip as damaged."""
+    if fsync:
+        atomic_write_bytes(path, data)
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        _unlink(tmp)
+        raise
 
 
 def _unlink(path: Path) -> None:
