@@ -858,13 +858,14 @@ def _print_problems(root: Path, found, moved: Path | None, remaining) -> None:
     fixable = [p for p in remaining if p.fixable]
     hint = " can be moved aside with [bold]imbtui doctor --quarantine[/bold]"
     if not errors and not fixable:
-        out.print(f"store {escape(str(root))}: no problems")
+        summary = f"store {escape(str(root))}: no problems"
     elif not errors:
-        out.print(f"store {escape(str(root))}: no damage; {len(fixable)} leftover file(s){hint}")
+        summary = f"store {escape(str(root))}: no damage; {len(fixable)} leftover file(s){hint}"
     elif fixable and moved is None:
-        out.print(f"{len(errors)} problem(s); {len(fixable)}{hint}")
+        summary = f"{len(errors)} problem(s); {len(fixable)}{hint}"
     else:
-        out.print(f"{len(errors)} problem(s) left to fix by hand")
+        summary = f"{len(errors)} problem(s) left to fix by hand"
+    out.print(summary, soft_wrap=True)
 
 
 @app.command()

@@ -362,7 +362,7 @@ def test_export_writes_a_standalone_duckdb_file(tmp_path: Path,
     with duckdb.connect(str(dest), read_only=True) as con:
         tables = {r[0] for r in con.sql("SHOW TABLES").fetchall()}
         assert tables == {"runs", "classes", "steps", "epochs", "probes", "samples",
-                          "export_info"}
+                          "geometry", "geometry_summary", "export_info"}
         assert con.sql("SELECT run_id, status FROM runs ORDER BY run_id").fetchall() == [
             ("a", "finished"), ("b", "finished")]
         for table in ("steps", "classes"):
@@ -412,3 +412,54 @@ def test_export_refuses_in_one_line(tmp_path: Path, capsys: pytest.CaptureFixtur
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("imbtui: error:") and "Traceback" not in err
     assert files_digest(tmp_path) == before
+
+
+# ==== the in-memory copies of the small tables, and parts of older versions ===========================
+
+def epochs_cols(epoch: int) -> dict[str, object]:
+    return {"epoch": [epoch] * C, "step": [epoch * 10] * C, "split": ["train"] * C,
+            "class_id": np.arange(C), "n": [5] * C, "correct": [epoch] * C,
+            "loss_sum": [1.0] * C, "p_true_sum": [0.5] * C, "feature_norm": [1.0] * C,
+            "weight_norm": [1.0] * C, "bias": [0.0] * C}
+
+
+def test_small_tables_follow_compaction_and_new_parts(tmp_path: Path) -> None:
+    w = make_run(tmp_path, "a", parts=1, finish=None, compact_min_parts=2)
+    for e in range(6):
+        w.write("epochs", epochs_cols(e))
+    st = Store(tmp_path)
+    con = st.connect()
+    total = "SELECT count(*), sum(correct) FROM epochs"
+    assert con.sql(total).fetchall() == [(18, 3 * (0 + 1 + 2 + 3 + 4 + 5))]
+    w.write("epochs", epochs_cols(6))  # a live run's new part...
+    st.refresh(con)
+    assert con.sql(total).fetchall() == [(21, 3 * 21)]
+    w.finish("finished")  # ...then compaction replaces all seven parts with one
+    st.refresh(con)
+    assert con.sql(total).fetchall() == [(21, 3 * 21)]
+    assert con.sql("SELECT count(DISTINCT _part) FROM _imbtui_epochs").fetchall() == [(1,)]
+
+
+def test_small_table_part_damaged_inside_is_skipped_at_refresh(tmp_path: Path) -> None:
+    w = make_run(tmp_path, "a", parts=1, finish=None)
+    for e in range(3):
+        w.write("epochs", epochs_cols(e))
+    bad = tmp_path / "runs" / "a" / "epochs" / "part-000001.parquet"
+    data = bytearray(bad.read_bytes())
+    for i in range(4, len(data) // 3):
+        data[i] ^= 0x5A
+    bad.write_bytes(bytes(data))
+    st = Store(tmp_path)
+    assert st.sql("SELECT DISTINCT epoch FROM epochs ORDER BY epoch")["epoch"].to_list() == [0, 2]
+    assert [w for w in st.warnings if str(bad) in w]
+
+
+def test_a_part_from_an_older_version_reads_missing_columns_as_null(tmp_path: Path) -> None:
+    make_run(tmp_path, "a", parts=2)
+    old = pl.read_parquet(steps_part(tmp_path, "a", 0)).drop("grad_norm", "margin_sum")
+    old.with_columns(pl.col("step") + 100).write_parquet(steps_part(tmp_path, "a", 5))
+    st = Store(tmp_path)
+    got = st.sql("SELECT step >= 100 AS old, count(*) AS n, count(grad_norm) AS g, "
+                 "count(margin_sum) AS m, sum(n) AS s FROM steps GROUP BY ALL ORDER BY old")
+    assert got.rows() == [(False, 12, 12, 12, 48), (True, 6, 0, 0, 24)]
+    assert st.warnings == []
