@@ -1,0 +1,24 @@
+"""bench/store.py at a smoke size: it runs, the browse queries give the same answers over the store
+and over the exported DuckDB file (the bench refuses to time them otherwise), and it ends with the
+line the issue asks for."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def test_store_bench_smoke(tmp_path: Path) -> None:
+    proc = subprocess.run([sys.executable, "bench/store.py", "--runs", "3", "--steps", "600",
+                           "--repeats", "2", "--dir", str(tmp_path)], cwd=REPO,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.strip().splitlines()
+    assert "3 runs x 600 steps x 10 classes = 18,000 step rows" in lines[0]
+    m = re.fullmatch(r"write_rows_per_s=(\d+) query_ms=(\d+\.\d)", lines[-1])
+    assert m and int(m[1]) > 0 and float(m[2]) > 0
+    assert list(tmp_path.iterdir()) == []  # the bench cleans up after itself
