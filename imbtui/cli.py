@@ -184,6 +184,7 @@ def train(
             if epoch == 1:
                 first.update(summary)
 
+    _sigterm_interrupts()
     try:
         with Hooks(quiet=quiet) if rank == 0 else contextlib.nullcontext(Silent()) as hooks:
             result = run_training(cfg, writer, hooks)
@@ -809,6 +810,19 @@ def browse(store: StoreOpt = None,
     if run is not None:
         app_.open_run = _resolve_run(app_.session.store, run)
     app_.run()
+
+
+def _sigterm_interrupts() -> None:
+    """`kill PID`, and job schedulers (SLURM sends SIGTERM before SIGKILL), stop a run the way
+    Ctrl-C does: it flushes what it has and is marked interrupted, instead of dying unrecorded."""
+    import signal
+    import threading
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, interrupt)
 
 
 # ==== doctor / export =============================================================================

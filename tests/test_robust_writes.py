@@ -272,9 +272,11 @@ def test_ctrl_c_keeps_every_flushed_step_and_marks_interrupted(tmp_path: Path) -
 
 
 @pytest.mark.slow
-def test_sigint_to_a_training_process(tmp_path: Path) -> None:
-    """A real Ctrl-C (SIGINT) to `imbtui train`: exit 130 within seconds, status interrupted, all
-    steps from 0 present once, and at most one flush interval short of the steps taken."""
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_signal_to_a_training_process(tmp_path: Path, sig: signal.Signals) -> None:
+    """A real Ctrl-C (SIGINT), or `kill` / a job scheduler (SIGTERM), to `imbtui train`: exit 130
+    within seconds, status interrupted, all steps from 0 present once, and at most one flush
+    interval short of the steps taken."""
     proc = subprocess.Popen([sys.executable, "-m", "imbtui", "train", "--ratio", "10", "--epochs",
                              "30", "--store", str(tmp_path), "-q"], cwd=REPO,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -284,7 +286,7 @@ def test_sigint_to_a_training_process(tmp_path: Path) -> None:
             assert proc.poll() is None and time.monotonic() < deadline, "no steps were written"
             time.sleep(0.2)
         time.sleep(1.5)
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(sig)
         t0 = time.monotonic()
         _, err = proc.communicate(timeout=60)
         took = time.monotonic() - t0
