@@ -54,6 +54,7 @@ class Device(str, Enum):
 
 
 class Dynamics(str, Enum):
+    full = "full"
     minimal = "minimal"
     off = "off"
 
@@ -153,9 +154,10 @@ def train(
     name: Annotated[Optional[str], typer.Option(help="A name for the run (default: dataset, "
                                                 "profile, ratio and loss).", show_default=False)
                     ] = None,
-    dynamics: Annotated[Dynamics, typer.Option(help="What to record: minimal = per-step and "
-                                               "per-epoch per-class rows; off = nothing.")
-                        ] = Dynamics.minimal,
+    dynamics: Annotated[Dynamics, typer.Option(
+        help="What to record: full = per-step and per-epoch per-class rows, feature geometry, "
+             "gradient probes and every sample's presentations; minimal = per-step and "
+             "per-epoch per-class rows only; off = nothing.")] = Dynamics.full,
     store: StoreOpt = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
     sweep: Annotated[Optional[str], typer.Option(hidden=True)] = None,

@@ -1,20 +1,37 @@
 """Per-class learning dynamics, accumulated on the device.
 
-Per step: sums over the batch, by true class (n, loss, correct, p_true, margin) and by predicted class
-(pred_count), plus the gradient norm of each classifier row -- written into a device buffer with
-`index_add_`, never `.item()` / `.cpu()` / `bincount`, so the step never waits for the device. The
-buffer goes to the host once per flush.
+Per step (`StepRecorder`): sums over the batch by true class (n, loss, correct, p_true, margin) and by
+predicted class (pred_count), the gradient norm of each classifier row, and that gradient split into
+the part from the class's own samples and the part from the other classes' samples
+(`classifier_grad_split`). Per sample (`SampleRecorder`): each training sample's correctness, p_true
+and loss at its presentation, from the training forward pass. Every K steps (`GradientProbe`): the
+full-model gradient of the majority's and of the minority's share of the batch loss. Per epoch
+(`evaluate_features`, `geometry_tables`): the eval passes' per-class rows and the geometry of the
+penultimate features (NC1, class-mean norms and cosines, minority collapse, train-vs-test shift).
+
+Everything is written into device buffers (`index_add_`, masked sums), never `.item()` / `.cpu()` /
+`bincount`, so a step never waits for the device; the buffers go to the host once per flush. Under
+torchrun every per-class or per-group number is either a sum (reduced across ranks by adding) or a
+norm of a gradient already summed across ranks; per-sample rows are gathered, never summed.
 """
 
 from __future__ import annotations
+
+import math
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from trainer.distributed import dist_sum_, eval_shard
+from trainer.distributed import dist_gather, dist_sum_, eval_shard, rank, reduce_stats_, world_size
+from trainer.models import NormedLinear
 
-STEP_STATS = ("n", "loss_sum", "correct", "p_true_sum", "margin_sum", "pred_count", "grad_norm")
+STEP_STATS = ("n", "loss_sum", "correct", "p_true_sum", "margin_sum", "pred_count", "grad_norm",
+              "grad_pos", "grad_neg")
+# Norms of gradients every rank already holds whole (DDP averaged them; `shared_mean` averaged the
+# split): a reduction across ranks keeps them instead of adding them up.
+SHARED_STATS = ("grad_norm", "grad_pos", "grad_neg")
 _INT_STATS = {"n", "correct", "pred_count"}
 
 
@@ -28,6 +45,52 @@ def per_sample_stats(logits: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tenso
     best_other = logits.scatter(1, y[:, None], float("-inf")).amax(1)
     pred = logits.argmax(1)
     return -logp_true, (pred == y), logp_true.exp(), z_true - best_other, pred
+
+
+def shared_mean(t: torch.Tensor) -> torch.Tensor:
+    """The mean over ranks of a per-rank gradient (what DDP does to .grad); `t` itself alone."""
+    if world_size() == 1:
+        return t
+    return dist_sum_(t).div_(world_size())
+
+
+def nan_to_none(values: np.ndarray) -> list[float | None]:
+    """NaN (a cosine of a zero vector, a class absent from a split) as SQL NULL, not NaN: DuckDB's
+    aggregates skip NULLs but NaN poisons them."""
+    return [None if not math.isfinite(v) else float(v) for v in np.asarray(values, np.float64)]
+
+
+# ==== per step, per class =========================================================================
+
+@torch.no_grad()
+def classifier_grad_split(fc: torch.nn.Module, h: torch.Tensor, dlogits: torch.Tensor,
+                          y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The batch loss's gradient w.r.t. each classifier row, split by the samples it comes from.
+
+    With d = dLoss/dlogits and h the penultimate features, a linear classifier has
+    dW_c = sum_i d_ic h_i; `pos` is the sum over the class's own samples (y_i = c), `neg` over all
+    others, and pos + neg = dW. LDAM's cosine classifier (s * cos(h, w_c)) has
+    dW_c = s / ||w_c|| (I - u_c u_c^T) sum_i d_ic h_i / ||h_i|| with u_c = w_c / ||w_c||: still a
+    sum of per-sample terms, so the same split holds. Returns two (C, D) tensors.
+    """
+    d = dlogits.detach().float()
+    phi = h.detach().float()
+    normed = isinstance(fc, NormedLinear)
+    if normed:
+        phi = F.normalize(phi, dim=1)
+    own = (y[:, None] == torch.arange(d.shape[1], device=y.device)).to(d.dtype)
+    pos = (d * own).T @ phi
+    neg = d.T @ phi - pos
+    if normed:
+        w = fc.weight.detach().float()
+        w_norm = w.norm(dim=1, keepdim=True).clamp_min(1e-12)  # F.normalize's eps
+        u = w / w_norm
+
+        def tangent(g: torch.Tensor) -> torch.Tensor:
+            return fc.scale / w_norm * (g - u * (u * g).sum(1, keepdim=True))
+
+        pos, neg = tangent(pos), tangent(neg)
+    return pos, neg
 
 
 class StepRecorder:
@@ -50,7 +113,10 @@ class StepRecorder:
 
     @torch.no_grad()
     def record(self, step: int, epoch: int, lr: float, logits: torch.Tensor, y: torch.Tensor,
-               fc_grad: torch.Tensor | None) -> None:
+               fc_grad: torch.Tensor | None,
+               split: tuple[torch.Tensor, torch.Tensor] | None = None) -> tuple[torch.Tensor, ...]:
+        """Add one step's rows; `split` is `classifier_grad_split`'s (pos, neg) (NaN if absent).
+        Returns the per-sample (loss, correct, p_true), for the per-sample record."""
         loss, correct, p_true, margin, pred = per_sample_stats(logits, y)
         row = self.buf[len(self.steps)]
         ones = torch.ones_like(loss)
@@ -59,9 +125,14 @@ class StepRecorder:
         row[:, 5].index_add_(0, pred, ones)
         if fc_grad is not None:
             row[:, 6] = fc_grad.float().norm(dim=1)
+        if split is None:
+            row[:, 7:9] = float("nan")
+        else:  # under torchrun: the global batch's split, as DDP's .grad is the global gradient
+            row[:, 7:9] = shared_mean(torch.stack(split)).norm(dim=2).T
         self.steps.append(step)
         self.epochs.append(epoch)
         self.lrs.append(lr)
+        return loss, correct, p_true
 
     def drain(self) -> dict[str, np.ndarray]:
         """Host copy of the buffered steps as `steps` table columns; empties the buffer."""
@@ -81,10 +152,161 @@ class StepRecorder:
         return cols
 
 
-@torch.no_grad()
+# ==== per sample ==================================================================================
+
+class SampleRecorder:
+    """Each training sample at each presentation: its id (index into the dataset's original
+    training arrays, stable across epochs), class, position in the batch and (correct, p_true,
+    loss) from the training forward pass, in (capacity, batch) device buffers."""
+
+    def __init__(self, capacity: int, device: torch.device) -> None:
+        self.capacity, self.device = capacity, device
+        self.keys: torch.Tensor | None = None  # (capacity, b, 2): sample id, class; made at the
+        self.vals: torch.Tensor | None = None  # first record, when the batch size is known
+        self.steps: list[int] = []
+        self.epochs: list[int] = []
+
+    def __len__(self) -> int:
+        return len(self.steps)
+
+    @torch.no_grad()
+    def record(self, step: int, epoch: int, sample_ids: torch.Tensor, y: torch.Tensor,
+               stats: tuple[torch.Tensor, ...]) -> None:
+        """`stats` is what `StepRecorder.record` returned for this batch: (loss, correct, p_true)."""
+        loss, correct, p_true = stats
+        if self.keys is None:
+            self.keys = torch.zeros(self.capacity, len(y), 2, dtype=torch.long, device=self.device)
+            self.vals = torch.zeros(self.capacity, len(y), 3, device=self.device)
+        k = len(self.steps)
+        self.keys[k, :, 0] = sample_ids
+        self.keys[k, :, 1] = y
+        self.vals[k] = torch.stack([correct.float(), p_true, loss], 1)
+        self.steps.append(step)
+        self.epochs.append(epoch)
+
+    def drain(self) -> dict[str, np.ndarray]:
+        """`samples` table columns of every rank's buffered rows (gathered); empties the buffer."""
+        k = len(self.steps)
+        b, w = self.keys.shape[1], world_size()
+        keys = dist_gather(self.keys[:k].reshape(-1, 2)).cpu().numpy()
+        vals = dist_gather(self.vals[:k].reshape(-1, 3)).cpu().numpy().astype(np.float64)
+        # gathered rank by rank; rank r holds positions r*b .. r*b+b-1 of each global batch
+        cols = {
+            "epoch": np.tile(np.repeat(np.asarray(self.epochs, dtype=np.int32), b), w),
+            "step": np.tile(np.repeat(np.asarray(self.steps, dtype=np.int64), b), w),
+            "pos": (np.repeat(np.arange(w, dtype=np.int32) * b, k * b)
+                    + np.tile(np.arange(b, dtype=np.int32), k * w)),
+            "sample_id": keys[:, 0], "class_id": keys[:, 1].astype(np.int32),
+            "correct": vals[:, 0] > 0.5, "p_true": vals[:, 1], "loss": vals[:, 2],
+        }
+        self.steps, self.epochs = [], []
+        return cols
+
+
+# ==== gradient probes =============================================================================
+
+PROBE_STATS = ("n", "grad_norm", "cos_to_batch", "cos_other")
+GROUPS = ("majority", "minority")
+
+
+class GradientProbe:
+    """Every K steps: the full-model gradient of each group's share of the batch loss.
+
+    A group's share is its samples' terms of the objective (for a mean over the batch: the sum over
+    the group's samples divided by the batch size), so the two shares add up to the batch loss and
+    their gradients to the batch gradient. The gradient of a share is the backward pass of
+    dLoss/dlogits with the other group's rows zeroed, through the graph the step's own backward
+    kept: two extra backward passes, exactly the gradient of the masked loss (BatchNorm's coupling
+    of the samples included). Recorded: the group's sample count, the gradient's norm, its cosine
+    with the whole-batch gradient and with the other group's gradient.
+    """
+
+    def __init__(self, minority: torch.Tensor, capacity: int, device: torch.device) -> None:
+        self.minority = minority.to(device=device, dtype=torch.bool)  # (C,) class is minority
+        self.capacity = capacity
+        self.buf = torch.zeros(capacity, len(GROUPS), len(PROBE_STATS), device=device)
+        self.steps: list[int] = []
+        self.epochs: list[int] = []
+
+    def __len__(self) -> int:
+        return len(self.steps)
+
+    def record(self, step: int, epoch: int, logits: torch.Tensor, y: torch.Tensor,
+               params: list[torch.Tensor]) -> None:
+        """After `loss.backward(retain_graph=True)` with `logits.retain_grad()`."""
+        d = logits.grad
+        minor = self.minority[y]
+        flat = []
+        for j, member in enumerate((~minor, minor)):
+            grads = torch.autograd.grad(logits, params, d * member[:, None].to(d.dtype),
+                                        retain_graph=j == 0, allow_unused=True,
+                                        materialize_grads=True)
+            flat.append(torch.cat([g.reshape(-1).float() for g in grads]))
+        with torch.no_grad():
+            g = shared_mean(torch.stack(flat))  # (2, P): each group's gradient, all ranks'
+            whole = g.sum(0)
+            norms = g.norm(dim=1)
+            row = self.buf[len(self.steps)]
+            row[:, 0] = torch.stack([(~minor).sum(), minor.sum()]).float()
+            row[:, 1] = norms
+            row[:, 2] = g @ whole / (norms * whole.norm())
+            row[:, 3] = (g[0] @ g[1]) / (norms[0] * norms[1])
+        self.steps.append(step)
+        self.epochs.append(epoch)
+
+    def drain(self) -> dict[str, object]:
+        """`probes` table columns (a majority and a minority row per probe); empties the buffer."""
+        k = len(self.steps)
+        reduce_stats_(self.buf[:k], PROBE_STATS, same=PROBE_STATS[1:])
+        arr = self.buf[:k].cpu().numpy().astype(np.float64).reshape(k * len(GROUPS), -1)
+        self.buf[:k].zero_()
+        cols: dict[str, object] = {
+            "step": np.repeat(np.asarray(self.steps, dtype=np.int64), len(GROUPS)),
+            "epoch": np.repeat(np.asarray(self.epochs, dtype=np.int32), len(GROUPS)),
+            "grp": list(GROUPS) * k,
+            "n": np.rint(arr[:, 0]).astype(np.int64),
+        }
+        for j, name in enumerate(PROBE_STATS[1:], 1):
+            cols[name] = nan_to_none(arr[:, j])
+        self.steps, self.epochs = [], []
+        return cols
+
+
+class WithFeatures(torch.nn.Module):
+    """The training forward returning (penultimate features, logits), as a module's `forward`, so
+    that DDP and torch.compile, which wrap `forward`, wrap the pass the recording reads."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.model.forward_features(x)
+
+
+# ==== per epoch ===================================================================================
+
+@dataclass
+class FeatureSums:
+    """Per-class sums of the penultimate features over an eval pass: counts n (C,), sums of h
+    (C, D) and of ||h||^2 (C,). Sums, so that ranks' slices add up."""
+
+    n: np.ndarray
+    h: np.ndarray
+    sq: np.ndarray
+
+
 def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, n_classes: int,
              batch_size: int = 4096, prepare=None) -> dict[str, np.ndarray]:
-    """Per-class n, correct, loss_sum, p_true_sum and mean penultimate feature norm, in eval mode.
+    """Per-class n, correct, loss_sum, p_true_sum and mean penultimate feature norm, in eval mode."""
+    return evaluate_features(model, x, y, n_classes, batch_size, prepare, features=False)[0]
+
+
+@torch.no_grad()
+def evaluate_features(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, n_classes: int,
+                      batch_size: int = 4096, prepare=None, features: bool = True
+                      ) -> tuple[dict[str, np.ndarray], FeatureSums | None]:
+    """`evaluate`'s rows and, with `features`, the per-class feature sums the geometry needs.
 
     `prepare` maps a raw batch to model input (normalisation for image datasets, no augmentation).
     Under torchrun each rank evaluates its own slice of x and the per-class sums are added up
@@ -94,24 +316,32 @@ def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, n_classes
     was_training = model.training
     model.eval()
     dev = x.device
-    acc = torch.zeros(n_classes, 5, device=dev, dtype=torch.float64)
+    acc = torch.zeros(n_classes, 6, device=dev, dtype=torch.float64)
+    hsum = (torch.zeros(n_classes, model.fc.in_features, device=dev, dtype=torch.float64)
+            if features else None)
     for i in range(0, len(x), batch_size):
         xb, yb = x[i:i + batch_size], y[i:i + batch_size]
         if prepare is not None:
             xb = prepare(xb)
         h, logits = model.forward_features(xb)
+        h = h.float()
         loss, correct, p_true, _, _ = per_sample_stats(logits, yb)
         stats = torch.stack([torch.ones_like(loss), correct.float(), loss, p_true,
-                             h.float().norm(dim=1)], 1).double()
+                             h.norm(dim=1), (h * h).sum(1)], 1).double()
         acc.index_add_(0, yb, stats)
+        if hsum is not None:
+            hsum.index_add_(0, yb, h.double())
     model.train(was_training)
     dist_sum_(acc)
     a = acc.cpu().numpy()
     n = np.rint(a[:, 0]).astype(np.int64)
     with np.errstate(invalid="ignore", divide="ignore"):
         feat = np.where(n > 0, a[:, 4] / np.maximum(n, 1), np.nan)
-    return {"n": n, "correct": np.rint(a[:, 1]).astype(np.int64), "loss_sum": a[:, 2],
+    rows = {"n": n, "correct": np.rint(a[:, 1]).astype(np.int64), "loss_sum": a[:, 2],
             "p_true_sum": a[:, 3], "feature_norm": feat}
+    if hsum is None:
+        return rows, None
+    return rows, FeatureSums(n, dist_sum_(hsum).cpu().numpy(), a[:, 5])
 
 
 def classifier_rows(fc: torch.nn.Linear) -> tuple[np.ndarray, np.ndarray]:
@@ -121,3 +351,114 @@ def classifier_rows(fc: torch.nn.Linear) -> tuple[np.ndarray, np.ndarray]:
         b = (fc.bias.detach().float().cpu().numpy().astype(np.float64) if fc.bias is not None
              else np.zeros(fc.out_features))
     return w, b
+
+
+# ==== feature geometry ============================================================================
+# Papyan et al. 2020 (neural collapse), in the trace form that needs only per-class sums of h and of
+# ||h||^2: with class means mu_c and the global mean mu_G taken as the mean of the class means (each
+# class counts once, however many samples it has),
+#   within_var_c = tr Sigma_W,c = mean_i ||h_i - mu_c||^2 over the class's samples
+#   between_var  = tr Sigma_B   = mean_c ||mu_c - mu_G||^2
+#   nc1_c        = within_var_c / between_var;  nc1 = mean_c nc1_c = tr Sigma_W / tr Sigma_B
+# Cosines between centred class means (NC2: they approach -1/(C-1) and equal norms at collapse);
+# minority collapse (Fang et al. 2021): the mean pairwise cosine of the minority classes'
+# classifier rows w_c, which approaches 1 as the minority's rows merge; train-vs-test shift of each
+# class mean (Ye et al. 2020): ||mu_c(test) - mu_c(train)||, and that over the class's train spread
+# sqrt(within_var_c(train)).
+
+@dataclass
+class ClassGeometry:
+    n: np.ndarray
+    mean: np.ndarray        # (C, D) class means, NaN rows for absent classes
+    within: np.ndarray      # (C,) tr Sigma_W,c
+    centred: np.ndarray     # (C, D) mu_c - mu_G
+    present: np.ndarray     # (C,) bool
+
+    @classmethod
+    def of(cls, f: FeatureSums) -> ClassGeometry:
+        present = f.n > 0
+        with np.errstate(invalid="ignore", divide="ignore"):
+            mean = f.h / f.n[:, None]
+            within = np.maximum(f.sq / f.n - (mean * mean).sum(1), 0.0)  # round-off below 0
+        centred = mean - mean[present].mean(0) if present.any() else mean
+        return cls(f.n, mean, np.where(present, within, np.nan), centred, present)
+
+
+def pairwise_cosines(v: np.ndarray) -> np.ndarray:
+    """(K, K) cosines between the rows of v."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        u = v / np.linalg.norm(v, axis=1, keepdims=True)
+    return u @ u.T
+
+
+def mean_pair_cos(cos: np.ndarray, members: np.ndarray) -> float:
+    """Mean cosine over distinct pairs of the `members` rows (NaN with fewer than two)."""
+    idx = np.flatnonzero(members)
+    if len(idx) < 2:
+        return float("nan")
+    sub = cos[np.ix_(idx, idx)]
+    return float(sub[np.triu_indices(len(idx), 1)].mean())
+
+
+def split_geometry(g: ClassGeometry, minority: np.ndarray) -> tuple[dict, dict]:
+    """Per-class and summary geometry of one split."""
+    p = g.present
+    norms = np.linalg.norm(g.centred, axis=1)
+    between = float(np.mean(norms[p] ** 2)) if p.any() else float("nan")
+    cos = pairwise_cosines(g.centred)
+    off = cos.copy()
+    np.fill_diagonal(off, np.nan)
+    off[~p, :], off[:, ~p] = np.nan, np.nan
+    valid = ~np.isnan(off)
+    others = valid.sum(1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        nc1_c = g.within / between
+        cos_mean = np.where(others > 0, np.where(valid, off, 0.0).sum(1) / others, np.nan)
+        cos_max = np.where(others > 0, np.where(valid, off, -np.inf).max(1), np.nan)
+        pairs = cos[np.ix_(p, p)][np.triu_indices(int(p.sum()), 1)]
+        summary = {
+            "nc1": float(np.mean(g.within[p]) / between) if p.any() else float("nan"),
+            "within_var": float(np.mean(g.within[p])) if p.any() else float("nan"),
+            "between_var": between,
+            "cos_mean": float(pairs.mean()) if len(pairs) else float("nan"),
+            "cos_std": float(pairs.std()) if len(pairs) else float("nan"),
+            "norm_cv": float(norms[p].std() / norms[p].mean()) if p.any() else float("nan"),
+            "majority_cos": mean_pair_cos(cos, p & ~minority),
+            "minority_cos": mean_pair_cos(cos, p & minority),
+        }
+    per_class = {"n": g.n, "mean_norm": np.where(p, norms, np.nan), "within_var": g.within,
+                 "nc1": nc1_c, "cos_mean": np.where(p, cos_mean, np.nan),
+                 "cos_max": np.where(p, cos_max, np.nan)}
+    return per_class, summary
+
+
+def geometry_tables(train: FeatureSums, test: FeatureSums, weight: np.ndarray,
+                    minority: np.ndarray, epoch: int, step: int) -> tuple[dict, dict]:
+    """The `geometry` (epoch, split, class) and `geometry_summary` (epoch, split) table columns."""
+    minority = np.asarray(minority, dtype=bool)
+    g = {"train": ClassGeometry.of(train), "test": ClassGeometry.of(test)}
+    wcos = pairwise_cosines(np.asarray(weight, dtype=np.float64))
+    every = np.ones(len(minority), dtype=bool)
+    classifier = {"w_cos_mean": mean_pair_cos(wcos, every),
+                  "w_majority_cos": mean_pair_cos(wcos, ~minority),
+                  "w_minority_cos": mean_pair_cos(wcos, minority)}
+    with np.errstate(invalid="ignore", divide="ignore"):
+        shift = np.linalg.norm(g["test"].mean - g["train"].mean, axis=1)
+        shift_rel = shift / np.sqrt(g["train"].within)
+    per_class: dict[str, list] = {}
+    summary: dict[str, list] = {}
+    c = len(minority)
+    for split in ("train", "test"):
+        rows, summ = split_geometry(g[split], minority)
+        none = np.full(c, np.nan)
+        rows["shift"] = shift if split == "test" else none
+        rows["shift_rel"] = shift_rel if split == "test" else none
+        head = {"epoch": [epoch] * c, "step": [step] * c, "split": [split] * c,
+                "class_id": list(range(c))}
+        for k, v in {**head, **rows}.items():
+            per_class.setdefault(k, []).extend(
+                v if k in head else (v.tolist() if k == "n" else nan_to_none(v)))
+        for k, v in {"epoch": epoch, "step": step, "split": split, **summ, **classifier}.items():
+            summary.setdefault(k, []).append(None if isinstance(v, float) and not math.isfinite(v)
+                                             else v)
+    return per_class, summary

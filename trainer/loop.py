@@ -3,7 +3,9 @@
 The dataset sits on the device as whole tensors; each epoch draws a device-side permutation and slices
 it into batches. Per-class step dynamics accumulate in a device buffer (trainer.dynamics) and reach the
 sink once per flush; per-epoch evaluations of the training set (eval mode, no augmentation) and the
-balanced test set follow every epoch, and epoch 0 records the untrained network.
+balanced test set follow every epoch, and epoch 0 records the untrained network. `dynamics="full"`
+adds each sample's presentations and the gradient probes (written once per epoch) and the feature
+geometry of every evaluation.
 """
 
 from __future__ import annotations
@@ -22,7 +24,9 @@ import torch
 from trainer import distributed
 from trainer.augment import AUGMENTS, Augment, normalizer
 from trainer.data import DataError, class_table, dataset_counts, load_dataset, long_tailed_indices
-from trainer.dynamics import STEP_STATS, StepRecorder, classifier_rows, evaluate
+from trainer.dynamics import (SHARED_STATS, STEP_STATS, GradientProbe, SampleRecorder,
+                              StepRecorder, WithFeatures, classifier_grad_split, classifier_rows,
+                              evaluate_features, geometry_tables)
 from trainer.losses import DEFAULTS as LOSS_DEFAULTS
 from trainer.losses import LOSSES, build_loss
 from trainer.models import DEFAULT_MODEL, build_model, n_params
@@ -72,7 +76,9 @@ class TrainConfig:
     name: str | None = None
     sweep: str | None = None         # id shared by the runs of one `imbtui sweep`
     # recording
-    dynamics: str = "minimal"        # minimal: steps + epochs rows; off: none (benchmarks)
+    dynamics: str = "full"           # full: + probes, samples, geometry; minimal: steps + epochs
+    #                                  rows; off: none (benchmarks)
+    probe_every: int = 100           # full: a gradient probe (2 extra backward passes) every N steps
     flush_steps: int = 200           # flush the step buffer at least every N steps...
     flush_seconds: float = 1.0       # ...or every S seconds, so live readers stay <= ~S s behind
     extra: dict[str, Any] = field(default_factory=dict)
@@ -97,7 +103,7 @@ CIFAR_LT = {"epochs": 200, "batch_size": 128, "lr": 0.1, "weight_decay": 2e-4, "
 RECIPES: dict[str, dict[str, Any]] = {"mnist1d": _SMALL, "mnist": _SMALL, "fashion-mnist": _SMALL,
                                       "cifar10": CIFAR_LT, "cifar100": CIFAR_LT}
 SCHEDULES = ("cosine", "step")
-DYNAMICS = ("minimal", "off")  # what a run records: minimal = steps + epochs rows; off = nothing
+DYNAMICS = ("full", "minimal", "off")  # full = everything; minimal = steps + epochs rows; off = none
 
 
 def resolve_config(cfg: TrainConfig) -> TrainConfig:
@@ -131,6 +137,8 @@ def check_config(cfg: TrainConfig, image: bool) -> None:
         raise DataError(f"unknown loss {cfg.loss!r}: choose one of {', '.join(LOSSES)}")
     if cfg.dynamics not in DYNAMICS:
         raise DataError(f"unknown --dynamics {cfg.dynamics!r}: choose one of {', '.join(DYNAMICS)}")
+    if cfg.probe_every < 1:
+        raise DataError(f"probe_every must be >= 1 step, got {cfg.probe_every}")
     if cfg.sampler not in SAMPLERS:
         raise DataError(f"unknown sampler {cfg.sampler!r}: choose one of {', '.join(SAMPLERS)}")
     if cfg.augment not in AUGMENTS:
@@ -181,6 +189,7 @@ class RunResult:
     seconds: float
     final: dict[str, float]
     message: str | None = None
+    model: Any = field(default=None, repr=False)  # the trained model (tests re-evaluate it)
 
 
 # ==== helpers =====================================================================================
@@ -289,7 +298,8 @@ def _train(cfg: TrainConfig, sink: Sink, hooks: Hooks) -> RunResult:
         model.fc.scale = float(cfg.loss_params.get("scale", LOSS_DEFAULTS["scale"]))
     if image and cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    forward = distributed.wrap(model, device)  # DDP under torchrun: gradients averaged
+    # the training forward returns (features, logits); DDP under torchrun: gradients averaged
+    forward = distributed.wrap(WithFeatures(model), device)
     forward = torch.compile(forward) if cfg.compile else forward
     criterion = build_loss(cfg.loss, counts, device, cfg.drw, **cfg.loss_params)
     opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
@@ -311,6 +321,7 @@ def _train(cfg: TrainConfig, sink: Sink, hooks: Hooks) -> RunResult:
                 "config": config, "device": str(device), "code_version": code_version(),
                 "epoch_done": 0, "step_done": 0, "total_steps": total_steps})
     recording = cfg.dynamics != "off"
+    full = cfg.dynamics == "full"
     if recording:
         sink.write("classes", {f: [getattr(c, f) for c in classes]
                                for f in ("class_id", "class_name", "train_count", "test_count",
@@ -321,20 +332,38 @@ def _train(cfg: TrainConfig, sink: Sink, hooks: Hooks) -> RunResult:
 
     rec = StepRecorder(n_classes, max(1, cfg.flush_steps), device)
     timed = not distributed.active()  # ranks reduce together, so they flush on step counts only
+    # full: per-sample rows and gradient probes, buffered for a whole epoch and written at its
+    # end (a part per epoch, not per flush: the per-sample rows are the bulk of the store)
+    minority = torch.as_tensor(groups == "minority", device=device)
+    samples = SampleRecorder(max(1, steps_per_epoch), device) if full else None
+    probe = (GradientProbe(minority, steps_per_epoch // cfg.probe_every + 1, device) if full
+             else None)
+    sample_ids = torch.from_numpy(idx).to(device)  # row of x_tr -> row of the dataset's arrays
+    params = [p for p in model.parameters() if p.requires_grad]
     last_flush = time.monotonic()
 
-    def flush() -> None:
+    def drain_extra() -> dict[str, dict[str, Any] | None]:
+        return {"samples": samples.drain() if samples is not None and len(samples) else None,
+                "probes": probe.drain() if probe is not None and len(probe) else None}
+
+    def flush(extra: bool = False) -> None:
+        """Step rows to the sink; with `extra` (epoch end) the per-sample and probe rows too."""
         nonlocal last_flush
         last_flush = time.monotonic()
-        if not len(rec):
-            return
-        distributed.reduce_stats_(rec.buf[:len(rec)], STEP_STATS, same=("grad_norm",))
+        if len(rec):
+            flush_steps()
+        if extra:
+            _write_rows(sink, drain_extra())
+
+    def flush_steps() -> None:
+        distributed.reduce_stats_(rec.buf[:len(rec)], STEP_STATS, same=SHARED_STATS)
         cols = rec.drain()
         bad = ~np.isfinite(cols["loss_sum"])
         if bad.any():  # keep every row up to and including the first bad step, then stop
             first = int(cols["step"][bad][0])
             keep = cols["step"] <= first
             sink.write("steps", {k: v[keep] for k, v in cols.items()})
+            _write_rows(sink, drain_extra(), first)
             raise Diverged(first)
         sink.write("steps", cols)
         n = cols["n"].sum()
@@ -343,9 +372,11 @@ def _train(cfg: TrainConfig, sink: Sink, hooks: Hooks) -> RunResult:
     def evaluate_epoch(epoch: int, step: int) -> dict[str, float]:
         w, b = classifier_rows(model.fc)
         summary: dict[str, float] = {}
+        feats = {}
         for split, (x, y) in (("train", (x_tr, y_tr)), ("test", (x_te, y_te))):
             with autocast():
-                rows = evaluate(model, x, y, n_classes, prepare=prepare)
+                rows, feats[split] = evaluate_features(model, x, y, n_classes, prepare=prepare,
+                                                       features=full)
             if recording:
                 sink.write("epochs", {"epoch": np.full(n_classes, epoch), "step": np.full(
                     n_classes, step), "split": [split] * n_classes, "class_id": np.arange(
@@ -355,6 +386,12 @@ def _train(cfg: TrainConfig, sink: Sink, hooks: Hooks) -> RunResult:
             summary[f"{split}_balanced"] = float(np.mean(rows["correct"] / np.maximum(
                 rows["n"], 1)))
             summary[f"{split}_loss"] = float(rows["loss_sum"].sum() / max(1, rows["n"].sum()))
+        if full:  # geometry of both splits' features and of the classifier rows
+            weight = model.fc.weight.detach().float().cpu().numpy()
+            tables = geometry_tables(feats["train"], feats["test"], weight, groups == "minority",
+                                     epoch, step)
+            sink.write("geometry", tables[0])
+            sink.write("geometry_summary", tables[1])
         return summary
 
     t0 = time.perf_counter()
@@ -384,17 +421,26 @@ def _train(cfg: TrainConfig, sink: Sink, hooks: Hooks) -> RunResult:
                     if prepare is not None:
                         xb = prepare(xb)
                     with autocast():
-                        logits = forward(xb)
+                        h, logits = forward(xb)
+                    if recording:  # keeps dLoss/dlogits: the classifier gradient split, probes
+                        logits.retain_grad()
                     loss = criterion(logits, yb, epoch)
                     opt.zero_grad(set_to_none=True)
-                    loss.backward()
+                    probing = probe is not None and step % cfg.probe_every == 0
+                    loss.backward(retain_graph=probing)  # a probe backpropagates twice more
                     if recording:  # reads the classifier's gradient before the optimiser moves it
-                        rec.record(step, epoch, lr, logits, yb, model.fc.weight.grad)
+                        split = classifier_grad_split(model.fc, h, logits.grad, yb)
+                        stats = rec.record(step, epoch, lr, logits, yb, model.fc.weight.grad,
+                                           split)
+                        if samples is not None:
+                            samples.record(step, epoch, sample_ids[bi], yb, stats)
+                        if probing:
+                            probe.record(step, epoch, logits, yb, params)
                     opt.step()
                 step += 1
                 if rec.full or (timed and time.monotonic() - last_flush >= cfg.flush_seconds):
                     flush()
-            flush()
+            flush(extra=True)
             # -- per-epoch evaluation: training set without augmentation, balanced test set -------
             final = evaluate_epoch(epoch, step)
             if not math.isfinite(final["train_loss"]):
@@ -406,7 +452,7 @@ def _train(cfg: TrainConfig, sink: Sink, hooks: Hooks) -> RunResult:
     except Diverged as exc:
         status, message, step = "diverged", str(exc), exc.kept  # step_done = steps kept
     except KeyboardInterrupt:
-        _safe_flush(flush)
+        _safe_flush(lambda: flush(extra=True))
         _safe_finish(sink, "interrupted", f"interrupted at step {step}", step_done=step)
         raise
     except BaseException as exc:
@@ -414,7 +460,8 @@ def _train(cfg: TrainConfig, sink: Sink, hooks: Hooks) -> RunResult:
         raise
     sink.update(epoch_done=epoch, step_done=step)
     sink.finish(status, message)
-    return RunResult(sink.run_id, status, step, epoch, time.perf_counter() - t0, final, message)
+    return RunResult(sink.run_id, status, step, epoch, time.perf_counter() - t0, final, message,
+                     model)
 
 
 def default_name(cfg: TrainConfig) -> str:
@@ -422,6 +469,20 @@ def default_name(cfg: TrainConfig) -> str:
     if cfg.drw is not None:
         name += "-drw"
     return name if cfg.sampler == "none" else f"{name}-{cfg.sampler}"
+
+
+def _write_rows(sink: Sink, tables: dict[str, dict[str, Any] | None],
+                last_step: int | None = None) -> None:
+    """Write each table's columns (None: nothing buffered), only the rows of steps <= last_step
+    when given (a flush that found the loss diverged)."""
+    for table, cols in tables.items():
+        if cols is None:
+            continue
+        if last_step is not None:
+            keep = np.asarray(cols["step"]) <= last_step
+            cols = {k: v[keep] if isinstance(v, np.ndarray) else [x for x, ok in zip(v, keep) if ok]
+                    for k, v in cols.items()}
+        sink.write(table, cols)
 
 
 def _safe_flush(flush) -> None:

@@ -39,6 +39,8 @@ KEY_COLUMNS: dict[str, tuple[str, ...]] = {
     "epochs": ("run_id", "epoch", "split", "class_id"),
     "probes": ("run_id", "step", "grp"),
     "samples": ("run_id", "epoch", "sample_id"),
+    "geometry": ("run_id", "epoch", "split", "class_id"),
+    "geometry_summary": ("run_id", "epoch", "split"),
 }
 # DuckDB errors that are about the query text, never about the files under it.
 _QUERY_FAULTS = ("ParserException", "BinderException", "CatalogException", "SyntaxException",

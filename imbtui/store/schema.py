@@ -34,6 +34,9 @@ TABLES: dict[str, dict[str, pl.DataType]] = {
         "pred_count": pl.Int64(),
         "grad_norm": pl.Float64(),
         "lr": pl.Float64(),
+        # grad_norm split by the samples it comes from: the class's own (pos) and the others' (neg)
+        "grad_pos": pl.Float64(),
+        "grad_neg": pl.Float64(),
     },
     "epochs": {
         "run_id": pl.String(),
@@ -58,6 +61,7 @@ TABLES: dict[str, dict[str, pl.DataType]] = {
         "n": pl.Int64(),
         "grad_norm": pl.Float64(),
         "cos_to_batch": pl.Float64(),
+        "cos_other": pl.Float64(),  # cosine with the other group's gradient at the same step
     },
     # Each training sample at each presentation, from the training forward pass.
     "samples": {
@@ -69,7 +73,51 @@ TABLES: dict[str, dict[str, pl.DataType]] = {
         "correct": pl.Boolean(),
         "p_true": pl.Float64(),
         "loss": pl.Float64(),
+        "pos": pl.Int32(),  # position in the (global) batch: a sampler with replacement may
+        #                     present one sample twice in a step
     },
+    # Feature geometry per epoch, split and class, from the eval passes (trainer.dynamics).
+    "geometry": {
+        "run_id": pl.String(),
+        "epoch": pl.Int32(),
+        "step": pl.Int64(),
+        "split": pl.String(),
+        "class_id": pl.Int32(),
+        "n": pl.Int64(),
+        "mean_norm": pl.Float64(),   # ||mu_c - mu_G||
+        "within_var": pl.Float64(),  # tr Sigma_W,c = mean ||h - mu_c||^2
+        "nc1": pl.Float64(),         # within_var / tr Sigma_B
+        "cos_mean": pl.Float64(),    # mean cosine of the centred class mean to the others
+        "cos_max": pl.Float64(),     # ... and to the nearest one
+        "shift": pl.Float64(),       # test rows: ||mu_c(test) - mu_c(train)||
+        "shift_rel": pl.Float64(),   # test rows: shift / sqrt(within_var(train))
+    },
+    # One row per epoch and split: neural-collapse and minority-collapse summaries.
+    "geometry_summary": {
+        "run_id": pl.String(),
+        "epoch": pl.Int32(),
+        "step": pl.Int64(),
+        "split": pl.String(),
+        "nc1": pl.Float64(),
+        "within_var": pl.Float64(),
+        "between_var": pl.Float64(),
+        "cos_mean": pl.Float64(),
+        "cos_std": pl.Float64(),
+        "norm_cv": pl.Float64(),
+        "majority_cos": pl.Float64(),
+        "minority_cos": pl.Float64(),
+        "w_cos_mean": pl.Float64(),
+        "w_majority_cos": pl.Float64(),
+        "w_minority_cos": pl.Float64(),
+    },
+}
+
+# Columns added to a table after its first parts were written: an older part (or a hand-built one)
+# may lack them. The writer stores them as NULL when not given; readers see NULL for old parts.
+ADDED: dict[str, frozenset[str]] = {
+    "steps": frozenset({"grad_pos", "grad_neg"}),
+    "probes": frozenset({"cos_other"}),
+    "samples": frozenset({"pos"}),
 }
 
 # polars dtype -> DuckDB type name, for the empty views.

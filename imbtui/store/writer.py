@@ -29,7 +29,7 @@ from imbtui.store.layout import (
     run_dir,
     utcnow,
 )
-from imbtui.store.schema import TABLES
+from imbtui.store.schema import ADDED, TABLES
 
 TERMINAL = ("finished", "failed", "interrupted", "diverged")
 # A compacted part `part-A-B.parquet` holds exactly the rows of parts A..B; readers prefer it to them.
@@ -183,11 +183,12 @@ class RunWriter:
         """Write one immutable part of `table` and return its path."""
         schema = TABLES[table]
         columns = {"run_id": self.run_id, **columns}
-        missing = set(schema) - set(columns)
+        missing = set(schema) - set(columns) - ADDED.get(table, frozenset())
         if missing:
             raise ValueError(f"{table}: missing columns {sorted(missing)}")
         n_rows = max((len(v) for v in columns.values() if not isinstance(v, str)), default=0)
-        data = {c: ([v] * n_rows if isinstance(v := columns[c], str) else v) for c in schema}
+        data = {c: ([v] * n_rows if isinstance(v := columns.get(c, [None] * n_rows), str) else v)
+                for c in schema}
         frame = pl.DataFrame(data, schema=schema, strict=False)
         buf = io.BytesIO()
         frame.write_parquet(buf, compression="zstd", statistics=True)
