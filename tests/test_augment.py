@@ -151,3 +151,19 @@ def test_bf16_and_compile_run_on_the_cpu(tmp_path: Path) -> None:
                                    batch_size=16, device="cpu", **kw), sink)
         assert result.status == "finished", kw
         assert np.isfinite(sink.table("steps")["loss_sum"]).all()
+
+
+def test_gpu_out_of_memory_is_one_line_and_marks_the_run_failed() -> None:
+    """An out-of-memory error inside the run (raised here from a hook: no GPU needed) ends the run
+    as failed in its sink and reaches the CLI as a one-line DataError."""
+    from trainer.data import DataError
+    from trainer.loop import Hooks
+
+    class Boom(Hooks):
+        def on_epoch(self, epoch: int, summary: dict[str, float]) -> None:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    sink = MemorySink()
+    with pytest.raises(DataError, match="ran out of memory.*--batch-size"):
+        train(TrainConfig(ratio=10, max_steps=1), sink, Boom())
+    assert sink.status == "failed" and "out of memory" in sink.message
