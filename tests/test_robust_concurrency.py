@@ -38,8 +38,9 @@ log = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
 record = dynamics.StepRecorder.record
 
 def logged(self, step, *args, **kwargs):
-    record(self, step, *args, **kwargs)
+    out = record(self, step, *args, **kwargs)
     os.write(log, f"{step}\n".encode())
+    return out
 
 dynamics.StepRecorder.record = logged
 cfg = TrainConfig(ratio=10.0, epochs=3, max_steps=int(max_steps), flush_steps=int(flush_steps),
