@@ -1,0 +1,196 @@
+"""Per-sample records: the recorder against per-sample math, a real run's rows against its own step
+rows and dataset, and the memorisation and cartography analyses against hand-made sequences."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from imbtui.queries import get_query
+from imbtui.store import RunWriter, Store
+from trainer.data import dataset_counts, load_dataset, long_tailed_indices
+from trainer.dynamics import SampleRecorder, StepRecorder
+from trainer.loop import TrainConfig, train
+from trainer.sink import MemorySink
+
+
+def test_sample_recorder_matches_per_sample_math() -> None:
+    g = torch.Generator().manual_seed(3)
+    rec, samples = StepRecorder(4, 3, torch.device("cpu")), SampleRecorder(3, torch.device("cpu"))
+    batches = []
+    for step in (5, 6, 7):
+        logits = torch.randn(6, 4, generator=g) * 2
+        y = torch.randint(0, 4, (6,), generator=g)
+        ids = torch.randperm(100, generator=g)[:6]
+        samples.record(step, 2, ids, y, rec.record(step, 2, 0.1, logits, y, None))
+        batches.append((logits, y, ids))
+    cols = samples.drain()
+    assert len(samples) == 0 and len(cols["step"]) == 18
+    i = 0
+    for step, (logits, y, ids) in zip((5, 6, 7), batches):
+        for j, (z, t, sid) in enumerate(zip(logits.tolist(), y.tolist(), ids.tolist())):
+            p = math.exp(z[t]) / sum(math.exp(v) for v in z)
+            assert (cols["step"][i], cols["epoch"][i], cols["pos"][i]) == (step, 2, j)
+            assert (cols["sample_id"][i], cols["class_id"][i]) == (sid, t)
+            assert cols["correct"][i] == (max(range(4), key=lambda k: z[k]) == t)
+            assert cols["p_true"][i] == pytest.approx(p, rel=1e-5)
+            assert cols["loss"][i] == pytest.approx(-math.log(p), rel=1e-5)
+            i += 1
+
+
+def test_real_run_sample_rows() -> None:
+    sink = MemorySink()
+    train(TrainConfig(ratio=100, epochs=1, device="cpu"), sink)
+    s, steps = sink.table("samples"), sink.table("steps")
+    ds = load_dataset("mnist1d")
+    idx = long_tailed_indices(ds.y_train, dataset_counts(ds, 100), 0)
+    n_steps = len(idx) // 128
+    assert len(s["step"]) == n_steps * 128 and set(s["epoch"]) == {1}
+    # sample_id indexes the dataset's own training arrays: its label is the recorded class
+    assert np.array_equal(ds.y_train[s["sample_id"]], s["class_id"])
+    # a plain shuffle presents every long-tailed sample at most once per epoch, the last partial
+    # batch's (len % 128) not at all
+    assert len(set(s["sample_id"].tolist())) == len(s["sample_id"])
+    assert set(s["sample_id"].tolist()) <= set(idx.tolist())
+    assert s["pos"].tolist() == list(range(128)) * n_steps
+    # grouped by step and class, the samples give the step rows' sums
+    key = s["step"] * 10 + s["class_id"]
+    for name, col in (("n", np.ones(len(key))), ("correct", s["correct"].astype(float)),
+                      ("loss_sum", s["loss"]), ("p_true_sum", s["p_true"])):
+        got = np.bincount(key, weights=col, minlength=n_steps * 10)
+        np.testing.assert_allclose(got, steps[name], rtol=1e-5, atol=1e-5, err_msg=name)
+
+
+# ==== analyses over hand-made presentation sequences ==============================================
+
+def memo_by_hand(seqs: dict[int, tuple[int, list[tuple[int, bool, float]]]]) -> dict[int, dict]:
+    """Per sample: (class, [(epoch, correct, p_true), ...] in presentation order) ->
+    first-learned epoch, stable epoch, forgetting events, cartography numbers."""
+    out = {}
+    for sid, (cls, pres) in seqs.items():
+        ok = [c for _, c, _ in pres]
+        first = next((e for e, c, _ in pres if c), None)
+        last_wrong = max((k for k, c in enumerate(ok) if not c), default=-1)
+        stable = pres[last_wrong + 1][0] if last_wrong + 1 < len(pres) else None
+        forgets = sum(1 for a, b in zip(ok, ok[1:]) if a and not b)
+        p = [v for _, _, v in pres]
+        out[sid] = {"cls": cls, "first": first, "stable": stable, "forgets": forgets,
+                    "conf": float(np.mean(p)), "var": float(np.std(p)),
+                    "corr": sum(ok) / len(ok)}
+    return out
+
+
+def write_store(root: Path, seqs: dict, grp: list[str]) -> Store:
+    w = RunWriter(root, "hand")
+    w.start({"name": "hand", "config": {}})
+    n = len(grp)
+    w.write("classes", {"class_id": list(range(n)), "class_name": [str(c) for c in range(n)],
+                        "train_count": [10] * n, "test_count": [10] * n, "rank": list(range(n)),
+                        "grp": grp, "shot": ["few"] * n})
+    rows = [(sid, cls, e, 100 * e + k, ok, p) for sid, (cls, pres) in seqs.items()
+            for k, (e, ok, p) in enumerate(pres)]
+    w.write("samples", {"sample_id": [r[0] for r in rows], "class_id": [r[1] for r in rows],
+                        "epoch": [r[2] for r in rows], "step": [r[3] for r in rows],
+                        "correct": [r[4] for r in rows], "p_true": [r[5] for r in rows],
+                        "loss": [-math.log(r[5]) for r in rows], "pos": [0] * len(rows)})
+    w.finish("finished")
+    return Store(root)
+
+
+def run_query(store: Store, name: str, **params) -> list[dict]:
+    q = get_query(name)
+    return store.sql(q.sql, q.bind(params)).to_dicts()
+
+
+def seq(cls: int, oks: str, ps: list[float]) -> tuple[int, list[tuple[int, bool, float]]]:
+    return cls, [(e, ch == "T", p) for e, (ch, p) in enumerate(zip(oks, ps), 1)]
+
+
+HAND = {  # sample -> class, correct at epochs 1..4, p_true at epochs 1..4 (no two samples tie
+    #       on mean or spread: SQL and numpy may round a tie apart)
+    0: seq(0, "TTTT", [0.6, 0.7, 0.8, 0.9]),
+    1: seq(0, "FTFT", [0.2, 0.6, 0.3, 0.7]),
+    2: seq(0, "TFTF", [0.5, 0.1, 0.6, 0.25]),
+    3: seq(1, "FFFF", [0.1, 0.1, 0.2, 0.1]),
+    4: seq(1, "FTTF", [0.3, 0.5, 0.65, 0.4]),
+    5: seq(1, "TFFT", [0.7, 0.3, 0.2, 0.8]),
+}
+
+
+def test_forgetting_and_first_learned_of_a_hand_made_sequence(tmp_path: Path) -> None:
+    store = write_store(tmp_path, HAND, ["majority", "minority"])
+    rows = {(r["grp"], r["class_id"]): r for r in run_query(store, "memorisation")}
+    # by hand: class 0 forgets 0 + 1 + 2 times; first learned at 1, 2, 1; stays learned from
+    # 1 and 4 (sample 2 ends wrong); class 1 forgets 0 + 1 + 1; learned at 2, 1 (3 never);
+    # stays learned only sample 5, from epoch 4
+    c0, c1 = rows["majority", 0], rows["minority", 1]
+    assert (c0["samples"], c0["forgetting_events"], c0["never_learned"]) == (3, 3, 0)
+    assert c0["first_learned_epoch"] == pytest.approx(4 / 3)
+    assert c0["stable_epoch"] == pytest.approx(2.5)
+    assert c0["forgotten_share"] == pytest.approx(2 / 3)
+    assert (c1["samples"], c1["forgetting_events"], c1["never_learned"]) == (3, 2, 1)
+    assert c1["first_learned_epoch"] == pytest.approx(1.5)
+    assert c1["stable_epoch"] == pytest.approx(4.0)
+    assert rows["minority", None]["events_per_sample"] == pytest.approx(2 / 3)
+
+
+def check_against_hand(store: Store, seqs: dict, grp: list[str]) -> None:
+    want = memo_by_hand(seqs)
+    memo = {(r["grp"], r["class_id"]): r for r in run_query(store, "memorisation")}
+    carto = {(r["grp"], r["class_id"]): r for r in run_query(store, "cartography")}
+    ids = sorted(want)
+    conf = np.array([want[s]["conf"] for s in ids])
+    var = np.array([want[s]["var"] for s in ids])
+
+    def pct_rank(v: np.ndarray) -> np.ndarray:  # SQL percent_rank: (rank - 1) / (n - 1)
+        return np.array([(v < x).sum() for x in v]) / (len(v) - 1)
+
+    cr, vr = dict(zip(ids, pct_rank(conf))), dict(zip(ids, pct_rank(var)))
+    for c, g in enumerate(grp):
+        mine = [want[s] for s in ids if want[s]["cls"] == c]
+        mids = [s for s in ids if want[s]["cls"] == c]
+        m, k = memo[g, c], carto[g, c]
+        assert m["forgetting_events"] == sum(x["forgets"] for x in mine)
+        assert m["never_learned"] == sum(x["first"] is None for x in mine)
+        learned = [x["first"] for x in mine if x["first"] is not None]
+        assert m["first_learned_epoch"] == (pytest.approx(np.mean(learned)) if learned else None)
+        stable = [x["stable"] for x in mine if x["stable"] is not None]
+        assert m["stable_epoch"] == (pytest.approx(np.mean(stable)) if stable else None)
+        assert k["samples"] == len(mine)
+        assert k["confidence"] == pytest.approx(np.mean([x["conf"] for x in mine]))
+        assert k["variability"] == pytest.approx(np.mean([x["var"] for x in mine]), abs=1e-12)
+        assert k["correctness"] == pytest.approx(np.mean([x["corr"] for x in mine]))
+        easy = [cr[s] >= 2 / 3 and vr[s] < 2 / 3 for s in mids]
+        hard = [cr[s] < 1 / 3 and vr[s] < 2 / 3 for s in mids]
+        assert k["easy_share"] == pytest.approx(np.mean(easy))
+        assert k["hard_share"] == pytest.approx(np.mean(hard))
+        assert k["ambiguous_share"] == pytest.approx(np.mean([vr[s] >= 2 / 3 for s in mids]))
+
+
+def test_hand_made_sequences_through_memorisation_and_cartography(tmp_path: Path) -> None:
+    check_against_hand(write_store(tmp_path, HAND, ["majority", "minority"]), HAND,
+                       ["majority", "minority"])
+
+
+def test_random_sequences_through_memorisation_and_cartography(tmp_path: Path) -> None:
+    rng = np.random.default_rng(7)
+    seqs = {}
+    for sid in range(40):
+        n_epochs = int(rng.integers(2, 7))
+        oks = "".join("T" if v else "F" for v in rng.random(n_epochs) < 0.6)
+        seqs[sid * 3 + 1] = seq(int(rng.integers(0, 4)), oks,
+                                rng.uniform(0.05, 0.95, n_epochs).tolist())
+    grp = ["majority", "majority", "minority", "minority"]
+    check_against_hand(write_store(tmp_path, seqs, grp), seqs, grp)
+
+
+def test_cartography_starts_at_from_epoch(tmp_path: Path) -> None:
+    store = write_store(tmp_path, HAND, ["majority", "minority"])
+    rows = {(r["grp"], r["class_id"]): r for r in run_query(store, "cartography", from_epoch=3)}
+    # epochs 3 and 4 only: class 0's p_true (0.8, 0.9), (0.3, 0.7), (0.6, 0.25)
+    assert rows["majority", 0]["confidence"] == pytest.approx(np.mean([0.85, 0.5, 0.425]))
+    assert rows["majority", 0]["correctness"] == pytest.approx(np.mean([1.0, 0.5, 0.5]))
