@@ -161,7 +161,9 @@ def test_killed_trainers_keep_their_rows_and_show_as_crashed(
         capsys: pytest.CaptureFixture[str]) -> None:
     store = tmp_path / "store"
     store.mkdir()
-    rng = random.Random(int(os.environ.get("IMBTUI_KILL_SEED", time.time_ns() % 10**6)))
+    # random kill moments; a failure names its seed, and IMBTUI_KILL_SEED=<seed> replays it
+    seed = int(os.environ.get("IMBTUI_KILL_SEED", time.time_ns() % 10**6))
+    rng = random.Random(seed)
     flush = 10
     taken: dict[str, int] = {}
     for i in range(4):
@@ -191,11 +193,11 @@ def test_killed_trainers_keep_their_rows_and_show_as_crashed(
         if run_id not in statuses:  # killed before it wrote its run.json
             assert n_taken == 0
             continue
-        assert statuses[run_id] == "crashed"
+        assert statuses[run_id] == "crashed", f"seed {seed}"
         kept = st.sql("SELECT count(DISTINCT step) FROM steps WHERE run_id = $r",
                       {"r": run_id}).item()
         check_run_rows(st, run_id, kept, None)  # steps 0..kept-1, each class exactly once
-        assert kept >= n_taken - flush, f"{run_id}: lost more than one flush interval"
+        assert kept >= n_taken - flush, f"seed {seed}, {run_id}: lost more than one flush"
     assert sum(taken.values()) > 0
 
     # every command still reads the store, and shows the dead runs as crashed
