@@ -44,14 +44,20 @@ def finish(proc: subprocess.Popen[str], timeout: float = 120) -> tuple[int, str,
     return proc.returncode, out, err
 
 
-def tables(root: Path) -> tuple[dict, pl.DataFrame, pl.DataFrame]:
+# Every table a run records, in a fixed row order (its key).
+KEYS = {"steps": "step, class_id", "epochs": "epoch, split, class_id", "probes": "step, grp",
+        "samples": "step, pos", "geometry": "epoch, split, class_id",
+        "geometry_summary": "epoch, split"}
+
+
+def tables(root: Path) -> tuple[dict, dict[str, pl.DataFrame]]:
     st = Store(root)
     con = st.connect()
     runs = con.sql("SELECT run_id, status, device, config FROM runs").pl()
     assert runs.height == 1, f"expected exactly one run in {root}, found {runs.height}"
-    steps = con.sql("SELECT * EXCLUDE (run_id) FROM steps ORDER BY step, class_id").pl()
-    epochs = con.sql("SELECT * EXCLUDE (run_id) FROM epochs ORDER BY epoch, split, class_id").pl()
-    return runs.row(0, named=True), steps, epochs
+    return runs.row(0, named=True), {
+        t: con.sql(f"SELECT * EXCLUDE (run_id) FROM {t} ORDER BY {k}").pl()
+        for t, k in KEYS.items()}
 
 
 # ==== one process: every helper is a no-op ========================================================
@@ -136,31 +142,33 @@ def test_torchrun_two_ranks_store_the_single_process_sums(tmp_path: Path) -> Non
     for p in (p1, p2):
         rc, _, err = finish(p)
         assert rc == 0, err
-    run1, s1, e1 = tables(one)
-    run2, s2, e2 = tables(two)
+    run1, t1 = tables(one)
+    run2, t2 = tables(two)
     assert json.loads(run2["config"])["world_size"] == 2
     assert json.loads(run1["config"])["world_size"] == 1
     assert run2["status"] == "finished" and run2["device"] == "cpu"
     assert len(list((two / "runs").iterdir())) == 1  # one run folder, not one per rank
 
     # the global batch: every step holds BATCH samples over the C classes, in both runs
-    assert s2.height == STEPS * C
-    assert s2.group_by("step").agg(pl.col("n").sum())["n"].to_list() == [BATCH] * STEPS
-    _same(s1, s2, keys=("step", "epoch", "class_id", "n", "correct", "pred_count"),
-          floats=("loss_sum", "p_true_sum", "margin_sum", "grad_norm", "lr"))
-    # eval passes: each rank evaluated half of each set, the sums cover all of it
-    assert e2.height == 2 * 2 * C  # epochs 0 and 1, train and test
-    _same(e1, e2, keys=("epoch", "step", "split", "class_id", "n", "correct"),
-          floats=("loss_sum", "p_true_sum", "feature_norm", "weight_norm", "bias"))
+    steps = t2["steps"]
+    assert steps.height == STEPS * C
+    assert steps.group_by("step").agg(pl.col("n").sum())["n"].to_list() == [BATCH] * STEPS
+    assert t2["samples"].height == STEPS * BATCH  # gathered from both ranks, not summed
+    assert t2["epochs"].height == 2 * 2 * C  # epochs 0 and 1, train and test
+    for table in KEYS:
+        assert t2[table].height > 0, table
+        _same(t1[table], t2[table], table)
 
 
-def _same(a: pl.DataFrame, b: pl.DataFrame, keys: tuple[str, ...],
-          floats: tuple[str, ...]) -> None:
-    for k in keys:
-        assert a[k].to_list() == b[k].to_list(), k
-    for f in floats:
-        np.testing.assert_allclose(b[f].to_numpy(), a[f].to_numpy(), rtol=1e-4, atol=1e-5,
-                                   err_msg=f)
+def _same(a: pl.DataFrame, b: pl.DataFrame, table: str) -> None:
+    """Equal row for row: exactly in counts, ids and labels; to float tolerance in the rest."""
+    assert a.columns == b.columns and a.height == b.height, table
+    for col in a.columns:
+        if a[col].dtype.is_float():
+            np.testing.assert_allclose(b[col].to_numpy(), a[col].to_numpy(), rtol=1e-4,
+                                       atol=1e-5, equal_nan=True, err_msg=f"{table}.{col}")
+        else:
+            assert a[col].to_list() == b[col].to_list(), f"{table}.{col}"
 
 
 @pytest.mark.slow
@@ -195,11 +203,12 @@ def test_nccl_world_size_one_records_the_run(tmp_path: Path) -> None:
     rc, _, err = finish(start([sys.executable, "-m", "imbtui", "train", *gpu_run,
                                "--store", str(tmp_path / "one")]))
     assert rc == 0, err
-    run, s_ddp, e_ddp = tables(tmp_path / "ddp")
-    _, s_one, e_one = tables(tmp_path / "one")
+    run, ddp = tables(tmp_path / "ddp")
+    _, one = tables(tmp_path / "one")
     assert run["device"] == "cuda:0" and json.loads(run["config"])["world_size"] == 1
-    assert s_ddp.group_by("step").agg(pl.col("n").sum())["n"].to_list() == [BATCH] * STEPS
-    np.testing.assert_allclose(s_ddp["loss_sum"].to_numpy(), s_one["loss_sum"].to_numpy(),
-                               rtol=1e-3, atol=1e-3)
-    np.testing.assert_allclose(e_ddp["loss_sum"].to_numpy(), e_one["loss_sum"].to_numpy(),
-                               rtol=1e-3, atol=1e-3)
+    steps = ddp["steps"]
+    assert steps.group_by("step").agg(pl.col("n").sum())["n"].to_list() == [BATCH] * STEPS
+    assert ddp["samples"].height == STEPS * BATCH and ddp["probes"].height > 0
+    for table, col in (("steps", "loss_sum"), ("epochs", "loss_sum"), ("samples", "loss")):
+        np.testing.assert_allclose(ddp[table][col].to_numpy(), one[table][col].to_numpy(),
+                                   rtol=1e-3, atol=1e-3, err_msg=table)
