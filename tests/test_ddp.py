@@ -191,6 +191,16 @@ def test_check_batch_names_the_world_size(monkeypatch: pytest.MonkeyPatch) -> No
         distributed.check_batch(130)
 
 
+def test_more_processes_than_gpus_is_refused_on_every_rank(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    for local in ("0", "1"):  # rank 0 too, although its own GPU exists: all ranks say the same
+        monkeypatch.setenv("LOCAL_RANK", local)
+        with pytest.raises(DataError, match=r"^2 processes on this node but 1 GPU\(s\) visible"):
+            distributed._local_gpu()
+
+
 # ==== NCCL on a GPU (world size 1) =================================================================
 
 @pytest.mark.gpu

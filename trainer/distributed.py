@@ -87,9 +87,11 @@ def setup(device: torch.device) -> torch.device:
 
 def _local_gpu() -> torch.device:
     n, lr = torch.cuda.device_count(), local_rank()
-    if lr >= n:
-        raise DataError(f"LOCAL_RANK {lr} has no GPU: {n} visible here; start at most {n} "
-                        f"processes per node (torchrun --nproc-per-node={n})")
+    # every rank of the node checks the node's process count, so all refuse alike (rank 0 speaks)
+    per_node = int(os.environ.get("LOCAL_WORLD_SIZE", "0") or 0) or lr + 1
+    if max(per_node, lr + 1) > n:
+        raise DataError(f"{max(per_node, lr + 1)} processes on this node but {n} GPU(s) visible: "
+                        f"start at most {n} (torchrun --nproc-per-node={n}) or use --device cpu")
     torch.cuda.set_device(lr)
     return torch.device("cuda", lr)
 
