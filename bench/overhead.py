@@ -1,13 +1,23 @@
 """What recording the dynamics costs: the same training with recording on and off, in one process.
 
-Both arms run the identical loop — same data, model, seed, batches and per-epoch evaluation passes —
+All arms run the identical loop -- same data, model, seed, batches and per-epoch evaluation passes --
 and differ only in what is recorded: `off` keeps nothing (NullSink), `minimal` accumulates the per-step
 per-class sums on the device, flushes them and writes every part to a real store on disk, and `full`
-(where the trainer has it) adds gradient probes and per-sample records. Arms alternate over several
-repeats and the median wall time of each is compared, so drift on a shared machine hits both alike.
+(the default of `imbtui train`) adds the classifier gradient split, each sample's presentations, a
+gradient probe every `probe_every` steps (two extra backward passes) and the feature geometry of every
+evaluation. Arms alternate over several repeats and the median wall time of each is compared, so
+drift on a shared machine hits all alike; the load average is printed before and after.
 
-    python bench/overhead.py                  # default configuration (MNIST-1D, ratio 100, 30 epochs)
-    python bench/overhead.py --epochs 5 --repeats 1   # a quick look
+Two shapes of training:
+  default   MNIST-1D, ratio 100, the dataset's recipe (30 epochs, batch 128, cnn1d)
+  resnet32  ResNet-32 on CIFAR-10-shaped data (random uint8 32x32x3 images written in torchvision's
+            CIFAR-10 format to a temporary folder), ratio 100, batch 128, crop + flip on the device;
+            --per-class 500 gives 1,236 long-tailed training images, 9 steps per epoch, so the
+            default 11 epochs are 99 steps: one probe, the rate of a long run with probe_every 100
+
+    python bench/overhead.py                                  # default configuration
+    python bench/overhead.py --epochs 5 --repeats 1           # a quick look
+    python bench/overhead.py --shape resnet32 --arms off full # ResNet-32 shapes (GPU: --device cuda)
 
 Last line: overhead_ratio=<recorded/off> for the richest level the trainer offers.
 """
@@ -15,6 +25,7 @@ Last line: overhead_ratio=<recorded/off> for the richest level the trainer offer
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import tempfile
@@ -23,11 +34,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from imbtui.store import RunWriter  # noqa: E402
 from trainer.loop import DYNAMICS, TrainConfig, train  # noqa: E402
 from trainer.sink import NullSink  # noqa: E402
+from trainer.vision import write_cifar  # noqa: E402
 
 
 def levels() -> list[str]:
@@ -35,42 +48,89 @@ def levels() -> list[str]:
     return [lvl for lvl in ("off", "minimal", "full") if lvl in DYNAMICS]
 
 
-def run_once(cfg: TrainConfig, level: str, store: Path) -> float:
+def run_once(cfg: TrainConfig, level: str, store: Path) -> tuple[float, float]:
+    """(wall seconds, this process's CPU seconds) of one run."""
     cfg = TrainConfig(**{**cfg.__dict__, "dynamics": level})
     sink = NullSink() if level == "off" else RunWriter(store)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     result = train(cfg, sink)
-    wall = time.perf_counter() - t0
+    if cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available()):
+        torch.cuda.synchronize()
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     assert result.status == "finished", result.message
-    return wall
+    return wall, cpu
+
+
+def cifar_shaped(root: Path, per_class: int, test_per_class: int, seed: int = 0) -> None:
+    """Random images in torchvision's CIFAR-10 layout: the trainer reads them like the real set."""
+    rng = np.random.default_rng(seed)
+    y, yt = np.tile(np.arange(10), per_class), np.tile(np.arange(10), test_per_class)
+    write_cifar(root, "cifar10", rng.integers(0, 256, (len(y), 32, 32, 3), dtype=np.uint8), y,
+                rng.integers(0, 256, (len(yt), 32, 32, 3), dtype=np.uint8), yt,
+                [f"class{i}" for i in range(10)])
+
+
+def config(args: argparse.Namespace, data: Path) -> TrainConfig:
+    if args.shape == "resnet32":
+        return TrainConfig(dataset="cifar10", data_dir=str(data), ratio=args.ratio,
+                           epochs=args.epochs or 11, batch_size=128, model="resnet32",
+                           device=args.device, bf16=args.bf16)
+    return TrainConfig(dataset=args.dataset, ratio=args.ratio, epochs=args.epochs,
+                       model=args.model, device=args.device, bf16=args.bf16)
+
+
+def load() -> str:
+    return " ".join(f"{v:.2f}" for v in os.getloadavg())
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--shape", choices=("default", "resnet32"), default="default")
     ap.add_argument("--ratio", type=float, default=100.0)
-    ap.add_argument("--epochs", type=int, default=None, help="default: the dataset's recipe (30)")
+    ap.add_argument("--epochs", type=int, default=None,
+                    help="default: the dataset's recipe (30); resnet32: 11")
     ap.add_argument("--dataset", default="mnist1d")
     ap.add_argument("--model", default=None)
     ap.add_argument("--device", default="auto")
+    ap.add_argument("--bf16", action="store_true")
+    ap.add_argument("--per-class", type=int, default=500, help="resnet32: images per class")
+    ap.add_argument("--test-per-class", type=int, default=100, help="resnet32: test images")
+    ap.add_argument("--arms", nargs="+", default=None, help="levels to compare (default: all)")
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=None,
+                    help="torch CPU threads (default: torch's). On a machine shared with other "
+                         "work, 1 thread and the CPU-time ratio are the steadier measure")
     args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
-    cfg = TrainConfig(dataset=args.dataset, ratio=args.ratio, epochs=args.epochs,
-                      model=args.model, device=args.device)
-    arms = levels()
-    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, "
-          f"device {args.device}, arms {arms}")
-    run_once(TrainConfig(**{**cfg.__dict__, "max_steps": 20, "epochs": 1}), "off",
-             Path(tempfile.mkdtemp()))  # warm-up: dataset cache, allocator, kernels
-    times: dict[str, list[float]] = {a: [] for a in arms}
+    arms = args.arms or levels()
+    if "off" not in arms or any(a not in DYNAMICS for a in arms):
+        ap.error(f"--arms must include off and name levels of {DYNAMICS}")
     with tempfile.TemporaryDirectory() as tmp:
+        data = Path(tmp) / "data"
+        if args.shape == "resnet32":
+            cifar_shaped(data, args.per_class, args.test_per_class)
+        cfg = config(args, data)
+        print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, device {args.device}"
+              f", shape {args.shape}, arms {arms}, load average {load()}")
+        run_once(TrainConfig(**{**cfg.__dict__, "max_steps": 5, "epochs": 1}), "off",
+                 Path(tmp) / "warm")  # warm-up: dataset cache, allocator, kernels
+        times: dict[str, list[float]] = {a: [] for a in arms}
+        cpus: dict[str, list[float]] = {a: [] for a in arms}
         for r in range(args.repeats):
             for arm in arms if r % 2 == 0 else arms[::-1]:
-                times[arm].append(run_once(cfg, arm, Path(tmp)))
-                print(f"repeat {r} {arm:8s} {times[arm][-1]:7.2f} s", flush=True)
+                wall, cpu = run_once(cfg, arm, Path(tmp) / "store")
+                times[arm].append(wall)
+                cpus[arm].append(cpu)
+                print(f"repeat {r} {arm:8s} {wall:7.2f} s  (CPU {cpu:7.2f} s, load {load()})",
+                      flush=True)
     med = {a: statistics.median(t) for a, t in times.items()}
+    cpu_med = {a: statistics.median(t) for a, t in cpus.items()}
     for a in arms:
-        print(f"{a:8s} median {med[a]:7.2f} s  ratio to off {med[a] / med['off']:.3f}")
+        print(f"{a:8s} median {med[a]:7.2f} s  ratio to off {med[a] / med['off']:.3f}   "
+              f"CPU median {cpu_med[a]:7.2f} s  ratio to off {cpu_med[a] / cpu_med['off']:.3f}")
+    print(f"load average after: {load()}")
     print(f"overhead_ratio={med[arms[-1]] / med['off']:.3f}")
 
 

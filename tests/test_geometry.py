@@ -151,3 +151,47 @@ def test_real_run_geometry_matches_numpy_on_the_models_features() -> None:
     g = u @ u.T
     want = np.mean([g[a, b] for a in range(5, 10) for b in range(a + 1, 10)])
     assert last_s["w_minority_cos"] == [pytest.approx(want, abs=1e-6)] * 2
+
+
+def test_geometry_query_over_a_hand_built_store(tmp_path) -> None:
+    from imbtui.queries import get_query
+    from imbtui.store import RunWriter, Store
+
+    w = RunWriter(tmp_path, "g")
+    w.start({"name": "g", "config": {}})
+    grp = ["majority", "majority", "minority", "minority"]
+    w.write("classes", {"class_id": [0, 1, 2, 3], "class_name": list("abcd"),
+                        "train_count": [40, 20, 5, 2], "test_count": [5] * 4,
+                        "rank": [0, 1, 2, 3], "grp": grp, "shot": ["few"] * 4})
+    nc1 = {"train": [0.1, 0.3, 0.8, 1.2], "test": [0.2, 0.4, 1.0, 2.0]}
+    norm = {"train": [2.0, 3.0, 1.0, 0.5], "test": [1.8, 2.5, 0.9, 0.4]}
+    shift_rel = [0.5, 0.7, 2.0, 3.0]
+    w.write("geometry", {
+        "epoch": [1] * 8, "step": [9] * 8, "split": ["train"] * 4 + ["test"] * 4,
+        "class_id": [0, 1, 2, 3] * 2, "n": [40, 20, 5, 2, 5, 5, 5, 5],
+        "mean_norm": norm["train"] + norm["test"], "within_var": [1.0] * 8,
+        "nc1": nc1["train"] + nc1["test"], "cos_mean": [0.0] * 8, "cos_max": [0.0] * 8,
+        "shift": [None] * 4 + [1.0] * 4, "shift_rel": [None] * 4 + shift_rel})
+    w.write("geometry_summary", {
+        "epoch": [1, 1], "step": [9, 9], "split": ["train", "test"], "nc1": [0.6, 0.9],
+        "within_var": [1.0, 1.0], "between_var": [1.0, 1.0], "cos_mean": [0.0, 0.0],
+        "cos_std": [0.1, 0.1], "norm_cv": [0.2, 0.2], "majority_cos": [-0.3, -0.2],
+        "minority_cos": [0.4, 0.6], "w_cos_mean": [0.0, 0.0], "w_majority_cos": [-0.5, -0.5],
+        "w_minority_cos": [0.9, 0.9]})
+    w.finish("finished")
+    q = get_query("geometry")
+    rows = Store(tmp_path).sql(q.sql, q.bind({})).to_dicts()
+    assert [(r["split"], r["grp"]) for r in rows] == [
+        ("test", "majority"), ("test", "minority"), ("train", "majority"), ("train", "minority")]
+    by = {(r["split"], r["grp"]): r for r in rows}
+    for split, k in (("train", 0.6), ("test", 0.9)):
+        for grp_name, members in (("majority", [0, 1]), ("minority", [2, 3])):
+            r = by[split, grp_name]
+            assert r["nc1"] == pytest.approx(np.mean([nc1[split][c] for c in members]))
+            assert r["nc1_all"] == pytest.approx(k)
+            assert r["mean_norm"] == pytest.approx(np.mean([norm[split][c] for c in members]))
+            assert r["classifier_cos"] == pytest.approx(0.9 if grp_name == "minority" else -0.5)
+    assert by["train", "minority"]["feature_cos"] == pytest.approx(0.4)
+    assert by["test", "majority"]["feature_cos"] == pytest.approx(-0.2)
+    assert by["test", "minority"]["shift_rel"] == pytest.approx(2.5)
+    assert by["train", "minority"]["shift_rel"] is None
