@@ -299,4 +299,5 @@ def test_signal_to_a_training_process(tmp_path: Path, sig: signal.Signals) -> No
     assert meta["status"] == "interrupted"
     steps = step_ids(tmp_path)
     assert steps == list(range(len(steps))) and len(steps) > 0
-    assert len(steps) <= meta["step_done"] <= len(steps) + 200  # 200 = the default flush_steps
+    # a step interrupted after its rows were taken but before it counted is kept as well
+    assert len(steps) - 1 <= meta["step_done"] <= len(steps) + 200  # 200: default flush_steps
