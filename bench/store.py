@@ -126,37 +126,47 @@ def plan(runs: int, steps: int, n_classes: int) -> list[list[tuple[str, dict[str
 
 
 def write_store(root: Path, writes: list[list[tuple[str, dict[str, object]]]], steps: int,
-                n_classes: int) -> tuple[int, float]:
-    """Write every run through RunWriter (start, parts, finish with compaction): rows, seconds."""
-    rows, seconds = 0, 0.0
+                n_classes: int) -> tuple[int, float, float, float]:
+    """Write every run through RunWriter (start, parts, finish with compaction): rows, wall
+    seconds, CPU seconds (all threads of this process: the share of a busy machine we got), and
+    the steps rows per second of the steps parts alone (what a training loop waits for)."""
+    rows, seconds, cpu = 0, 0.0, 0.0
+    step_rows, step_s = 0, 0.0
     for r, run in enumerate(writes):
         meta = {"name": f"bench-{r}", "config": {"dataset": "synthetic", "profile": "exp",
                                                   "ratio": 100.0, "n_classes": n_classes,
                                                   "epochs": 50, "loss": "ce"},
                 "epoch_done": 50, "step_done": steps, "total_steps": steps}
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         w = RunWriter(root, run_id=f"run-{r:04d}", heartbeat_s=3600)
         w.start(meta)
         for table, cols in run:
+            t1 = time.perf_counter()
             w.write(table, cols)
+            if table == "steps":
+                step_s += time.perf_counter() - t1
+                step_rows += rows_of(cols)
         w.finish("finished")
         seconds += time.perf_counter() - t0
+        cpu += time.process_time() - c0
         rows += sum(rows_of(cols) for _, cols in run)
-    return rows, seconds
+    return rows, seconds, cpu, step_rows / step_s
 
 
-def write_bare(root: Path, writes: list[list[tuple[str, dict[str, object]]]]) -> float:
-    """Baseline: the same frames through polars.write_parquet, nothing else."""
-    seconds = 0.0
+def write_bare(root: Path, writes: list[list[tuple[str, dict[str, object]]]]
+               ) -> tuple[float, float]:
+    """Baseline: the same frames through polars.write_parquet, nothing else: wall, CPU seconds."""
+    seconds, cpu = 0.0, 0.0
     for r, run in enumerate(writes):
         folder = root / f"run-{r:04d}"
         folder.mkdir(parents=True)
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         for i, (table, cols) in enumerate(run):
             pl.DataFrame({"run_id": [f"run-{r:04d}"] * rows_of(cols), **cols}).write_parquet(
                 folder / f"{table}-{i:06d}.parquet")
         seconds += time.perf_counter() - t0
-    return seconds
+        cpu += time.process_time() - c0
+    return seconds, cpu
 
 
 # ==== the browse screen's queries ===================================================================
@@ -248,13 +258,18 @@ def run(args: argparse.Namespace, work: Path) -> None:
     print(f"store: {args.runs} runs x {args.steps:,} steps x {args.classes} classes = "
           f"{step_rows:,} step rows, in {work}", flush=True)
 
-    rows, w_s = write_store(work / "store", writes, args.steps, args.classes)
-    bare_s = write_bare(work / "bare", writes)
+    rows, w_s, w_cpu, hot_rps = write_store(work / "store", writes, args.steps, args.classes)
+    bare_s, bare_cpu = write_bare(work / "bare", writes)
     shutil.rmtree(work / "bare")
     write_rps, bare_rps = rows / w_s, rows / bare_s
     print(f"write: RunWriter {write_rps:,.0f} rows/s ({rows:,} rows in {w_s:.1f} s, compaction "
           f"included); bare polars write_parquet {bare_rps:,.0f} rows/s; ratio "
           f"{write_rps / bare_rps:.2f}", flush=True)
+    print(f"write, steps parts alone (what a training loop waits for at each flush): "
+          f"{hot_rps:,.0f} rows/s")
+    print(f"write CPU: RunWriter {rows / w_cpu:,.0f} rows per CPU-second, bare polars "
+          f"{rows / bare_cpu:,.0f} (wall / CPU: {w_s / w_cpu:.2f} and {bare_s / bare_cpu:.2f}; "
+          f"above 1 means the process waited for the disk or for a busy machine)", flush=True)
     del writes
 
     store = Store(work / "store")

@@ -211,6 +211,9 @@ def test_killed_trainers_keep_their_rows_and_show_as_crashed(
         assert main(["show", run_id, *args]) == 0
     assert main(["doctor", *args]) == 0  # crashed runs are reported, not errors
     assert "crashed-run" in capsys.readouterr().out
+    assert main(["query", "run_summary", "--format", "csv", *args]) == 0
+    assert main(["export", "--duckdb", str(tmp_path / "all.duckdb"), *args]) == 0
+    capsys.readouterr()
     from imbtui.tui.data import StoreSession, runs_table  # what `imbtui browse` lists
 
     session = StoreSession(store)

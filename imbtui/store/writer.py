@@ -36,6 +36,9 @@ TERMINAL = ("finished", "failed", "interrupted", "diverged")
 RANGE_RE = re.compile(r"^part-(\d{6})-(\d{6})\.parquet$")
 # Runs with fewer parts per table are left as written: a few files cost a reader nothing.
 COMPACT_MIN_PARTS = 8
+# Parts are written while the trainer waits: LZ4 encodes ~25% faster than zstd for files ~10%
+# larger, and compaction re-encodes a finished run's parts with zstd.
+PART_CODEC = "lz4"
 # Space held back from the start of a run so that, when the disk fills up, the final run.json
 # (status `failed` and why) still fits: released only to write it.
 RESERVE_NAME = ".reserve"
@@ -191,7 +194,7 @@ class RunWriter:
                 for c in schema}
         frame = pl.DataFrame(data, schema=schema, strict=False)
         buf = io.BytesIO()
-        frame.write_parquet(buf, compression="zstd", statistics=True)
+        frame.write_parquet(buf, compression=PART_CODEC, statistics=True)
         n = self._next_part(table)
         path = self.dir / table / f"part-{n:06d}.parquet"
         try:
