@@ -30,6 +30,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -125,48 +126,69 @@ def plan(runs: int, steps: int, n_classes: int) -> list[list[tuple[str, dict[str
     return [list(run_writes(steps, n_classes, variants[r % VARIANTS], r)) for r in range(runs)]
 
 
-def write_store(root: Path, writes: list[list[tuple[str, dict[str, object]]]], steps: int,
-                n_classes: int) -> tuple[int, float, float, float]:
-    """Write every run through RunWriter (start, parts, finish with compaction): rows, wall
-    seconds, CPU seconds (all threads of this process: the share of a busy machine we got), and
-    the steps rows per second of the steps parts alone (what a training loop waits for)."""
-    rows, seconds, cpu = 0, 0.0, 0.0
-    step_rows, step_s = 0, 0.0
-    for r, run in enumerate(writes):
-        meta = {"name": f"bench-{r}", "config": {"dataset": "synthetic", "profile": "exp",
-                                                  "ratio": 100.0, "n_classes": n_classes,
-                                                  "epochs": 50, "loss": "ce"},
-                "epoch_done": 50, "step_done": steps, "total_steps": steps}
-        t0, c0 = time.perf_counter(), time.process_time()
-        w = RunWriter(root, run_id=f"run-{r:04d}", heartbeat_s=3600)
-        w.start(meta)
-        for table, cols in run:
-            t1 = time.perf_counter()
-            w.write(table, cols)
-            if table == "steps":
-                step_s += time.perf_counter() - t1
-                step_rows += rows_of(cols)
-        w.finish("finished")
-        seconds += time.perf_counter() - t0
-        cpu += time.process_time() - c0
-        rows += sum(rows_of(cols) for _, cols in run)
-    return rows, seconds, cpu, step_rows / step_s
+@dataclass
+class Clock:
+    """Wall and CPU seconds (CPU: all threads of this process, i.e. the share of a busy machine it
+    got) and rows of one arm."""
+
+    wall: float = 0.0
+    cpu: float = 0.0
+    rows: int = 0
+
+    def rate(self) -> float:
+        return self.rows / self.wall
+
+    def cpu_rate(self) -> float:
+        return self.rows / self.cpu
 
 
-def write_bare(root: Path, writes: list[list[tuple[str, dict[str, object]]]]
-               ) -> tuple[float, float]:
-    """Baseline: the same frames through polars.write_parquet, nothing else: wall, CPU seconds."""
-    seconds, cpu = 0.0, 0.0
+def write_run(root: Path, r: int, run: list[tuple[str, dict[str, object]]], steps: int,
+              n_classes: int, clock: Clock, hot: Clock) -> None:
+    """One run through RunWriter, as the trainer drives it: start, parts, finish (compaction)."""
+    meta = {"name": f"bench-{r}", "config": {"dataset": "synthetic", "profile": "exp",
+                                              "ratio": 100.0, "n_classes": n_classes,
+                                              "epochs": 50, "loss": "ce"},
+            "epoch_done": 50, "step_done": steps, "total_steps": steps}
+    t0, c0 = time.perf_counter(), time.process_time()
+    w = RunWriter(root, run_id=f"run-{r:04d}", heartbeat_s=3600)
+    w.start(meta)
+    for table, cols in run:
+        t1 = time.perf_counter()
+        w.write(table, cols)
+        if table == "steps":  # the hot path: what a training loop waits for at each flush
+            hot.wall += time.perf_counter() - t1
+            hot.rows += rows_of(cols)
+    w.finish("finished")
+    clock.wall += time.perf_counter() - t0
+    clock.cpu += time.process_time() - c0
+    clock.rows += sum(rows_of(cols) for _, cols in run)
+
+
+def write_bare(folder: Path, r: int, run: list[tuple[str, dict[str, object]]],
+               clock: Clock) -> None:
+    """Baseline: the same frames through polars.write_parquet, nothing else."""
+    folder.mkdir(parents=True)
+    t0, c0 = time.perf_counter(), time.process_time()
+    for i, (table, cols) in enumerate(run):
+        pl.DataFrame({"run_id": [f"run-{r:04d}"] * rows_of(cols), **cols}).write_parquet(
+            folder / f"{table}-{i:06d}.parquet")
+    clock.wall += time.perf_counter() - t0
+    clock.cpu += time.process_time() - c0
+    clock.rows += sum(rows_of(cols) for _, cols in run)
+    shutil.rmtree(folder)  # keeps the page cache for the store, not for the baseline's copy
+
+
+def write_both(work: Path, writes: list[list[tuple[str, dict[str, object]]]], steps: int,
+               n_classes: int) -> tuple[Clock, Clock, Clock]:
+    """The writer and the baseline, alternating run by run (and which goes first), so that a
+    busy machine or the kernel's write-back hits both alike."""
+    ours, bare, hot = Clock(), Clock(), Clock()
     for r, run in enumerate(writes):
-        folder = root / f"run-{r:04d}"
-        folder.mkdir(parents=True)
-        t0, c0 = time.perf_counter(), time.process_time()
-        for i, (table, cols) in enumerate(run):
-            pl.DataFrame({"run_id": [f"run-{r:04d}"] * rows_of(cols), **cols}).write_parquet(
-                folder / f"{table}-{i:06d}.parquet")
-        seconds += time.perf_counter() - t0
-        cpu += time.process_time() - c0
-    return seconds, cpu
+        arms = [lambda: write_run(work / "store", r, run, steps, n_classes, ours, hot),
+                lambda: write_bare(work / "bare" / f"run-{r:04d}", r, run, bare)]
+        for arm in arms if r % 2 == 0 else arms[::-1]:
+            arm()
+    return ours, bare, hot
 
 
 # ==== the browse screen's queries ===================================================================
@@ -258,18 +280,17 @@ def run(args: argparse.Namespace, work: Path) -> None:
     print(f"store: {args.runs} runs x {args.steps:,} steps x {args.classes} classes = "
           f"{step_rows:,} step rows, in {work}", flush=True)
 
-    rows, w_s, w_cpu, hot_rps = write_store(work / "store", writes, args.steps, args.classes)
-    bare_s, bare_cpu = write_bare(work / "bare", writes)
-    shutil.rmtree(work / "bare")
-    write_rps, bare_rps = rows / w_s, rows / bare_s
-    print(f"write: RunWriter {write_rps:,.0f} rows/s ({rows:,} rows in {w_s:.1f} s, compaction "
-          f"included); bare polars write_parquet {bare_rps:,.0f} rows/s; ratio "
-          f"{write_rps / bare_rps:.2f}", flush=True)
+    ours, bare, hot = write_both(work, writes, args.steps, args.classes)
+    write_rps = ours.rate()
+    print(f"write: RunWriter {write_rps:,.0f} rows/s ({ours.rows:,} rows in {ours.wall:.1f} s, "
+          f"compaction included); bare polars write_parquet {bare.rate():,.0f} rows/s; ratio "
+          f"{write_rps / bare.rate():.2f}", flush=True)
     print(f"write, steps parts alone (what a training loop waits for at each flush): "
-          f"{hot_rps:,.0f} rows/s")
-    print(f"write CPU: RunWriter {rows / w_cpu:,.0f} rows per CPU-second, bare polars "
-          f"{rows / bare_cpu:,.0f} (wall / CPU: {w_s / w_cpu:.2f} and {bare_s / bare_cpu:.2f}; "
-          f"above 1 means the process waited for the disk or for a busy machine)", flush=True)
+          f"{hot.rate():,.0f} rows/s")
+    print(f"write CPU: RunWriter {ours.cpu_rate():,.0f} rows per CPU-second, bare polars "
+          f"{bare.cpu_rate():,.0f} (wall / CPU: {ours.wall / ours.cpu:.2f} and "
+          f"{bare.wall / bare.cpu:.2f}; above 1: waiting for the disk or a busy machine)",
+          flush=True)
     del writes
 
     store = Store(work / "store")
