@@ -141,7 +141,9 @@ def _duplicates(table: str, folder: Path, parts: list[Path]) -> list[Problem]:
     """Rows whose key occurs in more than one place (e.g. a part copied under a new number)."""
     if len(parts) < 2:
         return []
-    keys = ", ".join(KEY_COLUMNS[table])
+    keys = ", ".join(KEY_COLUMNS.get(table, ()))
+    if not keys:
+        return []  # a table without a declared key cannot repeat one
     listing = ", ".join("'" + str(p).replace("'", "''") + "'" for p in parts)
     with duckdb.connect(":memory:") as con:
         extra = con.sql(f"SELECT count(*) - count(DISTINCT ({keys})) FROM read_parquet("

@@ -80,7 +80,7 @@ def _fill(con: duckdb.DuckDBPyConnection, tmp: Path, ids: list[str], root: Path)
         counts = {"runs": len(ids)}
         for table in TABLES:
             # sorted by key: zone maps then let a query for one run skip the rest of the file
-            order = ", ".join(KEY_COLUMNS[table])
+            order = ", ".join(KEY_COLUMNS.get(table, ("run_id",)))
             con.execute(f"CREATE TABLE export_db.{table} AS SELECT * FROM {table} ORDER BY {order}")
             counts[table] = con.sql(f"SELECT count(*) FROM export_db.{table}").fetchall()[0][0]
         con.execute("CREATE TABLE export_db.export_info AS SELECT * FROM (VALUES "

@@ -50,9 +50,10 @@ _QUERY_FAULTS = ("ParserException", "BinderException", "CatalogException", "Synt
 _VERDICTS: dict[tuple[str, int, int], str | None] = {}
 _COLUMNS: dict[tuple[str, int, int], frozenset[str]] = {}  # a good part's column names
 _DEEP_OK: set[tuple[str, int, int]] = set()
-# Small tables are copied into the connection's memory, one part at a time and each part once (parts
-# never change): a query over them then touches no file, and a refresh reads only new parts.
-CACHED_TABLES = ("classes", "epochs", "probes")
+# Small tables (all but the per-step and per-sample ones) are copied into the connection's memory,
+# one part at a time and each part once (parts never change): a query over them then touches no
+# file, and a refresh reads only new parts.
+CACHED_TABLES = tuple(t for t in TABLES if t not in ("steps", "samples"))
 
 
 class QueryError(UserError):
