@@ -99,7 +99,8 @@ def spawn_cli(*args: str) -> subprocess.Popen[str]:
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 
-def check_run_rows(st: Store, run_id: str, step_done: int, epoch_done: int | None) -> None:
+def check_run_rows(st: Store, run_id: str, step_done: int, epoch_done: int | None,
+                   batch: int | None = None) -> None:
     """Every step row of the run exactly once: steps 0..step_done-1, C classes each."""
     steps = st.sql("SELECT count(*) AS n, count(DISTINCT (step, class_id)) AS d, "
                    "count(DISTINCT step) AS s, min(step) AS lo, max(step) AS hi "
@@ -111,9 +112,12 @@ def check_run_rows(st: Store, run_id: str, step_done: int, epoch_done: int | Non
                       "WHERE run_id = $r", {"r": run_id}).row(0)
         assert n == d == (epoch_done + 1) * 2 * C, run_id
     assert st.sql("SELECT count(*) FROM classes WHERE run_id = $r", {"r": run_id}).item() == C
-    n, d = st.sql("SELECT count(*), count(DISTINCT (epoch, sample_id)) FROM samples "
-                  "WHERE run_id = $r", {"r": run_id}).row(0)
+    # per-sample rows (full dynamics): one per presentation, each (step, batch position) once
+    n, d, steps = st.sql("SELECT count(*), count(DISTINCT (step, pos)), count(DISTINCT step) "
+                         "FROM samples WHERE run_id = $r", {"r": run_id}).row(0)
     assert n == d, run_id
+    if batch is not None and n:
+        assert (n, steps) == (step_done * batch, step_done), run_id
 
 
 @pytest.mark.slow
@@ -147,7 +151,7 @@ def test_eight_writers_and_a_reader_lose_nothing(tmp_path: Path) -> None:
     assert len(runs) == 8 and {r[1] for r in runs} == {"finished"}
     for run_id, _, step_done, epoch_done in runs:
         assert step_done == 40
-        check_run_rows(st, run_id, step_done, epoch_done)
+        check_run_rows(st, run_id, step_done, epoch_done, batch=128)
     assert seen["rows"] <= 8 * 40 * C
     # the small-flush runs (>= 10 step parts each) compacted them while the reader was reading
     for i in range(4):

@@ -19,7 +19,7 @@ import duckdb
 import polars as pl
 
 from imbtui.store.layout import RUN_ID_RE, StoreError, atomic_write_json, iso, runs_dir, utcnow
-from imbtui.store.reader import KEY_COLUMNS, Store, deep_problem, stale_after_s
+from imbtui.store.reader import UNIQUE_KEYS, Store, deep_problem, stale_after_s
 from imbtui.store.schema import TABLES
 from imbtui.store.writer import RESERVE_NAME, scan_table
 
@@ -141,7 +141,7 @@ def _duplicates(table: str, folder: Path, parts: list[Path]) -> list[Problem]:
     """Rows whose key occurs in more than one place (e.g. a part copied under a new number)."""
     if len(parts) < 2:
         return []
-    keys = ", ".join(KEY_COLUMNS.get(table, ()))
+    keys = ", ".join(UNIQUE_KEYS.get(table, ()))
     if not keys:
         return []  # a table without a declared key cannot repeat one
     listing = ", ".join("'" + str(p).replace("'", "''") + "'" for p in parts)

@@ -42,6 +42,10 @@ KEY_COLUMNS: dict[str, tuple[str, ...]] = {
     "geometry": ("run_id", "epoch", "split", "class_id"),
     "geometry_summary": ("run_id", "epoch", "split"),
 }
+# What identifies one row, for finding rows stored twice: a sampler with replacement may present
+# one sample twice in a step, at two batch positions (older parts have no `pos`: NULL).
+UNIQUE_KEYS: dict[str, tuple[str, ...]] = {
+    **KEY_COLUMNS, "samples": ("run_id", "step", "sample_id", "pos")}
 # DuckDB errors that are about the query text, never about the files under it.
 _QUERY_FAULTS = ("ParserException", "BinderException", "CatalogException", "SyntaxException",
                  "ConversionException", "OutOfRangeException", "InterruptException")
