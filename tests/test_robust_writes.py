@@ -86,6 +86,7 @@ def failing_part_writes(monkeypatch: pytest.MonkeyPatch, after: int) -> None:
     monkeypatch.setattr(writer_mod, "write_part_file", write)
 
 
+@pytest.mark.slow  # trains (a few seconds to a few tens on 2 busy cores)
 def test_full_disk_stops_the_run_and_keeps_earlier_parts(tmp_path: Path,
                                                         monkeypatch: pytest.MonkeyPatch) -> None:
     from trainer.loop import train
@@ -100,6 +101,7 @@ def test_full_disk_stops_the_run_and_keeps_earlier_parts(tmp_path: Path,
     assert no_temp_files(tmp_path)
 
 
+@pytest.mark.slow  # trains (a few seconds to a few tens on 2 busy cores)
 def test_full_disk_through_the_cli_is_one_error_line(tmp_path: Path, monkeypatch:
                                                      pytest.MonkeyPatch,
                                                      capsys: pytest.CaptureFixture[str]) -> None:
@@ -208,6 +210,7 @@ class PoisonAt:
         return loss * float("nan") if self.calls == self.at + 1 else loss
 
 
+@pytest.mark.slow  # trains (a few seconds to a few tens on 2 busy cores)
 @pytest.mark.parametrize("bad_call", [5, 8])  # mid-buffer and at a flush boundary
 def test_nan_loss_stops_the_run_as_diverged_keeping_rows_up_to_the_step(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, bad_call: int) -> None:
@@ -229,6 +232,7 @@ def test_nan_loss_stops_the_run_as_diverged_keeping_rows_up_to_the_step(
     assert str(first_bad) in meta["message"]
 
 
+@pytest.mark.slow  # trains (a few seconds to a few tens on 2 busy cores)
 def test_divergence_through_the_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code = main(["train", "--ratio", "10", "--epochs", "1", "--lr", "1e6", "--store",
                  str(tmp_path), "-q"])
@@ -259,6 +263,7 @@ class InterruptOnFlush:
             raise KeyboardInterrupt
 
 
+@pytest.mark.slow  # trains (a few seconds to a few tens on 2 busy cores)
 def test_ctrl_c_keeps_every_flushed_step_and_marks_interrupted(tmp_path: Path) -> None:
     from trainer.loop import train
 
