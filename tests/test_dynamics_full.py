@@ -230,3 +230,18 @@ def test_two_ranks_record_the_single_process_full_dynamics(tmp_path: Path) -> No
                     assert rb[k] == pytest.approx(ra[k], rel=1e-4, abs=1e-5), (name, k, ra)
                 else:
                     assert rb[k] == ra[k], (name, k, ra)
+
+
+@pytest.mark.parametrize("normed", [False, True])
+def test_split_from_the_classifier_gradient_equals_the_split_from_scratch(normed: bool) -> None:
+    # the loop passes the classifier's .grad as `total` and takes neg = total - pos
+    torch.manual_seed(2)
+    model = cnn1d(40, C, normed=normed).eval()
+    x, y = torch.randn(32, 40), torch.randint(0, C, (32,))
+    h, logits = model.forward_features(x)
+    logits.retain_grad()
+    F.cross_entropy(logits, y).backward()
+    pos, neg = classifier_grad_split(model.fc, h, logits.grad, y)
+    pos2, neg2 = classifier_grad_split(model.fc, h, logits.grad, y, model.fc.weight.grad)
+    np.testing.assert_allclose(pos2.numpy(), pos.numpy(), rtol=1e-6)
+    np.testing.assert_allclose(neg2.numpy(), neg.numpy(), rtol=1e-4, atol=1e-7)

@@ -64,33 +64,35 @@ def nan_to_none(values: np.ndarray) -> list[float | None]:
 
 @torch.no_grad()
 def classifier_grad_split(fc: torch.nn.Module, h: torch.Tensor, dlogits: torch.Tensor,
-                          y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+                          y: torch.Tensor, total: torch.Tensor | None = None
+                          ) -> tuple[torch.Tensor, torch.Tensor]:
     """The batch loss's gradient w.r.t. each classifier row, split by the samples it comes from.
 
     With d = dLoss/dlogits and h the penultimate features, a linear classifier has
     dW_c = sum_i d_ic h_i; `pos` is the sum over the class's own samples (y_i = c), `neg` over all
     others, and pos + neg = dW. LDAM's cosine classifier (s * cos(h, w_c)) has
     dW_c = s / ||w_c|| (I - u_c u_c^T) sum_i d_ic h_i / ||h_i|| with u_c = w_c / ||w_c||: still a
-    sum of per-sample terms, so the same split holds. Returns two (C, D) tensors.
+    sum of per-sample terms, so the same split holds. `total` is dW when the caller has it (the
+    classifier's .grad after backward): then neg = total - pos, one matmul fewer. Under torchrun
+    both parts are the global batch's, as DDP's .grad is. Returns two (C, D) tensors.
     """
     d = dlogits.detach().float()
     phi = h.detach().float()
     normed = isinstance(fc, NormedLinear)
     if normed:
         phi = F.normalize(phi, dim=1)
-    own = (y[:, None] == torch.arange(d.shape[1], device=y.device)).to(d.dtype)
-    pos = (d * own).T @ phi
-    neg = d.T @ phi - pos
-    if normed:
         w = fc.weight.detach().float()
         w_norm = w.norm(dim=1, keepdim=True).clamp_min(1e-12)  # F.normalize's eps
         u = w / w_norm
 
-        def tangent(g: torch.Tensor) -> torch.Tensor:
-            return fc.scale / w_norm * (g - u * (u * g).sum(1, keepdim=True))
+    def row_grad(g: torch.Tensor) -> torch.Tensor:  # sum_i d_ic phi_i -> dW_c
+        return fc.scale / w_norm * (g - u * (u * g).sum(1, keepdim=True)) if normed else g
 
-        pos, neg = tangent(pos), tangent(neg)
-    return pos, neg
+    # each sample adds d_i,y_i phi_i to its own class's row: an index_add, not a one-hot matmul
+    own = torch.zeros(d.shape[1], phi.shape[1], device=phi.device, dtype=phi.dtype)
+    pos = shared_mean(row_grad(own.index_add_(0, y, phi * d.gather(1, y[:, None]))))
+    whole = total.float() if total is not None else shared_mean(row_grad(d.T @ phi))
+    return pos, whole - pos
 
 
 class StepRecorder:
@@ -123,12 +125,12 @@ class StepRecorder:
         by_true = torch.stack([ones, loss, correct.float(), p_true, margin], 1)
         row[:, :5].index_add_(0, y, by_true)
         row[:, 5].index_add_(0, pred, ones)
-        if fc_grad is not None:
-            row[:, 6] = fc_grad.float().norm(dim=1)
+        given = ([fc_grad.float()] if fc_grad is not None else []) + list(split or ())
+        if given:  # grad_norm, grad_pos, grad_neg: one norm over the stacked (C, D) gradients
+            lo = 6 if fc_grad is not None else 7
+            row[:, lo:lo + len(given)] = torch.stack(given).norm(dim=2).T
         if split is None:
             row[:, 7:9] = float("nan")
-        else:  # under torchrun: the global batch's split, as DDP's .grad is the global gradient
-            row[:, 7:9] = shared_mean(torch.stack(split)).norm(dim=2).T
         self.steps.append(step)
         self.epochs.append(epoch)
         self.lrs.append(lr)

@@ -372,20 +372,21 @@ def _train(cfg: TrainConfig, sink: Sink, hooks: Hooks) -> RunResult:
     def evaluate_epoch(epoch: int, step: int) -> dict[str, float]:
         w, b = classifier_rows(model.fc)
         summary: dict[str, float] = {}
-        feats = {}
+        feats, parts = {}, []
         for split, (x, y) in (("train", (x_tr, y_tr)), ("test", (x_te, y_te))):
             with autocast():
                 rows, feats[split] = evaluate_features(model, x, y, n_classes, prepare=prepare,
                                                        features=full)
-            if recording:
-                sink.write("epochs", {"epoch": np.full(n_classes, epoch), "step": np.full(
-                    n_classes, step), "split": [split] * n_classes, "class_id": np.arange(
-                    n_classes), **rows, "weight_norm": w, "bias": b})
+            parts.append({"epoch": np.full(n_classes, epoch), "step": np.full(n_classes, step),
+                          "split": np.array([split] * n_classes), "class_id": np.arange(
+                          n_classes), **rows, "weight_norm": w, "bias": b})
             summary[f"{split}_majority"] = group_accuracy(rows, groups, "majority")
             summary[f"{split}_minority"] = group_accuracy(rows, groups, "minority")
             summary[f"{split}_balanced"] = float(np.mean(rows["correct"] / np.maximum(
                 rows["n"], 1)))
             summary[f"{split}_loss"] = float(rows["loss_sum"].sum() / max(1, rows["n"].sum()))
+        if recording:  # both splits in one part: a write per epoch, not per split
+            sink.write("epochs", {k: np.concatenate([p[k] for p in parts]) for k in parts[0]})
         if full:  # geometry of both splits' features and of the classifier rows
             weight = model.fc.weight.detach().float().cpu().numpy()
             tables = geometry_tables(feats["train"], feats["test"], weight, groups == "minority",
@@ -429,7 +430,8 @@ def _train(cfg: TrainConfig, sink: Sink, hooks: Hooks) -> RunResult:
                     probing = probe is not None and step % cfg.probe_every == 0
                     loss.backward(retain_graph=probing)  # a probe backpropagates twice more
                     if recording:  # reads the classifier's gradient before the optimiser moves it
-                        split = classifier_grad_split(model.fc, h, logits.grad, yb)
+                        split = classifier_grad_split(model.fc, h, logits.grad, yb,
+                                                      model.fc.weight.grad)
                         stats = rec.record(step, epoch, lr, logits, yb, model.fc.weight.grad,
                                            split)
                         if samples is not None:
