@@ -264,6 +264,7 @@ class Store:
     def refresh(self, con: duckdb.DuckDBPyConnection, run_ids: Iterable[str] | None = None) -> None:
         """(Re)create the views so they cover every part finished by now."""
         self.warnings = []
+        _cache_footers(con)
         frame = self.runs_frame()
         chosen = list(run_ids) if run_ids is not None else None
         ids = chosen if chosen is not None else frame["run_id"].to_list()
@@ -384,6 +385,16 @@ class Store:
         self.refresh(con, chosen)  # the verdict cache now skips the damaged parts, with warnings
         self.warnings = warnings + [w for w in self.warnings if w not in warnings]
         return True
+
+
+def _cache_footers(con: duckdb.DuckDBPyConnection) -> None:
+    """Let DuckDB keep the Parquet footers it has read: a query for one run over every run's parts
+    otherwise parses each footer again (on 200 runs, about half the time of a curve query). Safe
+    because parts never change once named (DuckDB also checks their modification time)."""
+    try:
+        con.execute("SET parquet_metadata_cache = true")
+    except duckdb.Error:
+        pass  # a DuckDB without the setting reads the footers each time: slower, still correct
 
 
 def _scan_sql(table: str, files: list[Path], with_part: bool = False) -> str:
