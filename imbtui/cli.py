@@ -890,7 +890,7 @@ def export(
         "--duckdb", help="The DuckDB database file to write (outside the store).",
         show_default=False)],
     runs_: Annotated[Optional[list[str]], typer.Argument(
-        metavar="[RUN]...", help="Runs to export (id, unique prefix or name); default: all.",
+        metavar="RUN", help="Runs to export (id, unique prefix or name); default: all.",
         show_default=False)] = None,
     where: Annotated[Optional[str], typer.Option(
         help="Keep only runs matching this SQL condition on the runs view, e.g. \"ratio >= 10 "
