@@ -103,7 +103,7 @@ def test_two_trainers_and_a_reader_share_one_store(tmp_path: Path) -> None:
          "--store", str(tmp_path), "-q"], cwd=REPO, stdout=subprocess.PIPE,
         stderr=subprocess.PIPE, text=True) for r in ("10", "100")]
     for t in trainers:
-        _, err = t.communicate(timeout=240)
+        _, err = t.communicate(timeout=900)
         assert t.returncode == 0, err
     out, err = reader.communicate(timeout=60)
     reads, errors = map(int, out.split())
