@@ -18,6 +18,10 @@ Two shapes of training:
     python bench/overhead.py                                  # default configuration
     python bench/overhead.py --epochs 5 --repeats 1           # a quick look
     python bench/overhead.py --shape resnet32 --arms off full # ResNet-32 shapes (GPU: --device cuda)
+    python bench/overhead.py --threads 1 --sink null          # recording without the store writes
+
+On a CPU shared with other work, `--threads 1` keeps torch's thread pool from spinning against the
+other processes, and the CPU-time ratio printed beside the wall-time one is the steadier of the two.
 
 Last line: overhead_ratio=<recorded/off> for the richest level the trainer offers.
 """
@@ -48,10 +52,10 @@ def levels() -> list[str]:
     return [lvl for lvl in ("off", "minimal", "full") if lvl in DYNAMICS]
 
 
-def run_once(cfg: TrainConfig, level: str, store: Path) -> tuple[float, float]:
-    """(wall seconds, this process's CPU seconds) of one run."""
+def run_once(cfg: TrainConfig, level: str, store: Path | None) -> tuple[float, float]:
+    """(wall seconds, this process's CPU seconds) of one run; `store` None: records go nowhere."""
     cfg = TrainConfig(**{**cfg.__dict__, "dynamics": level})
-    sink = NullSink() if level == "off" else RunWriter(store)
+    sink = NullSink() if level == "off" or store is None else RunWriter(store)
     t0, c0 = time.perf_counter(), time.process_time()
     result = train(cfg, sink)
     if cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available()):
@@ -96,6 +100,9 @@ def main() -> None:
     ap.add_argument("--per-class", type=int, default=500, help="resnet32: images per class")
     ap.add_argument("--test-per-class", type=int, default=100, help="resnet32: test images")
     ap.add_argument("--arms", nargs="+", default=None, help="levels to compare (default: all)")
+    ap.add_argument("--sink", choices=("store", "null"), default="store",
+                    help="null: the recording arms hand their rows to a NullSink, so the ratio is "
+                         "the cost on the device alone, without writing the store")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=None,
                     help="torch CPU threads (default: torch's). On a machine shared with other "
@@ -113,14 +120,15 @@ def main() -> None:
             cifar_shaped(data, args.per_class, args.test_per_class)
         cfg = config(args, data)
         print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, device {args.device}"
-              f", shape {args.shape}, arms {arms}, load average {load()}")
+              f", shape {args.shape}, arms {arms}, sink {args.sink}, load average {load()}")
         run_once(TrainConfig(**{**cfg.__dict__, "max_steps": 5, "epochs": 1}), "off",
                  Path(tmp) / "warm")  # warm-up: dataset cache, allocator, kernels
         times: dict[str, list[float]] = {a: [] for a in arms}
         cpus: dict[str, list[float]] = {a: [] for a in arms}
         for r in range(args.repeats):
             for arm in arms if r % 2 == 0 else arms[::-1]:
-                wall, cpu = run_once(cfg, arm, Path(tmp) / "store")
+                wall, cpu = run_once(cfg, arm, Path(tmp) / "store" if args.sink == "store"
+                                     else None)
                 times[arm].append(wall)
                 cpus[arm].append(cpu)
                 print(f"repeat {r} {arm:8s} {wall:7.2f} s  (CPU {cpu:7.2f} s, load {load()})",

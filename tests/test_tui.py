@@ -34,6 +34,7 @@ from imbtui.tui.data import (
     runs_table,
 )
 from imbtui.tui.messages import QueryDone, QueryFailed, RunLoaded, RunsLoaded
+from imbtui.tui.screenshots import settle
 from tests.conftest import imbtui
 
 
@@ -250,13 +251,6 @@ def drive(app: ImbtuiApp, script: Script, size: tuple[int, int] = (100, 32),
             return await script(app, pilot)
 
     return asyncio.run(main())
-
-
-async def settle(pilot: Pilot[None], rounds: int = 4) -> None:
-    """Let workers finish and their messages be handled (a handler may start another worker)."""
-    for _ in range(rounds):
-        await pilot.app.workers.wait_for_complete()
-        await pilot.pause(0.05)
 
 
 def cell_text(table: Any, key: str, column: str) -> str:

@@ -20,6 +20,7 @@ from textual.pilot import Pilot
 from imbtui.store import RunWriter
 from imbtui.store.layout import atomic_write_json
 from imbtui.tui.app import make_app
+from imbtui.tui.screenshots import settle
 
 N_CLASSES, STEPS, EPOCHS, BATCH = 10, 400, 4, 128
 STARTED = "2026-01-15T09:30:00.000+00:00"
@@ -108,12 +109,6 @@ def snap_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
     yield "snap-store"
     monkeypatch.delenv("TZ")
     time.tzset()
-
-
-async def settle(pilot: Pilot[None]) -> None:
-    for _ in range(4):
-        await pilot.app.workers.wait_for_complete()
-        await pilot.pause(0.05)
 
 
 class TestRunsScreen:

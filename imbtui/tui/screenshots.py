@@ -13,16 +13,26 @@ import asyncio
 from pathlib import Path
 
 from textual.pilot import Pilot
+from textual.worker import WorkerCancelled
 
 from imbtui.tui.app import ImbtuiApp, make_app
 from imbtui.tui.data import StoreSession
 from imbtui.tui.sample import sample_store
 
 
-async def settle(pilot: Pilot[None]) -> None:
-    for _ in range(4):
-        await pilot.app.workers.wait_for_complete()
-        await pilot.pause(0.1)
+async def settle(pilot: Pilot[None], rounds: int = 4, pause: float = 0.05) -> None:
+    """Let workers finish and their messages be handled (a handler may start another worker).
+
+    A worker started `exclusive` is cancelled when a newer one of its group replaces it; waiting on
+    it then raises WorkerCancelled, which only means: look again (the newer worker is running)."""
+    for _ in range(rounds):
+        for _attempt in range(100):
+            try:
+                await pilot.app.workers.wait_for_complete()
+                break
+            except WorkerCancelled:
+                await pilot.pause(0.02)
+        await pilot.pause(pause)
 
 
 async def shoot(app: ImbtuiApp, out: Path, size: tuple[int, int]) -> list[Path]:
@@ -32,15 +42,15 @@ async def shoot(app: ImbtuiApp, out: Path, size: tuple[int, int]) -> list[Path]:
         saved.append(Path(app.save_screenshot(f"{name}.svg", str(out))))
 
     async with app.run_test(size=size) as pilot:
-        await settle(pilot)
+        await settle(pilot, pause=0.1)
         save("runs")
         keys = app.screen.table.keys
         await pilot.press("space", "down", "space", "down", "space", "up", "up")
         await pilot.press("c")
-        await settle(pilot)
+        await settle(pilot, pause=0.1)
         save("compare")
         await pilot.press("escape", "enter")
-        await settle(pilot)
+        await settle(pilot, pause=0.1)
         save("run")
         await pilot.press("escape", "f3")
         await pilot.pause()
@@ -51,7 +61,7 @@ async def shoot(app: ImbtuiApp, out: Path, size: tuple[int, int]) -> list[Path]:
             "FROM runs r JOIN run_summary_v s USING (run_id) ORDER BY r.ratio")
         app.screen.editor.cursor_blink = False
         await pilot.press("ctrl+r")
-        await settle(pilot)
+        await settle(pilot, pause=0.1)
         save("sql")
         await pilot.press("f1")
         await pilot.pause(0.3)
