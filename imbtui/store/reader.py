@@ -46,6 +46,7 @@ KEY_COLUMNS: dict[str, tuple[str, ...]] = {
 # one sample twice in a step, at two batch positions (older parts have no `pos`: NULL).
 UNIQUE_KEYS: dict[str, tuple[str, ...]] = {
     **KEY_COLUMNS, "samples": ("run_id", "step", "sample_id", "pos")}
+_RETRIES = 8  # query attempts while parts move under the reader (compaction)
 # DuckDB errors that are about the query text, never about the files under it.
 _QUERY_FAULTS = ("ParserException", "BinderException", "CatalogException", "SyntaxException",
                  "ConversionException", "OutOfRangeException", "InterruptException")
@@ -364,12 +365,16 @@ class Store:
         and the query runs once more, so one bad file never costs the user their answer.
         """
         con = con or self.connect()
-        try:
-            return run_read_only(con, query, params)
-        except QueryError as exc:
-            if exc.kind is None or exc.kind in _QUERY_FAULTS or not self._recover(con):
-                raise
-        return run_read_only(con, query, params)
+        for attempt in range(_RETRIES):
+            try:
+                return run_read_only(con, query, params)
+            except QueryError as exc:
+                # several runs may compact one after another while we read: retry while the
+                # rebuilt views differ, a bounded number of times
+                if (attempt == _RETRIES - 1 or exc.kind is None or exc.kind in _QUERY_FAULTS
+                        or not self._recover(con)):
+                    raise
+        raise AssertionError("unreachable")
 
     def _recover(self, con: duckdb.DuckDBPyConnection) -> bool:
         """Rebuild the views after a file-level failure; True if they changed (worth a retry)."""
