@@ -38,6 +38,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from imbtui._threads import single_threaded_polars  # noqa: E402
+
+single_threaded_polars()  # as `imbtui train` does, before polars is imported
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 

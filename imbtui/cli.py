@@ -166,6 +166,9 @@ def train(
     """Train a classifier on a long-tailed dataset and record its per-class learning dynamics."""
     import contextlib
 
+    from imbtui._threads import single_threaded_polars
+
+    single_threaded_polars()  # before polars is imported: its pool would fight torch's threads
     from imbtui.store import RunWriter, resolve_store
 
     root = resolve_store(store)
