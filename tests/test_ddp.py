@@ -10,6 +10,7 @@ BatchNorm, whose per-rank batch statistics would make the two differ by design.
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -23,6 +24,7 @@ import torch
 from imbtui.store import Store
 from trainer import distributed
 from trainer.data import DataError
+from trainer.losses import build_loss
 from trainer.sink import MemorySink, NullSink
 
 REPO = Path(__file__).resolve().parent.parent
@@ -75,6 +77,74 @@ def test_helpers_do_nothing_without_a_process_group() -> None:
     dev = torch.device("cpu")
     assert distributed.wrap(torch.nn.Linear(2, 2), dev).__class__ is torch.nn.Linear
     assert distributed.setup(dev) == dev and not distributed.active()
+
+
+# ==== the weighted mean under data parallelism, in one process ==================================
+
+def test_weighted_loss_divides_by_the_global_weight_sum(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A world of two ranks played by hand: each rank's weighted loss, its gradient averaged over
+    the ranks as DDP does, must be the one-process weighted mean over the whole batch."""
+    # weighted-ce on counts (3, 1): w = (1/2, 3/2). Rank 0 holds classes (0, 0): weight sum 1;
+    # rank 1 holds (1, 0): weight sum 2. The global batch's weight sum is 3.
+    x = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0], [2.0, -1.0]])
+    y = torch.tensor([0, 0, 1, 0])
+    theta0 = torch.tensor([[0.3, -0.2], [0.1, 0.4]])
+    local_sums = {0: 1.0, 1: 2.0}
+    reduced = []
+
+    def fake_sum_(t: torch.Tensor) -> torch.Tensor:  # all_reduce(SUM) of the two ranks' sums
+        assert not t.requires_grad
+        assert float(t) == pytest.approx(local_sums[rank])
+        reduced.append(float(t))
+        return t.fill_(3.0)
+
+    monkeypatch.setattr(distributed, "world_size", lambda: 2)
+    monkeypatch.setattr(distributed, "dist_sum_", fake_sum_)
+    fn = build_loss("weighted-ce", [3, 1], torch.device("cpu"))
+    losses, grads = [], []
+    for rank, part in ((0, slice(0, 2)), (1, slice(2, 4))):
+        theta = theta0.clone().requires_grad_()
+        value = fn(x[part] @ theta.T, y[part], 1)
+        value.backward()
+        losses.append(float(value.detach()))
+        grads.append(theta.grad)
+    assert reduced == [1.0, 2.0]  # each rank reduced its own weight sum, once
+
+    # the one-process reference, by hand: sum_i w_i l_i / sum_i w_i and its gradient
+    # sum_i w_i (softmax(z_i) - e_{y_i}) x_i^T / sum_i w_i
+    z = x @ theta0.T
+    w = torch.tensor([0.5, 0.5, 1.5, 0.5])
+    ce = -torch.log_softmax(z, dim=1)[torch.arange(4), y]
+    want_loss = float((w * ce).sum() / 3.0)
+    d = (torch.softmax(z, dim=1) - torch.eye(2)[y]) * w[:, None] / 3.0
+    want_grad = d.T @ x
+    assert sum(losses) / 2 == pytest.approx(want_loss, rel=1e-6)  # DDP averages the ranks
+    torch.testing.assert_close((grads[0] + grads[1]) / 2, want_grad, rtol=1e-6, atol=1e-7)
+    # dividing by each rank's own weight sum (the defect) would have given something else
+    wrong = (d[:2] * 3.0 / 1.0).T @ x[:2] / 2 + (d[2:] * 3.0 / 2.0).T @ x[2:] / 2
+    assert not torch.allclose(wrong, want_grad, rtol=1e-3)
+
+
+def test_weighted_loss_in_a_world_of_one_calls_no_collective(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """No process group, or a group of one rank: the plain weighted mean, no all_reduce."""
+    def refuse(*args, **kwargs):
+        raise AssertionError("a collective was called in a world of one")
+
+    monkeypatch.setattr(torch.distributed, "all_reduce", refuse)
+    logits, y = torch.tensor([[1.0, 0.0], [0.0, 0.0]]), torch.tensor([0, 1])
+    a, b = math.log(1 + math.exp(-1)), math.log(2.0)
+    want = (0.5 * a + 1.5 * b) / 2.0
+    fn = build_loss("weighted-ce", [3, 1], torch.device("cpu"))
+    assert float(fn(logits, y, 1)) == pytest.approx(want)
+    torch.distributed.init_process_group("gloo", store=torch.distributed.HashStore(), rank=0,
+                                         world_size=1)
+    try:
+        assert distributed.active() and distributed.world_size() == 1
+        assert float(fn(logits, y, 1)) == pytest.approx(want)
+    finally:
+        torch.distributed.destroy_process_group()
+    assert not distributed.active()
 
 
 # ==== two processes: the collectives ===============================================================
@@ -155,6 +225,49 @@ def test_torchrun_two_ranks_store_the_single_process_sums(tmp_path: Path) -> Non
     assert steps.group_by("step").agg(pl.col("n").sum())["n"].to_list() == [BATCH] * STEPS
     assert t2["samples"].height == STEPS * BATCH  # gathered from both ranks, not summed
     assert t2["epochs"].height == 2 * 2 * C  # epochs 0 and 1, train and test
+    for table in KEYS:
+        assert t2[table].height > 0, table
+        _same(t1[table], t2[table], table)
+
+
+# With class weights every rank's loss is a weighted mean sum_i w_i l_i / sum_i w_i over its own
+# share of the batch; at ratio 100 the two shares hold different weight sums, so dividing by the
+# rank's own sum would make the two-process run leave the single-process one from the first step.
+WEIGHTED = {"ce-drw": ["--loss", "ce", "--drw", "0"],       # class-balanced weights from epoch 1
+            "ldam-drw": ["--loss", "ldam", "--drw", "0"],   # LDAM margins and those weights
+            "weighted-ce": ["--loss", "weighted-ce"]}       # inverse-frequency weights
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("loss", list(WEIGHTED))
+def test_torchrun_two_ranks_match_one_process_with_class_weights(tmp_path: Path,
+                                                                  loss: str) -> None:
+    one, two = tmp_path / "one", tmp_path / "two"
+    run = [*RUN, *WEIGHTED[loss]]
+    p1 = start([sys.executable, "-m", "imbtui", "train", *run, "--store", str(one)])
+    p2 = start([*TORCHRUN, "--nproc_per_node=2", "-m", "imbtui", "train", *run,
+                "--store", str(two)])
+    for p in (p1, p2):
+        rc, _, err = finish(p)
+        assert rc == 0, err
+    run1, t1 = tables(one)
+    run2, t2 = tables(two)
+    assert json.loads(run2["config"])["world_size"] == 2
+    assert run2["status"] == run1["status"] == "finished"
+    steps = t2["steps"]
+    assert steps.height == STEPS * C
+    assert steps.group_by("step").agg(pl.col("n").sum())["n"].to_list() == [BATCH] * STEPS
+    # the two ranks' shares hold different weight sums (else the test would prove nothing): the
+    # weights worked out here from the class counts, (1 - b) / (1 - b^n) with b = 0.9999 for DRW,
+    # 1 / n for weighted-ce (their scale cancels in a ratio)
+    n = Store(one).connect().sql("SELECT train_count FROM classes ORDER BY class_id").pl()
+    n = n["train_count"].to_numpy().astype(np.float64)
+    w = 1.0 / n if loss == "weighted-ce" else (1 - 0.9999) / (1 - 0.9999 ** n)
+    smp = t2["samples"]
+    share = (smp["pos"].to_numpy() >= BATCH // 2).astype(int)  # rank 1 holds the second half
+    sums = np.zeros((STEPS, 2))
+    np.add.at(sums, (smp["step"].to_numpy(), share), w[smp["class_id"].to_numpy()])
+    assert (np.abs(sums[:, 0] - sums[:, 1]) > 0.1 * sums.max(axis=1)).any()
     for table in KEYS:
         assert t2[table].height > 0, table
         _same(t1[table], t2[table], table)

@@ -118,6 +118,16 @@ def test_deferred_reweighting_switches_weights_after_its_epoch() -> None:
     assert ldam[1] == pytest.approx((w0 * a + w1 * LN2) / (w0 + w1))
 
 
+def test_deferred_reweighting_after_zero_epochs_weighs_from_the_first() -> None:
+    # --drw 0 is a valid setting (re-weighting from the start), not "no DRW"
+    logits, y = [[1.0, 0.0], [0.0, 0.0]], [0, 1]
+    a, b = math.log(1 + math.exp(-1)), LN2
+    for epoch in (1, 2):
+        got = loss("ce", [3, 1], logits, y, epoch=epoch, drw=0, drw_beta=0.5)
+        assert got == pytest.approx((8 / 11 * a + 14 / 11 * b) / 2), epoch
+    assert loss("ce", [3, 1], logits, y, epoch=1) == pytest.approx((a + b) / 2)  # no DRW
+
+
 def test_losses_have_gradients_and_no_nan() -> None:
     for name in ("ce", "weighted-ce", "cb", "focal", "ldam", "balanced-softmax",
                  "logit-adjusted"):

@@ -7,7 +7,9 @@ gloo for CPU ones) and pins the process to cuda:LOCAL_RANK. From there:
 - every rank draws the same global permutation (same seed, same generator) and keeps its contiguous
   share of each global batch (`shard`); DDP averages the gradients, so with a per-rank mean loss the
   update equals the single-process update on the global batch (BatchNorm excepted: its batch
-  statistics are per rank);
+  statistics are per rank). A class-weighted mean sum_i w_i l_i / sum_i w_i is not a per-rank mean:
+  each rank divides its own sum by the weight sum of all ranks over the world size
+  (`mean_divisor`), so that DDP's average of the ranks' gradients is the global weighted mean's;
 - the per-class sums a step or an evaluation accumulates on the device are summed across ranks
   (`dist_sum_`, `reduce_stats_`) before they leave the device; per-sample rows are gathered
   (`dist_gather`), never summed;
@@ -167,6 +169,18 @@ def dist_sum_(t: torch.Tensor) -> torch.Tensor:
         dist.all_reduce(c, op=dist.ReduceOp.SUM)
         t.copy_(c)
     return t
+
+
+def mean_divisor(local: torch.Tensor) -> torch.Tensor:
+    """What a rank divides its local sum_i w_i l_i by so that DDP's average over the ranks is the
+    global weighted mean: the weight sum of all ranks over the world size. `local` is this rank's
+    weight sum; it is reduced detached (weights depend on labels only) and on its device, with no
+    host copy. One process (or a world of one) gets `local` back as it is, and no collective runs.
+    """
+    w = world_size()
+    if w == 1:
+        return local
+    return dist_sum_(local.detach().clone()) / w
 
 
 def reduce_stats_(buf: torch.Tensor, names: Sequence[str], same: Sequence[str] = ()) -> None:

@@ -3,7 +3,11 @@
 The recorded dynamics always use the plain per-sample cross-entropy of the model's logits
 (trainer.dynamics), so curves stay comparable across methods; the objective here is only what the
 optimiser sees. With class weights w, every loss is the weighted mean sum_i w_{y_i} l_i / sum_i w_{y_i}
-(PyTorch's `cross_entropy(weight=...)` convention, the one Cao et al.'s DRW uses).
+(PyTorch's `cross_entropy(weight=...)` convention, the one Cao et al.'s DRW uses). Under torchrun
+the sums in that mean run over the global batch: each rank divides its own sum_i w_i l_i by the
+weight sum of all ranks (trainer.distributed.mean_divisor), not by its own, so DDP's averaged
+gradient is the single-process one. An unweighted mean stays per rank: every rank holds the same
+number of samples (the loop drops the last partial batch and refuses a batch that does not split).
 
   ce                plain cross-entropy
   weighted-ce       w_c proportional to 1 / n_c (inverse class frequency)
@@ -26,6 +30,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from trainer import distributed
 from trainer.data import DataError
 
 LOSSES = ("ce", "weighted-ce", "cb", "focal", "ldam", "balanced-softmax", "logit-adjusted")
@@ -66,7 +71,8 @@ def weighted_mean(per_sample: torch.Tensor, y: torch.Tensor,
     if weight is None:
         return per_sample.mean()
     w = weight[y]
-    return (w * per_sample).sum() / w.sum()
+    # the global batch's weight sum, not this rank's: ranks' shares of it differ under DDP
+    return (w * per_sample).sum() / distributed.mean_divisor(w.sum())
 
 
 class Objective:
@@ -88,7 +94,9 @@ class Objective:
 
         self.weight = {"weighted-ce": t(inverse_frequency_weights(counts)),
                        "cb": t(class_balanced_weights(counts, p["beta"]))}.get(name)
-        self.drw_weight = t(class_balanced_weights(counts, p["drw_beta"])) if drw else None
+        # `drw=0` re-weights from the first epoch on (`if drw` would read it as no DRW at all)
+        self.drw_weight = (t(class_balanced_weights(counts, p["drw_beta"])) if drw is not None
+                           else None)
         self.margin = t(ldam_margins(counts, p["max_margin"])) if name == "ldam" else None
         shift = {"balanced-softmax": np.log(np.asarray(counts, dtype=np.float64)),
                  "logit-adjusted": p["tau"] * log_prior(counts)}.get(name)
