@@ -26,8 +26,10 @@ def test_sample_recorder_matches_per_sample_math() -> None:
         logits = torch.randn(6, 4, generator=g) * 2
         y = torch.randint(0, 4, (6,), generator=g)
         ids = torch.randperm(100, generator=g)[:6]
-        samples.record(step, 2, ids, y, rec.record(step, 2, 0.1, logits, y, None))
+        rec.record(step, 2, 0.1, logits, y, None)
+        samples.record(step, 2, ids, y)
         batches.append((logits, y, ids))
+    samples.fill(rec.settle())  # the values of all three steps, computed at once
     cols = samples.drain()
     assert len(samples) == 0 and len(cols["step"]) == 18
     i = 0

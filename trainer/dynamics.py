@@ -96,35 +96,57 @@ def classifier_grad_split(fc: torch.nn.Module, h: torch.Tensor, dlogits: torch.T
 
 
 class StepRecorder:
-    """A (capacity, C, len(STEP_STATS)) device buffer of per-step per-class sums."""
+    """A (capacity, C, len(STEP_STATS)) device buffer of per-step per-class sums.
+
+    A step only copies its logits and labels into a device buffer and stores its classifier
+    gradient norms; the per-sample statistics and their per-class sums are computed for all the
+    buffered steps at once by `settle` (at the flush). On a small model a step is a few
+    milliseconds, and a dozen tiny tensor operations per step would cost several percent of it;
+    over a whole flush window they cost a few operations in all.
+    """
+
+    # a bound on the buffered logits (bytes), so that many classes flush sooner, not run out
+    LOGIT_BYTES = 64 * 2**20
 
     def __init__(self, n_classes: int, capacity: int, device: torch.device) -> None:
         self.n_classes = n_classes
         self.capacity = capacity
+        self.device = device
         self.buf = torch.zeros(capacity, n_classes, len(STEP_STATS), device=device)
         self.steps: list[int] = []
         self.epochs: list[int] = []
         self.lrs: list[float] = []
+        self.logits: torch.Tensor | None = None  # (rows, C) float32, made at the first record
+        self.y: torch.Tensor | None = None       # (rows,) true class
+        self.slot: torch.Tensor | None = None    # (rows,) which buffered step the row is from
+        self.rows = 0                            # rows buffered and not yet settled
+        self.batch = 0                           # rows of the largest step so far
 
     def __len__(self) -> int:
         return len(self.steps)
 
     @property
     def full(self) -> bool:
-        return len(self.steps) >= self.capacity
+        """Time to flush: every step slot used, or no room for another batch of logits."""
+        return (len(self.steps) >= self.capacity
+                or (self.y is not None and self.rows + self.batch > len(self.y)))
 
     @torch.no_grad()
     def record(self, step: int, epoch: int, lr: float, logits: torch.Tensor, y: torch.Tensor,
                fc_grad: torch.Tensor | None,
-               split: tuple[torch.Tensor, torch.Tensor] | None = None) -> tuple[torch.Tensor, ...]:
-        """Add one step's rows; `split` is `classifier_grad_split`'s (pos, neg) (NaN if absent).
-        Returns the per-sample (loss, correct, p_true), for the per-sample record."""
-        loss, correct, p_true, margin, pred = per_sample_stats(logits, y)
-        row = self.buf[len(self.steps)]
-        ones = torch.ones_like(loss)
-        by_true = torch.stack([ones, loss, correct.float(), p_true, margin], 1)
-        row[:, :5].index_add_(0, y, by_true)
-        row[:, 5].index_add_(0, pred, ones)
+               split: tuple[torch.Tensor, torch.Tensor] | None = None) -> None:
+        """Add one step: buffer its logits and labels; store the classifier gradient norms now
+        (`split` is `classifier_grad_split`'s (pos, neg), NaN if absent), since the gradient
+        changes with the next step."""
+        k, n = len(self.steps), len(y)
+        if self.y is None or self.rows + n > len(self.y):
+            self._grow(n)
+        self.batch = max(self.batch, n)
+        self.logits[self.rows:self.rows + n] = logits.detach()
+        self.y[self.rows:self.rows + n] = y
+        self.slot[self.rows:self.rows + n] = k
+        self.rows += n
+        row = self.buf[k]
         given = ([fc_grad.float()] if fc_grad is not None else []) + list(split or ())
         if given:  # grad_norm, grad_pos, grad_neg: one norm over the stacked (C, D) gradients
             lo = 6 if fc_grad is not None else 7
@@ -134,10 +156,41 @@ class StepRecorder:
         self.steps.append(step)
         self.epochs.append(epoch)
         self.lrs.append(lr)
+
+    def _grow(self, n: int) -> None:
+        """Room for the buffered rows and at least one more batch of n (the first call sizes the
+        buffer to the whole flush window, within LOGIT_BYTES)."""
+        want = max(self.rows + n, min(self.capacity * n, self.LOGIT_BYTES // (4 * self.n_classes)))
+        logits = torch.empty(want, self.n_classes, device=self.device)
+        y = torch.empty(want, dtype=torch.long, device=self.device)
+        slot = torch.empty(want, dtype=torch.long, device=self.device)
+        if self.rows:
+            logits[:self.rows] = self.logits[:self.rows]
+            y[:self.rows] = self.y[:self.rows]
+            slot[:self.rows] = self.slot[:self.rows]
+        self.logits, self.y, self.slot = logits, y, slot
+
+    @torch.no_grad()
+    def settle(self) -> tuple[torch.Tensor, ...] | None:
+        """Per-sample statistics of the buffered rows, summed per step and class into the buffer.
+        Returns the rows' (loss, correct, p_true) in the order they were recorded (for the
+        per-sample record), or None when nothing is buffered."""
+        r = self.rows
+        if r == 0:
+            return None
+        y, slot = self.y[:r], self.slot[:r]
+        loss, correct, p_true, margin, pred = per_sample_stats(self.logits[:r], y)
+        flat = self.buf.view(-1, len(STEP_STATS))  # row slot * C + class of buf
+        ones = torch.ones_like(loss)
+        by_true = torch.stack([ones, loss, correct.float(), p_true, margin], 1)
+        flat[:, :5].index_add_(0, slot * self.n_classes + y, by_true)
+        flat[:, 5].index_add_(0, slot * self.n_classes + pred, ones)
+        self.rows = 0
         return loss, correct, p_true
 
     def drain(self) -> dict[str, np.ndarray]:
         """Host copy of the buffered steps as `steps` table columns; empties the buffer."""
+        self.settle()
         k, c = len(self.steps), self.n_classes
         arr = self.buf[:k].cpu().numpy().astype(np.float64)
         self.buf[:k].zero_()
@@ -167,28 +220,41 @@ class SampleRecorder:
         self.vals: torch.Tensor | None = None  # first record, when the batch size is known
         self.steps: list[int] = []
         self.epochs: list[int] = []
+        self.filled = 0  # steps whose values have come (`fill`)
 
     def __len__(self) -> int:
         return len(self.steps)
 
     @torch.no_grad()
-    def record(self, step: int, epoch: int, sample_ids: torch.Tensor, y: torch.Tensor,
-               stats: tuple[torch.Tensor, ...]) -> None:
-        """`stats` is what `StepRecorder.record` returned for this batch: (loss, correct, p_true)."""
-        loss, correct, p_true = stats
+    def record(self, step: int, epoch: int, sample_ids: torch.Tensor, y: torch.Tensor) -> None:
+        """Which samples the step presented; their (correct, p_true, loss) come with `fill`."""
         if self.keys is None:
             self.keys = torch.zeros(self.capacity, len(y), 2, dtype=torch.long, device=self.device)
             self.vals = torch.zeros(self.capacity, len(y), 3, device=self.device)
         k = len(self.steps)
         self.keys[k, :, 0] = sample_ids
         self.keys[k, :, 1] = y
-        self.vals[k] = torch.stack([correct.float(), p_true, loss], 1)
         self.steps.append(step)
         self.epochs.append(epoch)
+
+    @torch.no_grad()
+    def fill(self, stats: tuple[torch.Tensor, ...] | None) -> None:
+        """The values of the steps recorded since the last fill, in order: what
+        `StepRecorder.settle` returned for those same steps, (loss, correct, p_true)."""
+        if stats is None:
+            return
+        loss, correct, p_true = stats
+        b = self.keys.shape[1]
+        k = len(loss) // b
+        self.vals[self.filled:self.filled + k] = torch.stack(
+            [correct.float(), p_true, loss], 1).view(k, b, 3)
+        self.filled += k
 
     def drain(self) -> dict[str, np.ndarray]:
         """`samples` table columns of every rank's buffered rows (gathered); empties the buffer."""
         k = len(self.steps)
+        if self.filled != k:
+            raise RuntimeError(f"{k - self.filled} steps of samples drained before their values")
         b, w = self.keys.shape[1], world_size()
         keys = dist_gather(self.keys[:k].reshape(-1, 2)).cpu().numpy()
         vals = dist_gather(self.vals[:k].reshape(-1, 3)).cpu().numpy().astype(np.float64)
@@ -201,7 +267,7 @@ class SampleRecorder:
             "sample_id": keys[:, 0], "class_id": keys[:, 1].astype(np.int32),
             "correct": vals[:, 0] > 0.5, "p_true": vals[:, 1], "loss": vals[:, 2],
         }
-        self.steps, self.epochs = [], []
+        self.steps, self.epochs, self.filled = [], [], 0
         return cols
 
 

@@ -356,6 +356,9 @@ def _train(cfg: TrainConfig, sink: Sink, hooks: Hooks) -> RunResult:
             _write_rows(sink, drain_extra())
 
     def flush_steps() -> None:
+        stats = rec.settle()  # the buffered steps' per-sample statistics, all at once
+        if samples is not None:
+            samples.fill(stats)
         distributed.reduce_stats_(rec.buf[:len(rec)], STEP_STATS, same=SHARED_STATS)
         cols = rec.drain()
         bad = ~np.isfinite(cols["loss_sum"])
@@ -432,10 +435,9 @@ def _train(cfg: TrainConfig, sink: Sink, hooks: Hooks) -> RunResult:
                     if recording:  # reads the classifier's gradient before the optimiser moves it
                         split = classifier_grad_split(model.fc, h, logits.grad, yb,
                                                       model.fc.weight.grad)
-                        stats = rec.record(step, epoch, lr, logits, yb, model.fc.weight.grad,
-                                           split)
+                        rec.record(step, epoch, lr, logits, yb, model.fc.weight.grad, split)
                         if samples is not None:
-                            samples.record(step, epoch, sample_ids[bi], yb, stats)
+                            samples.record(step, epoch, sample_ids[bi], yb)
                         if probing:
                             probe.record(step, epoch, logits, yb, params)
                     opt.step()
