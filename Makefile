@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: setup demo test test-fast bench clean
+.PHONY: setup demo test test-fast bench samples clean
 
 setup: $(VENV)/.installed
 
@@ -24,6 +24,12 @@ test-fast: setup
 
 bench: setup
 	$(BIN)/python bench/overhead.py
+
+# the bundled sample store (sample_runs/README.md): MNIST-1D CE at ratios 1, 10, 100 and LDAM-DRW at 100
+samples: setup
+	rm -rf sample_runs/runs
+	$(BIN)/imbtui sweep --ratio 1 10 100 --loss ce --epochs 20 --store sample_runs --name sample -q
+	$(BIN)/imbtui sweep --ratio 100 --loss ldam --drw 16 --epochs 20 --store sample_runs --name sample -q
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info

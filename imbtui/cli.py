@@ -334,7 +334,8 @@ def sweep(
     data_dir: Annotated[Optional[Path], typer.Option(
         help="Folder of the torchvision datasets.", show_default=False)] = None,
     name: Annotated[Optional[str], typer.Option(
-        help="Prefix of the run names.", show_default=False)] = None,
+        help="Prefix of the run names (--name abl gives abl-mnist1d-r100-ce-s0).",
+        show_default=False)] = None,
     dry_run: Annotated[bool, typer.Option(
         "--dry-run", help="Check and list the runs, train nothing.")] = False,
     store: StoreOpt = None,
@@ -389,9 +390,10 @@ def sweep(
     fixed = _sweep_fixed_args(epochs, drw, device, max_steps, data_dir) + list(ctx.args)
     sweep_id = f"sweep-{new_run_id()}"
     jobs_list = []
+    prefix = name if not name or name.endswith(("-", "_", ".")) else f"{name}-"
     for ds, r, lo, sm, s in itertools.product(dataset or ["mnist1d"], ratio or [100.0],
                                               loss or ["ce"], sampler or ["none"], seed or [0]):
-        run_name = (f"{name or ''}{ds}-r{r:g}-{lo}{'-drw' if drw is not None else ''}"
+        run_name = (f"{prefix or ''}{ds}-r{r:g}-{lo}{'-drw' if drw is not None else ''}"
                     f"{'' if sm == 'none' else '-' + sm}-s{s}")
         argv = ["--dataset", ds, "--ratio", f"{r:g}", "--loss", lo, "--sampler", sm,
                 "--seed", str(s), *fixed, "--name", run_name, "--store", str(root), "-q",
