@@ -372,14 +372,18 @@ def _train(cfg: TrainConfig, sink: Sink, hooks: Hooks) -> RunResult:
         n = cols["n"].sum()
         hooks.on_flush(int(cols["step"][-1]), float(cols["loss_sum"].sum() / n) if n else 0.0)
 
+    # eval batches: large ones keep a GPU busy; on a CPU 1024 stays in cache (MNIST-1D's eval
+    # pass is 2.7x faster than at 4096, the whole default run ~1.5x)
+    eval_batch = 4096 if device.type == "cuda" else 1024
+
     def evaluate_epoch(epoch: int, step: int) -> dict[str, float]:
         w, b = classifier_rows(model.fc)
         summary: dict[str, float] = {}
         feats, parts = {}, []
         for split, (x, y) in (("train", (x_tr, y_tr)), ("test", (x_te, y_te))):
             with autocast():
-                rows, feats[split] = evaluate_features(model, x, y, n_classes, prepare=prepare,
-                                                       features=full)
+                rows, feats[split] = evaluate_features(model, x, y, n_classes, eval_batch,
+                                                       prepare=prepare, features=full)
             parts.append({"epoch": np.full(n_classes, epoch), "step": np.full(n_classes, step),
                           "split": np.array([split] * n_classes), "class_id": np.arange(
                           n_classes), **rows, "weight_norm": w, "bias": b})
