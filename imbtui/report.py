@@ -66,8 +66,9 @@ def findings(store: Queryable, runs: Sequence[str] = (), threshold: float = 0.5,
              early: int = 2) -> pl.DataFrame:
     """One row per run with evaluated epochs: the run's identity and every number of the report."""
     runs = list(runs)
-    meta = store.sql(f"SELECT {', '.join(RUN_COLUMNS)} FROM runs WHERE len($runs) = 0 OR "
-                     f"list_contains($runs, run_id)", {"runs": runs})
+    meta = store.sql(f"SELECT {', '.join(RUN_COLUMNS)}, json_extract_string(config, '$.drw') "
+                     f"AS drw FROM runs WHERE len($runs) = 0 OR list_contains($runs, run_id)",
+                     {"runs": runs})
     onsets = onset_stats(store.query("learning_onset", runs=runs, threshold=threshold))
     early_acc = early_stats(store.query("group_curves", runs=runs), early)
     gaps = gap_stats(store.query("generalisation_gap", runs=runs))
@@ -82,8 +83,11 @@ def findings(store: Queryable, runs: Sequence[str] = (), threshold: float = 0.5,
 
 
 def method_expr() -> pl.Expr:
+    """The loss, `-drw` with deferred re-weighting, `+sampler` with a sampler: ce, ldam-drw, ..."""
+    loss = (pl.when(pl.col("drw").is_null()).then(pl.col("loss"))
+            .otherwise(pl.col("loss") + "-drw"))
     return pl.when(pl.col("sampler").is_in(["none", ""]) | pl.col("sampler").is_null()).then(
-        pl.col("loss")).otherwise(pl.col("loss") + "+" + pl.col("sampler"))
+        loss).otherwise(loss + "+" + pl.col("sampler"))
 
 
 def onset_stats(onset: pl.DataFrame) -> pl.DataFrame:

@@ -83,6 +83,29 @@ def real_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
+SAMPLE_RUNS = Path(__file__).resolve().parent.parent / "sample_runs"
+
+
+def test_the_bundled_sample_runs_show_the_three_findings() -> None:
+    """The store the README tours (sample_runs/README.md: ratios 1, 10, 100 with CE, ratio 100 with
+    LDAM-DRW). Thresholds are the real-store test's: the real effect passes, balance does not."""
+    got = report_rows(SAMPLE_RUNS)
+    bal, mid, imb = (got[f"sample-mnist1d-r{r}-ce-s0"] for r in (1, 10, 100))
+    ldam = got["sample-mnist1d-r100-ldam-drw-s0"]
+    assert ldam["method"] == "ldam-drw" and imb["method"] == "ce"
+    # (1) classes learned alike only with balance
+    assert bal["onset_spread"] <= 1 and imb["onset_spread"] >= 2
+    # (2) the minority underfit early, lagging behind the majority, more so as the ratio grows
+    early = [r["early_majority"] - r["early_minority"] for r in (bal, mid, imb)]
+    assert early[0] < 0.15 and early[2] > 0.3 and early[0] < early[1] < early[2]
+    assert imb["onset_lag"] >= 1.0 and abs(bal["onset_lag"]) <= 0.5
+    # (3) the minority's excess train - test gap: absent with balance, growing with the ratio
+    assert bal["excess_gap"] < 0.03 and imb["excess_gap"] > 0.05
+    assert bal["excess_gap"] < mid["excess_gap"] < imb["excess_gap"]
+    # and the mitigation method narrows it at ratio 100
+    assert ldam["excess_gap"] < imb["excess_gap"]
+
+
 def report_rows(store: Path, *args: str) -> dict[str, dict[str, Any]]:
     rows = json.loads(imbtui("report", "--format", "json", "--store", str(store), *args).stdout)
     return {r["name"]: r for r in rows}
