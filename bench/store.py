@@ -2,8 +2,8 @@
 queries answer over a big store, each against a baseline measured in the same run.
 
 Builds a synthetic store of R runs x S steps x C classes (default 200 x 20,000 x 10 = 40 million
-step rows) through `RunWriter`, exactly as the trainer writes: a steps part every 200 steps, two
-epochs parts per epoch, compaction at finish. Then times the three queries the browse screen runs:
+step rows) through `RunWriter`, exactly as the trainer writes: a steps part every 200 steps, one
+epochs part per epoch (train and test rows), compaction at finish. Then times the three queries the browse screen runs:
 
 - runs:   every run with its final balanced / majority / minority accuracy (queries/run_summary.sql
           joined to the runs view, as `imbtui runs` and the runs screen do);
@@ -104,14 +104,20 @@ def run_writes(steps: int, n_classes: int, variant: dict[str, np.ndarray], seed:
     rng = np.random.default_rng(seed)
     per_epoch = max(1, steps // 50)
     yield "classes", classes_rows(n_classes)
-    for split in ("train", "test"):
-        yield "epochs", epoch_rows(0, 0, split, n_classes, rng)
+    yield "epochs", both_splits(0, 0, n_classes, rng)
     for lo in range(0, steps, FLUSH_STEPS):
         hi = min(steps, lo + FLUSH_STEPS)
         yield "steps", {k: v[lo * n_classes:hi * n_classes] for k, v in variant.items()}
         if hi % per_epoch < FLUSH_STEPS or hi == steps:  # an epoch ended inside this flush
-            for split in ("train", "test"):
-                yield "epochs", epoch_rows(hi // per_epoch, hi, split, n_classes, rng)
+            yield "epochs", both_splits(hi // per_epoch, hi, n_classes, rng)
+
+
+def both_splits(epoch: int, step: int, n_classes: int, rng: np.random.Generator
+                ) -> dict[str, object]:
+    """One epochs part per epoch holding the train and the test rows, as the trainer writes it."""
+    a, b = (epoch_rows(epoch, step, split, n_classes, rng) for split in ("train", "test"))
+    return {k: np.concatenate([a[k], b[k]]) if isinstance(a[k], np.ndarray) else a[k] + b[k]
+            for k in a}
 
 
 def rows_of(columns: dict[str, object]) -> int:

@@ -11,6 +11,7 @@ import io
 import os
 import re
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -165,9 +166,11 @@ class RunWriter:
         now = iso(utcnow())
         self.update(final=True, status=status, finished_at=now, message=message)
         _unlink(self.dir / RESERVE_NAME)
-        for table in TABLES:
-            if self.compact(table) is None:
-                self._sync(table)
+        # tables compact independently, and polars releases the GIL while it encodes
+        with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
+            for table, merged in zip(TABLES, pool.map(self.compact, TABLES)):
+                if merged is None:
+                    self._sync(table)
 
     def _sync(self, table: str) -> None:
         """Make a table's parts durable: once per run, not once per part, so that the trainer
