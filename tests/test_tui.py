@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import re
 import shutil
 from collections import defaultdict
 from collections.abc import Awaitable, Callable
@@ -539,3 +540,279 @@ def test_nan_free_curves(two_runs: Path) -> None:
     for metric, per_group in groups.items():
         for series in per_group.values():
             assert all(v is None or math.isfinite(v) for v in series), metric
+
+
+# ==== the full dynamics record: gradient split, feature geometry, forgetting =====================
+#
+# Run "full": 4 classes, 0 and 1 the majority, 2 and 3 the minority; 3 epochs of 2 steps
+# (epoch = 1 + step // 2). Run "minimal": the same without what only `--dynamics full` records
+# (its gradient split is NaN, as the trainer stores it; no geometry, no samples).
+
+D_GROUPS = ["majority", "majority", "minority", "minority"]
+NAN = float("nan")
+D_POS = [[3, 1, 1, 0], [2, 2, 0, 0], [1, 1, 1, 1], [4, 0, 2, 0], [1, 1, 1, 1], [1, 1, 1, NAN]]
+D_NEG = [[1, 1, 3, 2], [2, 0, 2, 4], [1, 1, 1, 1], [0, 4, 2, 4], [1, 1, 1, 1], [1, 1, 1, NAN]]
+# own-grad share = sum(pos) / sum(pos + neg) over a group's classes and a bucket's steps
+# (class 3's NaN at step 5 is left out). Step buckets of width 3 are steps {0,1}, {2,3}, {4,5}:
+#   majority: (3+1+2+2) / 12 = 2/3 · (1+1+4+0) / 12 = 1/2 · 4 / 8 = 1/2
+#   minority: (1+0+0+0) / 12 = 1/12 · (1+1+2+0) / 12 = 1/3 · (1+1+1) / (3+3) = 1/2
+# epochs 1, 2, 3 are the same buckets; class 0: 5/8, 5/6, 1/2 · class 3: 0/6, 1/6, 1/2 (step 4)
+D_OWN = {"majority": [2 / 3, 1 / 2, 1 / 2], "minority": [1 / 12, 1 / 3, 1 / 2]}
+D_OWN_CLASS = {0: [5 / 8, 5 / 6, 1 / 2], 3: [0.0, 1 / 6, 1 / 2]}
+# geometry (train split; the test rows are there to be ignored): NC1 per class by epoch. Epoch 0
+# (untrained) is left out; at epoch 3 class 2 has no value (absent), so the minority is class 3.
+D_NC1 = {0: [9, 9, 9, 9], 1: [1.0, 0.6, 2.0, 3.0], 2: [0.5, 0.3, 1.5, 2.5],
+         3: [0.2, 0.2, None, 1.0]}
+D_NC1_GROUP = {"majority": [None, 0.8, 0.4, 0.2], "minority": [None, 2.5, 2.0, 1.0]}
+D_WCOS = {"majority": [0.0, -0.2, -0.3, -0.3], "minority": [0.0, 0.4, 0.8, 0.9]}
+# samples: (sample_id, class_id, [(epoch, step, correct), ...])
+D_SAMPLES = [
+    (1, 0, [(1, 0, True), (2, 2, False), (3, 4, True)]),   # forgotten in epoch 2
+    (2, 0, [(1, 0, True), (2, 3, True), (3, 5, True)]),    # never
+    (3, 1, [(1, 1, False), (2, 2, True), (3, 4, False)]),  # forgotten in epoch 3
+    (4, 2, [(1, 1, True), (2, 3, False), (3, 5, False)]),  # forgotten in epoch 2 (F -> F is not)
+    # drawn twice at step 4: the wrong presentation counts first, right after a correct one
+    (5, 3, [(1, 0, False), (2, 2, True), (3, 4, True), (3, 4, False)]),
+    (6, 3, [(1, 1, True), (2, 3, True), (3, 5, False)]),   # forgotten in epoch 3
+]
+# forgetting = events / presentations with a previous one; epoch 1 has none (no previous):
+#   majority: epoch 2: 1 of 3 (sample 1), epoch 3: 1 of 3 (sample 3)
+#   minority: epoch 2: 1 of 3 (sample 4), epoch 3: 2 of 4 (samples 5 and 6)
+D_FORGET = {"majority": [None, None, 1 / 3, 1 / 3], "minority": [None, None, 1 / 3, 1 / 2]}
+D_FORGET_CLASS = {0: [None, None, 1 / 2, 0.0], 1: [None, None, 0.0, 1.0],
+                  2: [None, None, 1.0, 0.0], 3: [None, None, 0.0, 2 / 3]}
+
+
+def _dyn_run(root: Path, run_id: str, full: bool) -> None:
+    from imbtui.store import RunWriter
+
+    w = RunWriter(root, run_id, heartbeat_s=3600)
+    w.start({"name": run_id, "config": {"dataset": "toy", "profile": "exp", "ratio": 10.0,
+                                         "loss": "ce", "sampler": "none", "epochs": 3,
+                                         "n_classes": 4, "batch_size": 4, "lr": 0.1},
+             "total_steps": 6})
+    w.write("classes", {"class_id": [0, 1, 2, 3], "class_name": [f"c{i}" for i in range(4)],
+                        "train_count": [100, 50, 20, 10], "test_count": [10] * 4,
+                        "rank": [0, 1, 2, 3], "grp": D_GROUPS, "shot": ["medium"] * 4})
+    rows: dict[str, list[Any]] = defaultdict(list)
+    for step in range(6):
+        for c in range(4):
+            for k, v in (("step", step), ("epoch", 1 + step // 2), ("class_id", c), ("n", 1),
+                         ("correct", 1), ("loss_sum", 1.0), ("p_true_sum", 0.5),
+                         ("margin_sum", 1.0), ("pred_count", 1), ("grad_norm", 1.0), ("lr", 0.1),
+                         ("grad_pos", D_POS[step][c] if full else NAN),
+                         ("grad_neg", D_NEG[step][c] if full else NAN)):
+                rows[k].append(v)
+    w.write("steps", rows)
+    for e in range(4):
+        for split in ("train", "test"):
+            w.write("epochs", {"epoch": [e] * 4, "step": [2 * e] * 4, "split": [split] * 4,
+                               "class_id": [0, 1, 2, 3], "n": [10] * 4, "correct": [5] * 4,
+                               "loss_sum": [1.0] * 4, "p_true_sum": [5.0] * 4,
+                               "feature_norm": [1.0] * 4, "weight_norm": [1.0] * 4,
+                               "bias": [0.0] * 4})
+    if full:
+        _dyn_geometry(w)
+        s_rows = [(sid, c, e, st, ok) for sid, c, pres in D_SAMPLES for e, st, ok in pres]
+        w.write("samples", {"sample_id": [r[0] for r in s_rows], "class_id": [r[1] for r in s_rows],
+                            "epoch": [r[2] for r in s_rows], "step": [r[3] for r in s_rows],
+                            "correct": [r[4] for r in s_rows], "p_true": [0.5] * len(s_rows),
+                            "loss": [1.0] * len(s_rows)})
+    w.update(epoch_done=3, step_done=6)
+    w.finish("finished")
+
+
+def _dyn_geometry(w: Any) -> None:
+    for e, nc1 in D_NC1.items():
+        for split in ("train", "test"):
+            test = split == "test"
+            w.write("geometry", {"epoch": [e] * 4, "step": [2 * e] * 4, "split": [split] * 4,
+                                 "class_id": [0, 1, 2, 3], "n": [10] * 4,
+                                 "mean_norm": [1.0] * 4, "within_var": [1.0] * 4,
+                                 "nc1": [50.0] * 4 if test else nc1, "cos_mean": [0.0] * 4,
+                                 "cos_max": [0.0] * 4, "shift": [None] * 4,
+                                 "shift_rel": [None] * 4})
+            w.write("geometry_summary", {
+                "epoch": [e], "step": [2 * e], "split": [split], "nc1": [1.0],
+                "within_var": [1.0], "between_var": [1.0], "cos_mean": [0.0], "cos_std": [0.0],
+                "norm_cv": [0.0], "majority_cos": [0.0], "minority_cos": [0.0],
+                "w_cos_mean": [0.0],
+                "w_majority_cos": [0.5 if test else D_WCOS["majority"][e]],
+                "w_minority_cos": [0.5 if test else D_WCOS["minority"][e]]})
+
+
+@pytest.fixture(scope="module")
+def dyn_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("dyn-store")
+    _dyn_run(root, "full", full=True)
+    _dyn_run(root, "minimal", full=False)
+    return root
+
+
+def approx_series(series: list[float | None], want: list[float | None]) -> None:
+    assert len(series) == len(want)
+    for got, w in zip(series, want):
+        assert (got is None) == (w is None), (series, want)
+        if w is not None:
+            assert got == pytest.approx(w)
+
+
+def test_own_gradient_share_by_hand(dyn_store: Path) -> None:
+    cur = cursor(dyn_store)
+    steps = group_curves(cur, "full", 3, "step")["grad_own"]
+    epochs = group_curves(cur, "full", 80, "epoch")["grad_own"]
+    for g in ("majority", "minority"):
+        approx_series(steps[g], D_OWN[g])
+        approx_series(epochs[g], [None, *D_OWN[g]])  # epoch 0 has no steps
+    for c, want in D_OWN_CLASS.items():
+        approx_series(class_curves(cur, "full", 3, "grad_own", "step")[c], want)
+        approx_series(class_curves(cur, "full", 80, "grad_own", "epoch")[c], [None, *want])
+
+
+def test_geometry_by_hand(dyn_store: Path) -> None:
+    cur = cursor(dyn_store)
+    got = group_curves(cur, "full", 80, "epoch")
+    for g in ("majority", "minority"):
+        approx_series(got["nc1"][g], D_NC1_GROUP[g])
+        approx_series(got["w_cos"][g], D_WCOS[g])
+    # on the step axis (span 6, width 6) an epoch's point sits at its last step (2e, the last
+    # epoch in the last bucket) and is carried to the right, like the test accuracy
+    step = group_curves(cur, "full", 6, "step")["w_cos"]["minority"]
+    approx_series(step, [0.0, 0.0, 0.4, 0.4, 0.8, 0.9])
+    per_class = class_curves(cur, "full", 80, "nc1", "epoch")
+    approx_series(per_class[3], [None, 3.0, 2.5, 1.0])
+    approx_series(per_class[2], [None, 2.0, 1.5, None])
+
+
+def test_forgetting_by_hand(dyn_store: Path) -> None:
+    cur = cursor(dyn_store)
+    got = group_curves(cur, "full", 80, "epoch")["forgetting"]
+    for g in ("majority", "minority"):
+        approx_series(got[g], D_FORGET[g])
+    per_class = class_curves(cur, "full", 80, "forgetting", "epoch")
+    for c, want in D_FORGET_CLASS.items():
+        approx_series(per_class[c], want)
+    # step axis: epoch 2's presentations end at step 3 (point at 4), epoch 3's at 5 (point at 6,
+    # the last bucket)
+    approx_series(group_curves(cur, "full", 6, "step")["forgetting"]["minority"],
+                  [None, None, None, None, 1 / 3, 1 / 2])
+
+
+def test_forgetting_agrees_with_the_memorisation_query(dyn_store: Path) -> None:
+    from imbtui.queries import get_query
+    from imbtui.tui.data import forgetting_counts
+
+    q = get_query("memorisation")
+    rows = cursor(dyn_store).sql(q.sql, params=q.bind({"runs": ["full"]})).pl()
+    events = {r["class_id"]: r["forgetting_events"] for r in rows.to_dicts()
+              if r["class_id"] is not None}
+    counts = forgetting_counts(cursor(dyn_store), "full")
+    per_class = counts.group_by("class_id").agg(pl.col("forgets").sum())
+    assert dict(per_class.iter_rows()) == events == {0: 1, 1: 1, 2: 1, 3: 2}
+
+
+def test_forgetting_counts_are_kept_until_the_samples_change(dyn_store: Path,
+                                                             tmp_path: Path) -> None:
+    from imbtui.tui import data
+
+    root = tmp_path / "store"
+    shutil.copytree(dyn_store, root)
+    session = StoreSession(root, scope=("full",))
+    session.refresh()
+    first = data.forgetting_counts(session.cursor(), "full")
+    assert data.forgetting_counts(session.cursor(), "full") is first  # no second sort
+    part = next((root / "runs" / "full" / "samples").glob("part-*.parquet"))
+    extra = pl.read_parquet(part).filter(pl.col("sample_id") == 2).with_columns(
+        epoch=pl.lit(4, pl.Int32), step=pl.lit(7, pl.Int64), correct=pl.lit(False))
+    extra.write_parquet(part.with_name("part-000999.parquet"))
+    session.refresh()
+    again = data.forgetting_counts(session.cursor(), "full")
+    assert again is not first
+    assert again.filter(pl.col("epoch") == 4)["forgets"].to_list() == [1]  # sample 2 forgot
+
+
+def test_a_minimal_run_has_none_of_the_full_record(dyn_store: Path) -> None:
+    cur = cursor(dyn_store)
+    for resolution in ("step", "epoch"):
+        got = group_curves(cur, "minimal", 40, resolution)
+        assert {"train_acc", "grad_norm"} <= set(got)
+        assert not {"grad_own", "nc1", "w_cos", "forgetting", "probe_grad"} & set(got)
+        for metric in ("grad_own", "nc1", "forgetting"):
+            assert class_curves(cur, "minimal", 40, metric, resolution) == {}
+
+
+def test_run_screen_shows_the_full_record_only_where_it_exists(dyn_store: Path) -> None:
+    new = ("grad_own", "w_cos", "nc1", "forgetting")
+
+    async def script(app: ImbtuiApp, pilot: Pilot[None]) -> None:
+        from imbtui.tui.screens.run import RunScreen
+        from imbtui.tui.widgets import MetricRow, SharedSparkline
+
+        for run_id, shown in (("full", True), ("minimal", False)):
+            await app.push_screen(RunScreen(run_id))
+            await settle(pilot)
+            screen = app.screen
+            for key in new:
+                row = screen.query_one(f"#metric-{key}", MetricRow)
+                assert row.display is shown, (run_id, key)
+            assert screen.query_one("#metric-train_acc", MetricRow).display
+            if shown:
+                forget = screen.query_one("#metric-forgetting", MetricRow).query(SharedSparkline)
+                assert forget[0].y_range == forget[1].y_range == (0.0, 0.5)
+                cos = screen.query_one("#metric-w_cos", MetricRow).query(SharedSparkline)
+                assert cos[0].y_range == (-1.0, 1.0)
+            seen = set()
+            for _ in range(12):  # the class metric cycles over what the run has
+                await pilot.press("k")
+                await settle(pilot)
+                seen.add(screen.class_metric)
+            assert ({"grad_own", "nc1", "forgetting"} <= seen) is shown
+            assert not ({"grad_own", "nc1", "forgetting"} & seen) or shown
+            await pilot.press("escape")
+            await settle(pilot)
+
+    drive(make_app(dyn_store), script)
+
+
+# ==== a 100-class run =============================================================================
+
+@pytest.fixture(scope="module")
+def store100(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from tests.test_tui_snapshot import write_run
+
+    root = tmp_path_factory.mktemp("store100")
+    write_run(root, "run-c100", "c100", 100.0, "ce", "finished", 0, n_classes=100, full=True)
+    return root
+
+
+def screen_text(app: ImbtuiApp) -> str:
+    """What the terminal shows now, as plain text."""
+    return "\n".join(strip.text for strip in app.screen._compositor.render_strips())
+
+
+@pytest.mark.parametrize("size", [(80, 24), (160, 48)])
+def test_run_screen_with_100_classes(store100: Path, size: tuple[int, int]) -> None:
+    async def script(app: ImbtuiApp, pilot: Pilot[None]) -> None:
+        from imbtui.tui.widgets import ClassCountChart, ClassCurves
+
+        screen = app.screen
+        assert type(screen).__name__ == "RunScreen" and screen.curves is not None
+        classes = screen.query_one(ClassCurves)
+        assert [c.name for c in classes.lines] == [f"c{i}" for i in range(100)]
+        assert classes.size.height == 101  # a header and every class, none cut
+        chart = screen.query_one(ClassCountChart)
+        lines = chart.render().plain.splitlines()
+        assert all(len(line) <= chart.content_size.width for line in lines)
+        assert "100 classes" in lines[-1]
+        body = screen.query_one("#run-body")
+        assert body.max_scroll_y > 0  # more rows than the terminal: they scroll
+        seen: set[str] = set()
+        while True:  # page through the screen: every class row comes into view
+            seen |= set(re.findall(r"\bc\d+\b", screen_text(app)))
+            if body.scroll_y >= body.max_scroll_y:
+                break
+            body.scroll_page_down(animate=False)
+            await pilot.pause()
+        assert {f"c{i}" for i in range(100)} <= seen
+
+    drive(make_app(store100, open_run="run-c100"), script, size=size)

@@ -51,16 +51,34 @@ METRICS: tuple[Metric, ...] = (
     Metric("margin", "margin", "free", "mean true logit minus the best other logit (steps only)"),
     Metric("grad_norm", "gradient norm", "zero", "norm of the gradient of the group's classifier "
            "rows (last layer), mean over the bucket's steps"),
+    Metric("grad_own", "own-grad share", "unit", "how much of the group's classifier-row gradient "
+           "comes from its own samples: sum(grad_pos) / sum(grad_pos + grad_neg) over the group's "
+           "classes and the bucket's steps (grad_pos: the norm of the part from the class's own "
+           "samples, grad_neg: from all other samples). 1 = rows only pulled toward their class, "
+           "0 = only pushed away by the others'; a ratio of sums like accuracy (the accumulated "
+           "pos/neg ratio of EQL v2, as pos / (pos + neg)), so a row whose gradient is tiny does "
+           "not weigh as much as one that moves"),
     Metric("pred_share", "prediction share", "unit", "fraction of all predictions that go to the "
            "group's classes (balanced data: its share of classes)"),
     Metric("weight_norm", "classifier norm", "zero", "mean norm of the group's classifier rows "
            "(epochs)"),
+    Metric("w_cos", "classifier cos", "sym", "mean pairwise cosine of the group's classifier rows "
+           "(geometry_summary.w_majority_cos / w_minority_cos, per epoch): minority collapse "
+           "(Fang et al. 2021) shows as the minority's rising toward 1", per_class=False),
     Metric("feature_norm", "feature norm", "zero", "mean penultimate-feature norm of the group's "
            "training samples (epochs)"),
+    Metric("nc1", "NC1", "zero", "within-class over between-class variability of the training "
+           "features (geometry.nc1 = tr Sigma_W,c / tr Sigma_B), mean over the group's classes, "
+           "per epoch from epoch 1 (the untrained network's is off the scale); falls toward 0 as "
+           "the features collapse onto their class means"),
     Metric("probe_grad", "model grad norm", "zero", "full-model gradient norm of the group's loss "
            "(gradient probes)", per_class=False),
     Metric("probe_cos", "grad cosine", "sym", "cosine between the group's full-model gradient and "
            "the whole batch's (gradient probes)", per_class=False),
+    Metric("forgetting", "forgetting", "zero", "per epoch, the share of the group's training "
+           "presentations that are forgetting events (correct at the sample's previous "
+           "presentation, wrong now: Toneva et al. 2019, as in queries/memorisation.sql), out of "
+           "the presentations that have a previous one (so the first epoch has none)"),
 )
 METRIC = {m.key: m for m in METRICS}
 CLASS_METRICS = tuple(m.key for m in METRICS if m.per_class and m.key not in ("margin",))
@@ -268,25 +286,33 @@ def _place(rows: list[tuple[Any, ...]], width: int) -> Series:
     return out
 
 
+# The classifier-row gradient split (steps.grad_pos / grad_neg) summed over the rows that carry it:
+# a run recorded without the split stores NaN (older parts: NULL), which would poison a sum.
+_GRAD_SPLIT = ("sum(s.grad_pos) FILTER (WHERE isfinite(s.grad_pos + s.grad_neg)) AS g_pos, "
+               "sum(s.grad_neg) FILTER (WHERE isfinite(s.grad_pos + s.grad_neg)) AS g_neg")
+
 _STEP_GROUP_SQL = """
 WITH per_step AS (
     SELECT s.step, c.grp, sum(s.n) AS n, sum(s.correct) AS correct, sum(s.loss_sum) AS loss_sum,
            sum(s.p_true_sum) AS p_true_sum, sum(s.margin_sum) AS margin_sum,
-           sum(s.pred_count) AS pred_count, sqrt(sum(s.grad_norm * s.grad_norm)) AS grad
+           sum(s.pred_count) AS pred_count, sqrt(sum(s.grad_norm * s.grad_norm)) AS grad,
+           {split}
     FROM steps s JOIN classes c ON c.run_id = s.run_id AND c.class_id = s.class_id
     WHERE s.run_id = $run AND c.run_id = $run
     GROUP BY s.step, c.grp
 ), b AS (
     SELECT grp, least(floor(step * $width / $span), $width - 1)::BIGINT AS bucket, sum(n) AS n,
            sum(correct) AS correct, sum(loss_sum) AS loss_sum, sum(p_true_sum) AS p_true_sum,
-           sum(margin_sum) AS margin_sum, sum(pred_count) AS pred_count, avg(grad) AS grad
+           sum(margin_sum) AS margin_sum, sum(pred_count) AS pred_count, avg(grad) AS grad,
+           sum(g_pos) AS g_pos, sum(g_neg) AS g_neg
     FROM per_step GROUP BY ALL
 )
 SELECT grp, bucket, correct / nullif(n, 0) AS train_acc, loss_sum / nullif(n, 0) AS loss,
        p_true_sum / nullif(n, 0) AS confidence, margin_sum / nullif(n, 0) AS margin,
-       grad AS grad_norm, pred_count / nullif(sum(n) OVER (PARTITION BY bucket), 0) AS pred_share
+       grad AS grad_norm, pred_count / nullif(sum(n) OVER (PARTITION BY bucket), 0) AS pred_share,
+       g_pos / nullif(g_pos + g_neg, 0) AS grad_own
 FROM b ORDER BY grp, bucket
-"""
+""".replace("{split}", _GRAD_SPLIT)
 
 _EPOCH_GROUP_SQL = """
 SELECT c.grp, e.split, least(floor(e.{axis} * $width / $span), $width - 1)::BIGINT AS bucket,
@@ -303,25 +329,124 @@ GROUP BY ALL ORDER BY ALL
 _EPOCH_STEPS_SQL = """
 WITH per_step AS (
     SELECT s.epoch, s.step, c.grp, sum(s.n) AS n, sum(s.pred_count) AS pred_count,
-           sqrt(sum(s.grad_norm * s.grad_norm)) AS grad, sum(s.margin_sum) AS margin_sum
+           sqrt(sum(s.grad_norm * s.grad_norm)) AS grad, sum(s.margin_sum) AS margin_sum,
+           {split}
     FROM steps s JOIN classes c ON c.run_id = s.run_id AND c.class_id = s.class_id
     WHERE s.run_id = $run AND c.run_id = $run
     GROUP BY ALL
 ), b AS (
     SELECT grp, least(floor(epoch * $width / $span), $width - 1)::BIGINT AS bucket, sum(n) AS n,
-           sum(pred_count) AS pred_count, avg(grad) AS grad, sum(margin_sum) AS margin_sum
+           sum(pred_count) AS pred_count, avg(grad) AS grad, sum(margin_sum) AS margin_sum,
+           sum(g_pos) AS g_pos, sum(g_neg) AS g_neg
     FROM per_step GROUP BY ALL
 )
 SELECT grp, bucket, grad AS grad_norm, margin_sum / nullif(n, 0) AS margin,
-       pred_count / nullif(sum(n) OVER (PARTITION BY bucket), 0) AS pred_share
+       pred_count / nullif(sum(n) OVER (PARTITION BY bucket), 0) AS pred_share,
+       g_pos / nullif(g_pos + g_neg, 0) AS grad_own
 FROM b ORDER BY grp, bucket
-"""
+""".replace("{split}", _GRAD_SPLIT)
 
 _PROBE_SQL = """
 SELECT grp, least(floor({axis} * $width / $span), $width - 1)::BIGINT AS bucket, avg(grad_norm) AS probe_grad,
        avg(cos_to_batch) AS probe_cos
 FROM probes WHERE run_id = $run GROUP BY ALL ORDER BY ALL
 """
+
+
+# Feature geometry, from the eval pass over the training set (geometry rows carry the step the
+# epoch ended at, like epochs rows, so a step axis places them where the epochs' points are). NC1
+# leaves out epoch 0: the untrained network's features have no class structure (NC1 ~ 15 on the
+# default run against ~0.5 after one epoch) and would flatten the trained epochs on a shared axis.
+_GEOMETRY_SQL = """
+WITH nc AS (
+    SELECT c.grp, g.epoch, g.step, avg(g.nc1) FILTER (WHERE isfinite(g.nc1)) AS nc1
+    FROM geometry g JOIN classes c ON c.run_id = g.run_id AND c.class_id = g.class_id
+    WHERE g.run_id = $run AND c.run_id = $run AND g.split = 'train' AND g.epoch > 0
+    GROUP BY ALL
+), wc AS (
+    SELECT epoch, step, unnest(['majority', 'minority']) AS grp,
+           unnest([w_majority_cos, w_minority_cos]) AS w_cos
+    FROM geometry_summary WHERE run_id = $run AND split = 'train'
+)
+SELECT grp, least(floor({axis} * $width / $span), $width - 1)::BIGINT AS bucket,
+       avg(nc1) AS nc1, avg(w_cos) FILTER (WHERE isfinite(w_cos)) AS w_cos
+FROM nc FULL JOIN wc USING (grp, epoch, step)
+GROUP BY ALL ORDER BY ALL
+"""
+
+_CLASS_GEOMETRY_SQL = """
+SELECT class_id, least(floor({axis} * $width / $span), $width - 1)::BIGINT AS bucket,
+       avg(nc1) FILTER (WHERE isfinite(nc1)) AS nc1
+FROM geometry WHERE run_id = $run AND split = 'train' AND epoch > 0
+GROUP BY ALL ORDER BY ALL
+"""
+
+# Forgetting events (Toneva et al. 2019) with queries/memorisation.sql's definition: a sample's
+# presentations in step order (a wrong one first within a step), an event where the previous one
+# was correct and this one is wrong. The window sorts every presentation of the run (2.5 M rows:
+# 0.2-0.4 s on two cores), so its per (class, epoch) counts are kept: see `forgetting_counts`.
+_FORGET_COUNTS_SQL = """
+WITH pres AS (
+    SELECT class_id, epoch, step, correct,
+           lag(correct) OVER (PARTITION BY sample_id ORDER BY step, correct) AS prev
+    FROM samples WHERE run_id = $run
+)
+SELECT class_id, epoch, max(step) + 1 AS step,
+       count(*) FILTER (WHERE prev AND NOT correct) AS forgets, count(prev) AS eligible
+FROM pres GROUP BY class_id, epoch
+"""
+
+_FORGET_GROUP_SQL = """
+SELECT c.grp, least(floor(f.{axis} * $width / $span), $width - 1)::BIGINT AS bucket,
+       sum(f.forgets) / nullif(sum(f.eligible), 0) AS forgetting
+FROM _imbtui_forget f JOIN classes c ON c.class_id = f.class_id AND c.run_id = $run
+GROUP BY ALL ORDER BY ALL
+"""
+
+_FORGET_CLASS_SQL = """
+SELECT class_id, least(floor({axis} * $width / $span), $width - 1)::BIGINT AS bucket,
+       sum(forgets) / nullif(sum(eligible), 0) AS forgetting
+FROM _imbtui_forget GROUP BY ALL ORDER BY ALL
+"""
+
+_FORGET_CACHE: dict[tuple[str, int], pl.DataFrame] = {}
+_FORGET_CACHE_SIZE = 64
+_FORGET_LOCK = threading.Lock()
+
+
+def forgetting_counts(cur: duckdb.DuckDBPyConnection, run_id: str) -> pl.DataFrame:
+    """Per (class_id, epoch): forgetting events, presentations that have a previous one, and the
+    step the epoch's presentations end at.
+
+    Kept per run and per listing of the `samples` view: the view names every part it reads, and
+    parts never change once named, so the same listing means the same rows. A finished run is
+    sorted once; a live run again only when a new part lands."""
+    view = cur.sql("SELECT sql FROM duckdb_views() WHERE view_name = 'samples'").fetchall()
+    key = (run_id, hash(view[0][0] if view else ""))
+    with _FORGET_LOCK:
+        hit = _FORGET_CACHE.get(key)
+    if hit is not None:
+        return hit
+    frame = cur.sql(_FORGET_COUNTS_SQL, params={"run": run_id}).pl()
+    with _FORGET_LOCK:
+        while len(_FORGET_CACHE) >= _FORGET_CACHE_SIZE:
+            _FORGET_CACHE.pop(next(iter(_FORGET_CACHE)))
+        _FORGET_CACHE[key] = frame
+    return frame
+
+
+def _forgetting(cur: duckdb.DuckDBPyConnection, sql: str, params: dict[str, Any],
+                axis: str) -> pl.DataFrame | None:
+    """`sql` (the group or class form) over the run's cached counts, bucketed in DuckDB."""
+    counts = forgetting_counts(cur, params["run"])
+    if counts.height == 0:
+        return None
+    cur.register("_imbtui_forget", counts)
+    try:
+        sql = sql.format(axis=axis)
+        return cur.sql(sql, params={k: v for k, v in params.items() if f"${k}" in sql}).pl()
+    finally:
+        cur.unregister("_imbtui_forget")
 
 
 def _collect(frame: pl.DataFrame, metrics: tuple[str, ...], width: int,
@@ -347,19 +472,24 @@ def group_curves(cur: duckdb.DuckDBPyConnection, run_id: str, width: int,
     epochs = cur.sql(_EPOCH_GROUP_SQL.format(axis=axis), params=params).pl()
     if resolution == "step":
         steps = cur.sql(_STEP_GROUP_SQL, params=params).pl()
-        _collect(steps, ("train_acc", "loss", "confidence", "margin", "grad_norm", "pred_share"),
-                 width, out)
+        _collect(steps, ("train_acc", "loss", "confidence", "margin", "grad_norm", "pred_share",
+                         "grad_own"), width, out)
     else:
         train = epochs.filter(pl.col("split") == "train").rename({"acc": "train_acc"})
         _collect(train, ("train_acc", "loss", "confidence"), width, out)
         steps = cur.sql(_EPOCH_STEPS_SQL, params=params).pl()
-        _collect(steps, ("grad_norm", "margin", "pred_share"), width, out)
+        _collect(steps, ("grad_norm", "margin", "pred_share", "grad_own"), width, out)
     test = epochs.filter(pl.col("split") == "test").rename({"acc": "test_acc"})
     _collect(test, ("test_acc",), width, out, fill=resolution == "step")
     train_eval = epochs.filter(pl.col("split") == "train")
     _collect(train_eval, ("weight_norm", "feature_norm"), width, out, fill=resolution == "step")
     probes = cur.sql(_PROBE_SQL.format(axis=axis), params=params).pl()
     _collect(probes, ("probe_grad", "probe_cos"), width, out, fill=False)
+    geometry = cur.sql(_GEOMETRY_SQL.format(axis=axis), params=params).pl()
+    _collect(geometry, ("nc1", "w_cos"), width, out, fill=resolution == "step")
+    forgetting = _forgetting(cur, _FORGET_GROUP_SQL, params, axis)
+    if forgetting is not None:
+        _collect(forgetting, ("forgetting",), width, out, fill=resolution == "step")
     return {m.key: out[m.key] for m in METRICS if m.key in out}
 
 
@@ -367,14 +497,15 @@ _CLASS_STEP_SQL = """
 WITH b AS (
     SELECT class_id, least(floor(step * $width / $span), $width - 1)::BIGINT AS bucket, sum(n) AS n,
            sum(correct) AS correct, sum(loss_sum) AS loss_sum, sum(p_true_sum) AS p_true_sum,
-           sum(pred_count) AS pred_count, avg(grad_norm) AS grad_norm
-    FROM steps WHERE run_id = $run GROUP BY ALL
+           sum(pred_count) AS pred_count, avg(grad_norm) AS grad_norm, {split}
+    FROM steps s WHERE run_id = $run GROUP BY ALL
 )
 SELECT class_id, bucket, correct / nullif(n, 0) AS train_acc, loss_sum / nullif(n, 0) AS loss,
        p_true_sum / nullif(n, 0) AS confidence, grad_norm,
-       pred_count / nullif(sum(n) OVER (PARTITION BY bucket), 0) AS pred_share
+       pred_count / nullif(sum(n) OVER (PARTITION BY bucket), 0) AS pred_share,
+       g_pos / nullif(g_pos + g_neg, 0) AS grad_own
 FROM b ORDER BY ALL
-"""
+""".replace("{split}", _GRAD_SPLIT)
 
 _CLASS_EPOCH_SQL = """
 SELECT class_id, split, least(floor({axis} * $width / $span), $width - 1)::BIGINT AS bucket,
@@ -387,13 +518,13 @@ FROM epochs WHERE run_id = $run GROUP BY ALL ORDER BY ALL
 _CLASS_EPOCH_STEPS_SQL = """
 WITH b AS (
     SELECT class_id, least(floor(epoch * $width / $span), $width - 1)::BIGINT AS bucket, sum(n) AS n,
-           sum(pred_count) AS pred_count, avg(grad_norm) AS grad_norm
-    FROM steps WHERE run_id = $run GROUP BY ALL
+           sum(pred_count) AS pred_count, avg(grad_norm) AS grad_norm, {split}
+    FROM steps s WHERE run_id = $run GROUP BY ALL
 )
 SELECT class_id, bucket, grad_norm, pred_count / nullif(sum(n) OVER (PARTITION BY bucket), 0)
-       AS pred_share
+       AS pred_share, g_pos / nullif(g_pos + g_neg, 0) AS grad_own
 FROM b ORDER BY ALL
-"""
+""".replace("{split}", _GRAD_SPLIT)
 
 
 def class_curves(cur: duckdb.DuckDBPyConnection, run_id: str, width: int, metric: str,
@@ -406,13 +537,20 @@ def class_curves(cur: duckdb.DuckDBPyConnection, run_id: str, width: int, metric
     out: dict[str, dict[int, Series]] = {}
     epoch_metric = metric in ("test_acc", "weight_norm", "feature_norm") or (
         resolution == "epoch" and metric in ("train_acc", "loss", "confidence"))
-    if epoch_metric:
+    fill = resolution == "step"  # per-epoch points carried across a step axis
+    if metric in ("nc1", "forgetting"):
+        frame = (cur.sql(_CLASS_GEOMETRY_SQL.format(axis=axis), params=params).pl()
+                 if metric == "nc1" else _forgetting(cur, _FORGET_CLASS_SQL, params, axis))
+        if frame is not None:
+            _collect(frame, (metric,), width, out, key="class_id",  # type: ignore[arg-type]
+                     fill=fill)
+    elif epoch_metric:
         frame = cur.sql(_CLASS_EPOCH_SQL.format(axis=axis), params=params).pl()
         split = "test" if metric == "test_acc" else "train"
         frame = frame.filter(pl.col("split") == split).rename({"acc": metric} if metric.endswith(
             "_acc") else {})
         _collect(frame, (metric,), width, out, key="class_id",  # type: ignore[arg-type]
-                 fill=resolution == "step")
+                 fill=fill)
     else:
         sql = _CLASS_STEP_SQL if resolution == "step" else _CLASS_EPOCH_STEPS_SQL
         frame = cur.sql(sql, params=params).pl()

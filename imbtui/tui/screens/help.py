@@ -37,6 +37,8 @@ accuracies, confidence and prediction share are always drawn on 0–1, so a mino
 grow from left to right across the run's planned length. Step resolution buckets the recorded
 steps to the screen width and divides the bucket's sums (accuracy = Σcorrect / Σn); epoch
 resolution shows one point per epoch (train metrics from the eval pass over the training set).
+A row shows only when the run recorded its data: a `--dynamics minimal` run has no gradient
+split, feature geometry, gradient probes or per-sample rows, so it shows none of their rows.
 
 """
 
