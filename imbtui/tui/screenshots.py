@@ -2,8 +2,9 @@
 
     python -m imbtui.tui.screenshots docs/screens [--store DIR] [--size 100x32]
 
-Default store: the bundled sample runs. The runs screen, the first run's screen, the compare screen
-of the first three runs, the SQL screen with a named query's result, and the help screen.
+Default store: the bundled sample runs. The runs screen, the third run's screen (ratio 100 CE in the
+sample runs), the compare screen of the first three runs (ratios 1, 10, 100), the SQL screen with
+a named query's result, and the help screen.
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ async def shoot(app: ImbtuiApp, out: Path, size: tuple[int, int]) -> list[Path]:
         await pilot.press("c")
         await settle(pilot, pause=0.1)
         save("compare")
-        await pilot.press("escape", "enter")
+        await pilot.press("escape", "down", "down", "enter")  # the third run: ratio 100 in the samples
         await settle(pilot, pause=0.1)
         save("run")
         await pilot.press("escape", "f3")
