@@ -151,6 +151,7 @@ RUN_COLUMNS: dict[str, pl.DataType] = {
     "model": pl.String(),
     "loss": pl.String(),
     "sampler": pl.String(),
+    "drw": pl.Int32(),  # deferred re-weighting from this epoch; NULL without
     "epochs": pl.Int32(),
     "batch_size": pl.Int32(),
     "lr": pl.Float64(),

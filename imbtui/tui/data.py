@@ -232,7 +232,8 @@ def runs_table(cur: duckdb.DuckDBPyConnection) -> pl.DataFrame:
     summary = get_query("run_summary").sql
     return cur.sql(f"""
         SELECT r.run_id, r.name, r.status, r.recorded_status, r.dataset, r.profile, r.ratio,
-               r.model, r.loss, r.sampler, r.epoch_done, r.epochs, r.step_done, r.total_steps,
+               r.model, r.loss, r.sampler, r.drw, r.epoch_done, r.epochs, r.step_done,
+               r.total_steps,
                r.created_at, r.heartbeat_at, r.message,
                s.test_balanced, s.test_majority, s.test_minority
         FROM runs r LEFT JOIN ({summary}) s USING (run_id)

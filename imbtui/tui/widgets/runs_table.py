@@ -36,7 +36,7 @@ COLUMNS: tuple[Column, ...] = (
     Column("status", "status", 8),
     Column("name", "name", 17),
     Column("ratio", "ratio", 5, right=True),
-    Column("method", "method", 6),
+    Column("method", "method", 8),
     Column("progress", "progress", 8),
     Column("bal", "bal", 5, right=True),
     Column("maj", "maj", 5, right=True),
@@ -51,7 +51,10 @@ SORT_KEYS = ("started", "name", "status", "ratio", "method", "progress", "bal", 
 
 
 def method(row: dict[str, Any]) -> str:
+    """The loss, `-drw` with deferred re-weighting, `+sampler` with a sampler: ce, ldam-drw, ..."""
     loss = row.get("loss") or "?"
+    if row.get("drw") is not None:
+        loss += "-drw"
     sampler = row.get("sampler")
     return loss if sampler in (None, "", "none") else f"{loss}+{sampler}"
 
@@ -78,8 +81,15 @@ def _bar(frac: float | None) -> Text:
     return Text(("█" * full + part).ljust(3) + f"{frac * 100:4.0f}%")
 
 
-def _clip(text: str, width: int) -> str:
-    return text if len(text) <= width else text[:width - 1] + "…"
+def clip_middle(text: str, width: int) -> str:
+    """Shorten to `width` by an ellipsis in the middle, keeping more of the end: run names of a
+    sweep share their start and differ at the end (…-r10-ce-s0, …-r100-ce-s0)."""
+    if len(text) <= width:
+        return text
+    if width < 2:
+        return text[:width]
+    head = (width - 1) // 3
+    return text[:head] + "…" + text[len(text) - (width - 1 - head):]
 
 
 def _started(ts: datetime | None) -> str:
@@ -100,7 +110,7 @@ def row_cells(row: dict[str, Any], marked: bool, tick: int = 0) -> dict[str, Any
     ratio = row.get("ratio")
     return {
         "status": status_cell(row.get("status") or "", tick, marked),
-        "name": _clip(row.get("name") or "", 24),
+        "name": row.get("name") or "",  # clipped to the column's width by RunsTable
         "ratio": Text("–" if ratio is None else f"{ratio:g}", justify="right"),
         "method": method(row),
         "progress": _bar(progress(row)),
@@ -134,7 +144,8 @@ class RunsTable(DataTable):
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(cursor_type="row", zebra_stripes=True, **kwargs)
         self._keys: list[str] = []
-        self._cells: dict[str, dict[str, Any]] = {}
+        self._cells: dict[str, dict[str, Any]] = {}  # what `sync` was given (full run names)
+        self.name_width = next(c.width for c in COLUMNS if c.key == "name")
 
     def on_mount(self) -> None:
         for col in COLUMNS:
@@ -149,9 +160,15 @@ class RunsTable(DataTable):
         column = self.columns.get(ColumnKey("name"))
         if column is not None and column.width != width:
             column.width = width
+            self.name_width = width
+            for key, cells in self._cells.items():
+                self.update_cell(key, "name", clip_middle(str(cells.get("name", "")), width))
             self._require_update_dimensions = True
             self._clear_caches()
             self.refresh()
+
+    def _show(self, column: str, value: Any) -> Any:
+        return clip_middle(str(value), self.name_width) if column == "name" else value
 
     @property
     def keys(self) -> list[str]:
@@ -170,13 +187,13 @@ class RunsTable(DataTable):
                 old = self._cells.get(key, {})
                 for col, value in cells.items():
                     if str(old.get(col)) != str(value) or _style(old.get(col)) != _style(value):
-                        self.update_cell(key, col, value)
+                        self.update_cell(key, col, self._show(col, value))
                 self._cells[key] = cells
             return
         current, scroll_y = self.current_key(), self.scroll_y
         self.clear()
         for key, cells in rows:
-            self.add_row(*(cells[c.key] for c in COLUMNS), key=key)
+            self.add_row(*(self._show(c.key, cells[c.key]) for c in COLUMNS), key=key)
         self._keys, self._cells = keys, dict(rows)
         if current in keys:
             self.move_cursor(row=keys.index(current), animate=False, scroll=False)
