@@ -97,3 +97,13 @@ def test_fmt_value(value: float | None, text: str) -> None:
 def test_fmt_range() -> None:
     assert fmt_range(0.0, 1.0) == "0–1"
     assert fmt_range(-2.5, 11.84) == "−2.5–11.8"
+
+
+def test_run_names_are_clipped_in_the_middle() -> None:
+    from imbtui.tui.widgets.runs_table import clip_middle
+
+    # width 15: 4 characters of the start, the ellipsis, the last 10 (worked out by hand)
+    assert clip_middle("sample-mnist1d-r100-ce-s0", 15) == "samp…r100-ce-s0"
+    assert clip_middle("sample-mnist1d-r10-ce-s0", 15) == "samp…-r10-ce-s0"
+    assert clip_middle("exp100-ce", 15) == "exp100-ce"  # fits: unchanged
+    assert clip_middle("abcdef", 1) == "a"
