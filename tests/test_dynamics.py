@@ -90,3 +90,15 @@ def test_evaluate_matches_plain_loop() -> None:
     assert rows["feature_norm"][0] == pytest.approx(norms[:30].mean(), rel=1e-5)
     assert rows["feature_norm"][1] == pytest.approx(norms[30:].mean(), rel=1e-5)
     assert np.isnan(rows["feature_norm"][2])
+
+
+def test_eval_batch_size_fits_the_device() -> None:
+    from trainer.loop import eval_batch_size
+
+    cpu = torch.device("cpu")
+    # 3072 * 128 = 393,216 input values per batch, rounded down to a power of two in [64, 1024]
+    assert eval_batch_size(cpu, 40) == 1024       # MNIST-1D: 9,830 would fit, capped
+    assert eval_batch_size(cpu, 28 * 28) == 256   # 393,216 / 784 = 501.5
+    assert eval_batch_size(cpu, 32 * 32 * 3) == 128
+    assert eval_batch_size(cpu, 224 * 224 * 3) == 64  # 2.6 would fit: the floor
+    assert eval_batch_size(torch.device("cuda"), 32 * 32 * 3) == 4096

@@ -372,9 +372,7 @@ def _train(cfg: TrainConfig, sink: Sink, hooks: Hooks) -> RunResult:
         n = cols["n"].sum()
         hooks.on_flush(int(cols["step"][-1]), float(cols["loss_sum"].sum() / n) if n else 0.0)
 
-    # eval batches: large ones keep a GPU busy; on a CPU 1024 stays in cache (MNIST-1D's eval
-    # pass is 2.7x faster than at 4096, the whole default run ~1.5x)
-    eval_batch = 4096 if device.type == "cuda" else 1024
+    eval_batch = eval_batch_size(device, x_tr[0].numel())
 
     def evaluate_epoch(epoch: int, step: int) -> dict[str, float]:
         w, b = classifier_rows(model.fc)
@@ -470,6 +468,17 @@ def _train(cfg: TrainConfig, sink: Sink, hooks: Hooks) -> RunResult:
     sink.finish(status, message)
     return RunResult(sink.run_id, status, step, epoch, time.perf_counter() - t0, final, message,
                      model)
+
+
+def eval_batch_size(device: torch.device, sample_numel: int) -> int:
+    """Batch size of the eval passes. Large batches keep a GPU busy. On a CPU a batch whose
+    activations stay in cache is much faster: about 400k input values per batch, a power of two
+    between 64 and 1024 (measured on 2 cores: MNIST-1D's cnn1d at 1024 is 2.7x faster than at
+    4096; ResNet-32 on 32x32x3 images at 128 is 3.1x faster than at 1024)."""
+    if device.type == "cuda":
+        return 4096
+    fit = max(1, (3072 * 128) // max(1, sample_numel))
+    return max(64, min(1024, 1 << (fit.bit_length() - 1)))
 
 
 def default_name(cfg: TrainConfig) -> str:
