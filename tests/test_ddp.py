@@ -15,6 +15,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -203,17 +204,23 @@ def test_collectives_across_two_ranks(tmp_path: Path) -> None:
 
 # ==== two processes: a real run equals the single-process run =====================================
 
-@pytest.mark.slow
-def test_torchrun_two_ranks_store_the_single_process_sums(tmp_path: Path) -> None:
+def one_and_two_ranks(tmp_path: Path, run: list[str]) -> tuple[Any, Any]:
+    """The same `imbtui train` on one process (store tmp/one) and under torchrun with two ranks
+    (tmp/two), at once; each store's (run row, tables)."""
     one, two = tmp_path / "one", tmp_path / "two"
-    p1 = start([sys.executable, "-m", "imbtui", "train", *RUN, "--store", str(one)])
-    p2 = start([*TORCHRUN, "--nproc_per_node=2", "-m", "imbtui", "train", *RUN,
+    p1 = start([sys.executable, "-m", "imbtui", "train", *run, "--store", str(one)])
+    p2 = start([*TORCHRUN, "--nproc_per_node=2", "-m", "imbtui", "train", *run,
                 "--store", str(two)])
     for p in (p1, p2):
         rc, _, err = finish(p)
         assert rc == 0, err
-    run1, t1 = tables(one)
-    run2, t2 = tables(two)
+    return tables(one), tables(two)
+
+
+@pytest.mark.slow
+def test_torchrun_two_ranks_store_the_single_process_sums(tmp_path: Path) -> None:
+    (run1, t1), (run2, t2) = one_and_two_ranks(tmp_path, RUN)
+    two = tmp_path / "two"
     assert json.loads(run2["config"])["world_size"] == 2
     assert json.loads(run1["config"])["world_size"] == 1
     assert run2["status"] == "finished" and run2["device"] == "cpu"
@@ -242,16 +249,7 @@ WEIGHTED = {"ce-drw": ["--loss", "ce", "--drw", "0"],       # class-balanced wei
 @pytest.mark.parametrize("loss", list(WEIGHTED))
 def test_torchrun_two_ranks_match_one_process_with_class_weights(tmp_path: Path,
                                                                   loss: str) -> None:
-    one, two = tmp_path / "one", tmp_path / "two"
-    run = [*RUN, *WEIGHTED[loss]]
-    p1 = start([sys.executable, "-m", "imbtui", "train", *run, "--store", str(one)])
-    p2 = start([*TORCHRUN, "--nproc_per_node=2", "-m", "imbtui", "train", *run,
-                "--store", str(two)])
-    for p in (p1, p2):
-        rc, _, err = finish(p)
-        assert rc == 0, err
-    run1, t1 = tables(one)
-    run2, t2 = tables(two)
+    (run1, t1), (run2, t2) = one_and_two_ranks(tmp_path, [*RUN, *WEIGHTED[loss]])
     assert json.loads(run2["config"])["world_size"] == 2
     assert run2["status"] == run1["status"] == "finished"
     steps = t2["steps"]
