@@ -258,7 +258,7 @@ def test_torchrun_two_ranks_match_one_process_with_class_weights(tmp_path: Path,
     # the two ranks' shares hold different weight sums (else the test would prove nothing): the
     # weights worked out here from the class counts, (1 - b) / (1 - b^n) with b = 0.9999 for DRW,
     # 1 / n for weighted-ce (their scale cancels in a ratio)
-    n = Store(one).connect().sql("SELECT train_count FROM classes ORDER BY class_id").pl()
+    n = Store(tmp_path / "one").connect().sql("SELECT train_count FROM classes ORDER BY class_id").pl()
     n = n["train_count"].to_numpy().astype(np.float64)
     w = 1.0 / n if loss == "weighted-ce" else (1 - 0.9999) / (1 - 0.9999 ** n)
     smp = t2["samples"]
