@@ -306,3 +306,19 @@ def test_signal_to_a_training_process(tmp_path: Path, sig: signal.Signals) -> No
     assert steps == list(range(len(steps))) and len(steps) > 0
     # a step interrupted after its rows were taken but before it counted is kept as well
     assert len(steps) - 1 <= meta["step_done"] <= len(steps) + 200  # 200: default flush_steps
+
+
+def test_a_ctrl_c_during_setup_marks_the_run_interrupted() -> None:
+    """The run exists from sink.start on: an interrupt before the first step (where a sweep's
+    SIGINT lands if it comes right after run.json appears) still records how the run ended."""
+    from trainer.loop import Hooks, TrainConfig, train
+    from trainer.sink import MemorySink
+
+    class CtrlC(Hooks):
+        def on_start(self, info: dict) -> None:
+            raise KeyboardInterrupt
+
+    sink = MemorySink()
+    with pytest.raises(KeyboardInterrupt):
+        train(TrainConfig(ratio=10, epochs=1, max_steps=3, device="cpu"), sink, CtrlC())
+    assert sink.status == "interrupted" and sink.meta["step_done"] == 0
