@@ -6,10 +6,11 @@
 --   baseline_sampler    VARCHAR    the sampler of the baseline method                   [default: none]
 --   include_unfinished  BOOLEAN    also count runs that are not `finished` (running, failed ...)  [default: false]
 -- columns:
---   dataset, profile, model, epochs, ratio, loss, sampler (one row per method and setting; seeds
---   pooled), runs, test_balanced, test_majority, test_minority (means over the row's runs at their
+--   dataset, profile, model, epochs, ratio, loss, drw (deferred re-weighting epoch, NULL without),
+--   sampler (one row per method and setting; seeds pooled), runs, test_balanced, test_majority, test_minority (means over the row's runs at their
 --   last evaluated epoch, as in ratio_sweep), d_balanced, d_majority, d_minority = the same minus
---   the baseline's at the same dataset, profile, model, epochs and ratio (NULL without a baseline run)
+--   the baseline's at the same dataset, profile, model, epochs and ratio (NULL without a baseline run;
+--   the baseline trains without deferred re-weighting)
 WITH sel AS (
     SELECT * FROM runs
     WHERE (len($runs) = 0 OR list_contains($runs, run_id))
@@ -33,14 +34,14 @@ final AS (
 ),
 methods AS (
     SELECT
-        r.dataset, r.profile, r.model, r.epochs, r.ratio, r.loss, r.sampler,
+        r.dataset, r.profile, r.model, r.epochs, r.ratio, r.loss, r.drw, r.sampler,
         count(*) AS runs,
         avg(f.test_balanced) AS test_balanced,
         avg(f.test_majority) AS test_majority,
         avg(f.test_minority) AS test_minority
     FROM sel r
     JOIN final f USING (run_id)
-    GROUP BY r.dataset, r.profile, r.model, r.epochs, r.ratio, r.loss, r.sampler
+    GROUP BY r.dataset, r.profile, r.model, r.epochs, r.ratio, r.loss, r.drw, r.sampler
 )
 SELECT
     m.*,
@@ -51,6 +52,7 @@ FROM methods m
 LEFT JOIN methods b
   ON b.dataset = m.dataset AND b.profile = m.profile AND b.model = m.model
  AND b.epochs = m.epochs AND b.ratio = m.ratio
- AND b.loss = $baseline_loss AND b.sampler = $baseline_sampler
+ AND b.loss = $baseline_loss AND b.sampler = $baseline_sampler AND b.drw IS NULL
 ORDER BY m.dataset, m.profile, m.model, m.epochs, m.ratio,
-         (m.loss = $baseline_loss AND m.sampler = $baseline_sampler) DESC, m.loss, m.sampler
+         (m.loss = $baseline_loss AND m.sampler = $baseline_sampler AND m.drw IS NULL) DESC,
+         m.loss, m.drw NULLS FIRST, m.sampler

@@ -3,7 +3,8 @@
 --   runs                VARCHAR[]  run ids to include; empty = every run                [default: []]
 --   include_unfinished  BOOLEAN    also count runs that are not `finished` (running, failed ...)  [default: false]
 -- columns:
---   dataset, profile, model, epochs, loss, sampler, ratio (one row per setting; seeds pooled),
+--   dataset, profile, model, epochs, loss, drw (deferred re-weighting epoch, NULL without), sampler,
+--   ratio (one row per setting; seeds pooled),
 --   runs (how many runs), seeds (their seeds, comma-separated), test_balanced (mean of per-class test accuracy),
 --   test_majority, test_minority (pooled group test accuracy), train_minority,
 --   minority_gap = train_minority - test_minority, each the mean over the row's runs at their last
@@ -32,7 +33,7 @@ final AS (
     GROUP BY e.run_id
 )
 SELECT
-    r.dataset, r.profile, r.model, r.epochs, r.loss, r.sampler, r.ratio,
+    r.dataset, r.profile, r.model, r.epochs, r.loss, r.drw, r.sampler, r.ratio,
     count(*) AS runs,
     string_agg(r.seed::VARCHAR, ',' ORDER BY r.seed) AS seeds,
     avg(f.test_balanced) AS test_balanced,
@@ -43,5 +44,5 @@ SELECT
     stddev_samp(f.test_balanced) AS test_balanced_sd
 FROM sel r
 JOIN final f USING (run_id)
-GROUP BY r.dataset, r.profile, r.model, r.epochs, r.loss, r.sampler, r.ratio
-ORDER BY r.dataset, r.profile, r.model, r.epochs, r.loss, r.sampler, r.ratio
+GROUP BY r.dataset, r.profile, r.model, r.epochs, r.loss, r.drw, r.sampler, r.ratio
+ORDER BY r.dataset, r.profile, r.model, r.epochs, r.loss, r.drw NULLS FIRST, r.sampler, r.ratio

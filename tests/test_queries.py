@@ -415,6 +415,27 @@ def test_method_comparison_against_another_baseline(store: Store) -> None:
     ]
 
 
+def test_method_comparison_keeps_deferred_reweighting_apart(tmp_path: Path) -> None:
+    root = build_store(tmp_path)
+    w = RunWriter(root, "f")  # run b's setting (ratio 10, ce) with DRW from epoch 1
+    w.start({"name": "toy-f", "config": {**_config(10.0, "ce", 0), "drw": 1}})
+    _classes(w, TRAIN_A)
+    _epoch(w, 2, "train", TRAIN_A, [100, 50, 20, 10])
+    _epoch(w, 2, "test", TEST_N, [10, 10, 8, 8])
+    w.finish("finished")
+    rows = run(Store(root), "method_comparison")
+    keys = ["ratio", "loss", "drw", "runs", "test_balanced", "d_balanced", "d_majority",
+            "d_minority"]
+    # f alone: balanced (1 + 1 + .8 + .8) / 4, majority 20/20, minority 16/20, against the plain
+    # ce rows a and b (0.65, 0.875, 0.425), which stay pooled without f
+    assert approx(rows, keys) == [
+        (1.0, "ce", None, 1, 0.85, 0.0, 0.0, 0.0),
+        (10.0, "ce", None, 2, 0.65, 0.0, 0.0, 0.0),
+        (10.0, "ce", 1, 1, 0.9, 0.25, 0.125, 0.375),
+        (10.0, "focal", None, 1, 0.7, 0.05, 0.8 - 0.875, 0.6 - 0.425),
+    ]
+
+
 def test_parameters_are_bound_not_pasted(store: Store) -> None:
     # pasted into SQL text, this value would make the baseline match every run
     rows = run(store, "method_comparison", baseline_loss="ce' OR true OR '")
