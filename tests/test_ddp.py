@@ -211,20 +211,28 @@ def one_and_two_ranks(tmp_path: Path, run: list[str]) -> tuple[Any, Any]:
     p1 = start([sys.executable, "-m", "imbtui", "train", *run, "--store", str(one)])
     p2 = start([*TORCHRUN, "--nproc_per_node=2", "-m", "imbtui", "train", *run,
                 "--store", str(two)])
-    for p in (p1, p2):
-        rc, _, err = finish(p)
-        assert rc == 0, err
+    rc, _, err = finish(p2)
+    if rc != 0 and "SIGABRT" in err and "terminate called" in err:
+        # Seen once in CI on the 2-core VM (not reproducible in 20 tries): a gloo rank aborted in
+        # C++ seconds after start, before any Python error. A crashed launch says nothing about
+        # the sums, so launch once more into a fresh store; a second failure fails the test.
+        print(f"torchrun: a rank aborted; launching again. Its output:\n{err}", file=sys.stderr)
+        two = tmp_path / "two-again"
+        rc, _, err = finish(start([*TORCHRUN, "--nproc_per_node=2", "-m", "imbtui", "train",
+                                   *run, "--store", str(two)]))
+    assert rc == 0, err
+    rc, _, err = finish(p1)
+    assert rc == 0, err
+    assert len(list((two / "runs").iterdir())) == 1  # one run folder, not one per rank
     return tables(one), tables(two)
 
 
 @pytest.mark.slow
 def test_torchrun_two_ranks_store_the_single_process_sums(tmp_path: Path) -> None:
     (run1, t1), (run2, t2) = one_and_two_ranks(tmp_path, RUN)
-    two = tmp_path / "two"
     assert json.loads(run2["config"])["world_size"] == 2
     assert json.loads(run1["config"])["world_size"] == 1
     assert run2["status"] == "finished" and run2["device"] == "cpu"
-    assert len(list((two / "runs").iterdir())) == 1  # one run folder, not one per rank
 
     # the global batch: every step holds BATCH samples over the C classes, in both runs
     steps = t2["steps"]
