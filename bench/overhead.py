@@ -4,7 +4,7 @@ All arms run the identical loop -- same data, model, seed, batches and per-epoch
 and differ only in what is recorded: `off` keeps nothing (NullSink), `minimal` accumulates the per-step
 per-class sums on the device, flushes them and writes every part to a real store on disk, and `full`
 (the default of `imbtui train`) adds the classifier gradient split, each sample's presentations, a
-gradient probe every `probe_every` steps (two extra backward passes) and the feature geometry of every
+gradient probe every `probe_every` steps (one extra backward pass) and the feature geometry of every
 evaluation. Arms alternate over several repeats (ABC, CBA, ...) so that drift hits all alike, and
 the fastest repeat of each arm is compared (`--stat median` for medians): noise from a shared host
 only ever adds time. The load average is printed before and after.

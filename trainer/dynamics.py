@@ -284,8 +284,9 @@ class GradientProbe:
     the group's samples divided by the batch size), so the two shares add up to the batch loss and
     their gradients to the batch gradient. The gradient of a share is the backward pass of
     dLoss/dlogits with the other group's rows zeroed, through the graph the step's own backward
-    kept: two extra backward passes, exactly the gradient of the masked loss (BatchNorm's coupling
-    of the samples included). Recorded: the group's sample count, the gradient's norm, its cosine
+    kept: exactly the gradient of the masked loss (BatchNorm's coupling of the samples included).
+    One extra backward pass gives the majority's; the minority's is the step's own gradient minus
+    it, since backpropagation is linear in dLoss/dlogits. Recorded: the group's sample count, the gradient's norm, its cosine
     with the whole-batch gradient and with the other group's gradient.
     """
 
@@ -301,18 +302,21 @@ class GradientProbe:
 
     def record(self, step: int, epoch: int, logits: torch.Tensor, y: torch.Tensor,
                params: list[torch.Tensor]) -> None:
-        """After `loss.backward(retain_graph=True)` with `logits.retain_grad()`."""
+        """After `loss.backward(retain_graph=True)` with `logits.retain_grad()`, before the
+        optimiser step: the parameters' .grad is the whole batch's gradient (DDP-averaged)."""
         d = logits.grad
         minor = self.minority[y]
-        flat = []
-        for j, member in enumerate((~minor, minor)):
-            grads = torch.autograd.grad(logits, params, d * member[:, None].to(d.dtype),
-                                        retain_graph=j == 0, allow_unused=True,
-                                        materialize_grads=True)
-            flat.append(torch.cat([g.reshape(-1).float() for g in grads]))
+        # one extra backward: the majority's share; the minority's is the whole gradient minus it
+        # (backpropagation is linear in dLoss/dlogits and the two masks partition the rows)
+        grads = torch.autograd.grad(logits, params, d * (~minor)[:, None].to(d.dtype),
+                                    allow_unused=True, materialize_grads=True)
         with torch.no_grad():
-            g = shared_mean(torch.stack(flat))  # (2, P): each group's gradient, all ranks'
-            whole = g.sum(0)
+            g_maj = shared_mean(torch.cat([g.reshape(-1).float() for g in grads]))
+            whole = torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p))
+                               .reshape(-1).float() for p in params])
+            # a group absent from the (global) batch has exactly no gradient, not a rounding residue
+            present = dist_sum_(minor.sum().float().reshape(1)) > 0
+            g = torch.stack([g_maj, (whole - g_maj) * present])  # (2, P), all ranks'
             norms = g.norm(dim=1)
             row = self.buf[len(self.steps)]
             row[:, 0] = torch.stack([(~minor).sum(), minor.sum()]).float()

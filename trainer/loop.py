@@ -78,7 +78,7 @@ class TrainConfig:
     # recording
     dynamics: str = "full"           # full: + probes, samples, geometry; minimal: steps + epochs
     #                                  rows; off: none (benchmarks)
-    probe_every: int = 100           # full: a gradient probe (2 extra backward passes) every N steps
+    probe_every: int = 100           # full: a gradient probe (1 extra backward pass) every N steps
     flush_steps: int = 200           # flush the step buffer at least every N steps...
     flush_seconds: float = 1.0       # ...or every S seconds, so live readers stay <= ~S s behind
     extra: dict[str, Any] = field(default_factory=dict)
@@ -443,7 +443,7 @@ def _train(cfg: TrainConfig, sink: Sink, hooks: Hooks) -> RunResult:
                     loss = criterion(logits, yb, epoch)
                     opt.zero_grad(set_to_none=True)
                     probing = probe is not None and step % cfg.probe_every == 0
-                    loss.backward(retain_graph=probing)  # a probe backpropagates twice more
+                    loss.backward(retain_graph=probing)  # a probe backpropagates once more
                     if recording:  # reads the classifier's gradient before the optimiser moves it
                         split = classifier_grad_split(model.fc, h, logits.grad, yb,
                                                       model.fc.weight.grad)
