@@ -286,8 +286,8 @@ class GradientProbe:
     dLoss/dlogits with the other group's rows zeroed, through the graph the step's own backward
     kept: exactly the gradient of the masked loss (BatchNorm's coupling of the samples included).
     One extra backward pass gives the majority's; the minority's is the step's own gradient minus
-    it, since backpropagation is linear in dLoss/dlogits. Recorded: the group's sample count, the gradient's norm, its cosine
-    with the whole-batch gradient and with the other group's gradient.
+    it, since backpropagation is linear in dLoss/dlogits. Recorded: the group's sample count, the
+    gradient's norm, its cosine with the whole-batch gradient and with the other group's gradient.
     """
 
     def __init__(self, minority: torch.Tensor, capacity: int, device: torch.device) -> None:
