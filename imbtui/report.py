@@ -57,7 +57,7 @@ HEADLINES = {"onset_spread": "onset spread (epochs)", "early_gap": "early train 
 
 SETTING = ["dataset", "profile", "model", "epochs"]  # what must match for runs to be compared
 RUN_COLUMNS = ["run_id", "name", "status", "dataset", "profile", "ratio", "model", "loss",
-               "sampler", "seed"]
+               "sampler", "drw", "seed"]
 
 
 # ==== measuring ===================================================================================
@@ -66,9 +66,8 @@ def findings(store: Queryable, runs: Sequence[str] = (), threshold: float = 0.5,
              early: int = 2) -> pl.DataFrame:
     """One row per run with evaluated epochs: the run's identity and every number of the report."""
     runs = list(runs)
-    meta = store.sql(f"SELECT {', '.join(RUN_COLUMNS)}, json_extract_string(config, '$.drw') "
-                     f"AS drw FROM runs WHERE len($runs) = 0 OR list_contains($runs, run_id)",
-                     {"runs": runs})
+    meta = store.sql(f"SELECT {', '.join(RUN_COLUMNS)} FROM runs WHERE len($runs) = 0 OR "
+                     f"list_contains($runs, run_id)", {"runs": runs})
     onsets = onset_stats(store.query("learning_onset", runs=runs, threshold=threshold))
     early_acc = early_stats(store.query("group_curves", runs=runs), early)
     gaps = gap_stats(store.query("generalisation_gap", runs=runs))

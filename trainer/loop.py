@@ -320,37 +320,9 @@ def _train(cfg: TrainConfig, sink: Sink, hooks: Hooks) -> RunResult:
     sink.start({"name": cfg.name or default_name(cfg),
                 "config": config, "device": str(device), "code_version": code_version(),
                 "epoch_done": 0, "step_done": 0, "total_steps": total_steps})
-    # From here on the run exists in the store: whatever stops it must say how it ended (a Ctrl-C
-    # during this setup too, or a sweep's SIGINT that comes right after run.json appears).
-    try:
-        recording = cfg.dynamics != "off"
-        full = cfg.dynamics == "full"
-        if recording:
-            sink.write("classes", {f: [getattr(c, f) for c in classes]
-                                   for f in ("class_id", "class_name", "train_count", "test_count",
-                                             "rank", "grp", "shot")})
-        hooks.on_start({"run_id": sink.run_id, "device": str(device), "counts": counts,
-                        "classes": classes, "total_steps": total_steps, "epochs": cfg.epochs,
-                        "steps_per_epoch": steps_per_epoch})
 
-        rec = StepRecorder(n_classes, max(1, cfg.flush_steps), device)
-        # ranks reduce together, so they flush on step counts only
-        timed = not distributed.active()
-        # full: per-sample rows and gradient probes, buffered for a whole epoch and written at its
-        # end (a part per epoch, not per flush: the per-sample rows are the bulk of the store)
-        minority = torch.as_tensor(groups == "minority", device=device)
-        samples = SampleRecorder(max(1, steps_per_epoch), device) if full else None
-        probe = (GradientProbe(minority, steps_per_epoch // cfg.probe_every + 1, device) if full
-                 else None)
-        sample_ids = torch.from_numpy(idx).to(device)  # row of x_tr -> row of the dataset's arrays
-        params = [p for p in model.parameters() if p.requires_grad]
-        last_flush = time.monotonic()
-    except KeyboardInterrupt:
-        _safe_finish(sink, "interrupted", "interrupted at step 0", step_done=0)
-        raise
-    except BaseException as exc:
-        _safe_finish(sink, "failed", f"{exc.__class__.__name__}: {exc}")
-        raise
+    recording = cfg.dynamics != "off"
+    full = cfg.dynamics == "full"
 
     def drain_extra() -> dict[str, dict[str, Any] | None]:
         return {"samples": samples.drain() if samples is not None and len(samples) else None,
@@ -410,11 +382,33 @@ def _train(cfg: TrainConfig, sink: Sink, hooks: Hooks) -> RunResult:
             sink.write("geometry_summary", tables[1])
         return summary
 
-    t0 = time.perf_counter()
     step, epoch = 0, 0
     status, message = "finished", None
     final: dict[str, float] = {}
+    # From here on the run exists in the store: whatever stops it, its setup included (a Ctrl-C, or
+    # a sweep's SIGINT right after run.json appears), the handlers below record how it ended.
     try:
+        if recording:
+            sink.write("classes", {f: [getattr(c, f) for c in classes]
+                                   for f in ("class_id", "class_name", "train_count", "test_count",
+                                             "rank", "grp", "shot")})
+        hooks.on_start({"run_id": sink.run_id, "device": str(device), "counts": counts,
+                        "classes": classes, "total_steps": total_steps, "epochs": cfg.epochs,
+                        "steps_per_epoch": steps_per_epoch})
+
+        rec = StepRecorder(n_classes, max(1, cfg.flush_steps), device)
+        # ranks reduce together, so they flush on step counts only
+        timed = not distributed.active()
+        # full: per-sample rows and gradient probes, buffered for a whole epoch and written at its
+        # end (a part per epoch, not per flush: the per-sample rows are the bulk of the store)
+        minority = torch.as_tensor(groups == "minority", device=device)
+        samples = SampleRecorder(max(1, steps_per_epoch), device) if full else None
+        probe = (GradientProbe(minority, steps_per_epoch // cfg.probe_every + 1, device) if full
+                 else None)
+        sample_ids = torch.from_numpy(idx).to(device)  # row of x_tr -> row of the dataset's arrays
+        params = [p for p in model.parameters() if p.requires_grad]
+        last_flush = time.monotonic()
+        t0 = time.perf_counter()
         final = evaluate_epoch(0, 0)
         hooks.on_epoch(0, final)
         for epoch in range(1, cfg.epochs + 1):
