@@ -43,7 +43,9 @@ def logged(self, step, *args, **kwargs):
     return out
 
 dynamics.StepRecorder.record = logged
-cfg = TrainConfig(ratio=10.0, epochs=3, max_steps=int(max_steps), flush_steps=int(flush_steps),
+# epochs: far more than a kill (up to 3 s after the first step) lets a run reach; the 8-writer
+# test bounds its runs by max_steps instead
+cfg = TrainConfig(ratio=10.0, epochs=50, max_steps=int(max_steps), flush_steps=int(flush_steps),
                   flush_seconds=0.3, seed=len(run_id), device="cpu")
 train(cfg, RunWriter(root, run_id=run_id))
 """

@@ -96,9 +96,11 @@ def test_interrupted_sweep_keeps_finished_runs(tmp_path: Path) -> None:
     itself as interrupted; the rest never start."""
     store = tmp_path / "store"
     proc = subprocess.Popen(
+        # batch 32: four times the steps of the default, so that the second run is still
+        # training when the Ctrl-C comes (up to half a second after it is seen running)
         [sys.executable, "-m", "imbtui", "sweep", "--ratio", "100", "--seed", "0", "1", "2",
-         "--epochs", "2", "--store", str(store), "-q"], cwd=REPO, stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE, text=True)
+         "--epochs", "2", "--store", str(store), "-q", "--", "--batch-size", "32"], cwd=REPO,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 240
     while time.time() < deadline:
         states = [r["status"] for r in runs_in(store)]
