@@ -28,6 +28,8 @@ from trainer.data import DataError
 from trainer.losses import build_loss
 from trainer.sink import MemorySink, NullSink
 
+from tests.conftest import torchrun_train
+
 REPO = Path(__file__).resolve().parent.parent
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
 # A short run: MNIST-1D at ratio 100 has 9,922 training samples, 77 steps of 128 per epoch.
@@ -209,17 +211,7 @@ def one_and_two_ranks(tmp_path: Path, run: list[str]) -> tuple[Any, Any]:
     (tmp/two), at once; each store's (run row, tables)."""
     one, two = tmp_path / "one", tmp_path / "two"
     p1 = start([sys.executable, "-m", "imbtui", "train", *run, "--store", str(one)])
-    p2 = start([*TORCHRUN, "--nproc_per_node=2", "-m", "imbtui", "train", *run,
-                "--store", str(two)])
-    rc, _, err = finish(p2)
-    if rc != 0 and "SIGABRT" in err and "terminate called" in err:
-        # Seen once in CI on the 2-core VM (not reproducible in 20 tries): a gloo rank aborted in
-        # C++ seconds after start, before any Python error. A crashed launch says nothing about
-        # the sums, so launch once more into a fresh store; a second failure fails the test.
-        print(f"torchrun: a rank aborted; launching again. Its output:\n{err}", file=sys.stderr)
-        two = tmp_path / "two-again"
-        rc, _, err = finish(start([*TORCHRUN, "--nproc_per_node=2", "-m", "imbtui", "train",
-                                   *run, "--store", str(two)]))
+    rc, err = torchrun_train(run, two)
     assert rc == 0, err
     rc, _, err = finish(p1)
     assert rc == 0, err

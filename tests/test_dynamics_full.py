@@ -15,7 +15,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from tests.conftest import REPO, imbtui
+from tests.conftest import REPO, imbtui, torchrun_train
 from trainer.data import dataset_counts, load_dataset, long_tailed_indices
 from trainer.dynamics import STEP_STATS, StepRecorder, classifier_grad_split
 from trainer.losses import build_loss
@@ -205,12 +205,11 @@ def _train(cmd: list[str], store: Path) -> subprocess.Popen[str]:
 def test_two_ranks_record_the_single_process_full_dynamics(tmp_path: Path) -> None:
     """The MLP has no BatchNorm, so two ranks at the same global batch train exactly like one."""
     one, two = tmp_path / "one", tmp_path / "two"
-    procs = [_train([sys.executable], one),
-             _train([sys.executable, "-m", "torch.distributed.run", "--standalone",
-                     "--nproc_per_node=2"], two)]
-    for p in procs:
-        _, err = p.communicate(timeout=300)
-        assert p.returncode == 0, err
+    p1 = _train([sys.executable], one)
+    rc, err = torchrun_train(RUN, two)
+    assert rc == 0, err
+    _, err = p1.communicate(timeout=300)
+    assert p1.returncode == 0, err
     queries = {
         "steps": "SELECT step, class_id, grad_pos, grad_neg FROM steps ORDER BY step, class_id",
         "probes": "SELECT step, grp, n, grad_norm, cos_to_batch, cos_other FROM probes "
