@@ -338,6 +338,53 @@ def test_compaction_never_touches_a_damaged_part(tmp_path: Path) -> None:
     assert count_steps(Store(tmp_path)) == {"a": 54}
 
 
+def write_and_keep_copies(root: Path, parts: int) -> tuple[RunWriter, Path]:
+    """A live run whose caller reuses one set of arrays for every part (as a recorder with a
+    fixed buffer might), plus a copy of its plain parts as they were on disk before finish."""
+    w = RunWriter(root, run_id="a", heartbeat_s=3600, compact_min_parts=2)
+    w.start({"name": "a", "config": {"dataset": "toy", "ratio": 10.0, "n_classes": C}})
+    cols = steps_cols(range(0, 2))
+    for p in range(parts):
+        cols["step"][:] = np.repeat(np.arange(2 * p, 2 * p + 2), C)
+        cols["loss_sum"][:] = float(p)
+        w.write("steps", cols)
+    cols["loss_sum"][:] = -1.0  # the caller changes its arrays after the last write, too
+    copies = root / "copies"
+    shutil.copytree(root / "runs" / "a" / "steps", copies)
+    return w, copies
+
+
+@pytest.mark.parametrize("cache_bytes", [None, 1], ids=["from-memory", "over-the-cap"])
+def test_compacted_part_holds_exactly_the_rows_of_the_parts(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cache_bytes: int | None) -> None:
+    """Compaction merges the writer's own frames from memory while they fit its cap, and reads the
+    parts back otherwise: either way the compacted part holds the rows the parts held."""
+    import imbtui.store.writer as writer_mod
+
+    if cache_bytes is not None:
+        monkeypatch.setattr(writer_mod, "FRAME_CACHE_BYTES", cache_bytes)
+    w, copies = write_and_keep_copies(tmp_path, parts=6)
+    assert (w._frames["steps"] is None) == (cache_bytes is not None)
+    w.finish("finished")
+    compacted = sorted((tmp_path / "runs" / "a" / "steps").iterdir())
+    assert [p.name for p in compacted] == ["part-000000-000005.parquet"]
+    expected = pl.concat([pl.read_parquet(p) for p in sorted(copies.iterdir())])
+    got = pl.read_parquet(compacted[0])
+    assert got.equals(expected)
+    assert got["loss_sum"].to_list() == np.repeat(np.arange(6.0), 2 * C).tolist()
+
+
+def test_a_part_changed_on_disk_is_compacted_from_the_disk(tmp_path: Path) -> None:
+    """The writer merges from memory only parts still the size it wrote; one damaged since then
+    sends compaction to the files, which refuses it and leaves every part in place."""
+    w, _ = write_and_keep_copies(tmp_path, parts=6)
+    bad = steps_part(tmp_path, "a", 2)
+    bad.write_bytes(b"PAR1" + b"x" * 50 + b"PAR1")
+    w.finish("finished")
+    assert len(scan_table(bad.parent).parts) == 6
+    assert count_steps(Store(tmp_path)) == {"a": 5 * 2 * C}
+
+
 # ==== export ============================================================================================
 
 def parts_frame(root: Path, table: str, run_ids: list[str]) -> pl.DataFrame:
