@@ -57,7 +57,7 @@ HEADLINES = {"onset_spread": "onset spread (epochs)", "early_gap": "early train 
 
 SETTING = ["dataset", "profile", "model", "epochs"]  # what must match for runs to be compared
 RUN_COLUMNS = ["run_id", "name", "status", "dataset", "profile", "ratio", "model", "loss",
-               "sampler", "drw", "seed"]
+               "sampler", "drw", "seed", "method"]
 
 
 # ==== measuring ===================================================================================
@@ -74,19 +74,9 @@ def findings(store: Queryable, runs: Sequence[str] = (), threshold: float = 0.5,
     frame = (meta.join(onsets, on="run_id", how="inner")
              .join(early_acc, on="run_id", how="left")
              .join(gaps, on="run_id", how="left"))
-    frame = frame.with_columns(method=method_expr())
-    first = RUN_COLUMNS + ["method"]
-    order = first + [c for c in frame.columns if c not in first]
+    order = RUN_COLUMNS + [c for c in frame.columns if c not in RUN_COLUMNS]
     return frame.select(order).sort("dataset", "profile", "loss", "sampler", "ratio", "seed",
                                      "run_id")
-
-
-def method_expr() -> pl.Expr:
-    """The loss, `-drw` with deferred re-weighting, `+sampler` with a sampler: ce, ldam-drw, ..."""
-    loss = (pl.when(pl.col("drw").is_null()).then(pl.col("loss"))
-            .otherwise(pl.col("loss") + "-drw"))
-    return pl.when(pl.col("sampler").is_in(["none", ""]) | pl.col("sampler").is_null()).then(
-        loss).otherwise(loss + "+" + pl.col("sampler"))
 
 
 def onset_stats(onset: pl.DataFrame) -> pl.DataFrame:

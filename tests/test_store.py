@@ -146,3 +146,18 @@ def test_views_work_from_cursors(tmp_path: Path) -> None:
     cur = con.cursor()
     assert cur.execute("SELECT count(*) FROM runs").fetchall() == [(1,)]
     assert cur.execute("SELECT count(*) FROM steps").fetchall() == [(12,)]
+
+
+def test_runs_view_names_each_runs_method(tmp_path: Path) -> None:
+    """One label per run, made by the store for every screen and report."""
+    configs = {"plain": {"loss": "ce"}, "drw": {"loss": "ldam", "drw": 160},
+               "sampled": {"loss": "ce", "sampler": "class-balanced"},
+               "both": {"loss": "focal", "drw": 0, "sampler": "sqrt"},
+               "no-sampler": {"loss": "ce", "sampler": "none"}, "unknown": {}}
+    for run_id, config in configs.items():
+        w = RunWriter(tmp_path, run_id=run_id, heartbeat_s=60)
+        w.start({"name": run_id, "config": {"dataset": "toy", **config}})
+        w.finish("finished")
+    got = dict(Store(tmp_path).sql("SELECT run_id, method FROM runs").iter_rows())
+    assert got == {"plain": "ce", "drw": "ldam-drw", "sampled": "ce+class-balanced",
+                   "both": "focal-drw+sqrt", "no-sampler": "ce", "unknown": "?"}

@@ -24,7 +24,7 @@ import polars as pl
 
 from imbtui.errors import UserError
 from imbtui.store.layout import RUN_ID_RE, StoreError, check_run_id, runs_dir
-from imbtui.store.schema import RUN_COLUMNS, TABLES, duck_type
+from imbtui.store.schema import RUN_COLUMNS, TABLES, duck_type, method_label
 from imbtui.store.writer import scan_table
 
 STALE_AFTER_S = 60.0  # a running run whose heartbeat is older than this is shown as crashed
@@ -253,6 +253,7 @@ class Store:
             "finished_at": _parse_ts(meta.get("finished_at")),
             "heartbeat_at": beat,
             "config": json.dumps(config, sort_keys=True, default=str),
+            "method": method_label(values.get("loss"), values.get("drw"), values.get("sampler")),
         })
         return tuple(values.get(k) for k in RUN_COLUMNS)
 

@@ -134,6 +134,13 @@ def duck_type(dtype: pl.DataType) -> str:
     return _DUCK[dtype]
 
 
+def method_label(loss: str | None, drw: int | None, sampler: str | None) -> str:
+    """The method a run trained with, as every table and screen names it: the loss, `-drw` with
+    deferred re-weighting, `+sampler` with a sampler (ce, ldam-drw, ce+class-balanced)."""
+    label = (loss or "?") + ("-drw" if drw is not None else "")
+    return label if sampler in (None, "", "none") else f"{label}+{sampler}"
+
+
 # Columns of the `runs` view, in order; built from run.json files by the reader.
 RUN_COLUMNS: dict[str, pl.DataType] = {
     "run_id": pl.String(),
@@ -152,6 +159,7 @@ RUN_COLUMNS: dict[str, pl.DataType] = {
     "loss": pl.String(),
     "sampler": pl.String(),
     "drw": pl.Int32(),  # deferred re-weighting from this epoch; NULL without
+    "method": pl.String(),  # loss, drw and sampler as one label: ce, ldam-drw, ce+class-balanced
     "epochs": pl.Int32(),
     "batch_size": pl.Int32(),
     "lr": pl.Float64(),

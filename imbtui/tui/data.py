@@ -232,7 +232,7 @@ def runs_table(cur: duckdb.DuckDBPyConnection) -> pl.DataFrame:
     summary = get_query("run_summary").sql
     return cur.sql(f"""
         SELECT r.run_id, r.name, r.status, r.recorded_status, r.dataset, r.profile, r.ratio,
-               r.model, r.loss, r.sampler, r.drw, r.epoch_done, r.epochs, r.step_done,
+               r.model, r.loss, r.sampler, r.drw, r.method, r.epoch_done, r.epochs, r.step_done,
                r.total_steps,
                r.created_at, r.heartbeat_at, r.message,
                s.test_balanced, s.test_majority, s.test_minority

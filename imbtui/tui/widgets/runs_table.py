@@ -51,12 +51,8 @@ SORT_KEYS = ("started", "name", "status", "ratio", "method", "progress", "bal", 
 
 
 def method(row: dict[str, Any]) -> str:
-    """The loss, `-drw` with deferred re-weighting, `+sampler` with a sampler: ce, ldam-drw, ..."""
-    loss = row.get("loss") or "?"
-    if row.get("drw") is not None:
-        loss += "-drw"
-    sampler = row.get("sampler")
-    return loss if sampler in (None, "", "none") else f"{loss}+{sampler}"
+    """The `runs` view's method label (ce, ldam-drw, ce+class-balanced; made by the store)."""
+    return row.get("method") or "?"
 
 
 def progress(row: dict[str, Any]) -> float | None:
