@@ -404,6 +404,22 @@ def test_sql_screen_runs_a_query(two_runs: Path) -> None:
     assert done and done[0].result.frame["name"].to_list() == ["r10", "r100"]
 
 
+def test_sql_typed_on_opening_replaces_the_example(two_runs: Path) -> None:
+    messages: list[Message] = []
+
+    async def script(app: ImbtuiApp, pilot: Pilot[None]) -> None:
+        await pilot.press("f3")
+        await pilot.pause()
+        await pilot.press(*"SELECT 42 AS x")
+        assert app.screen.editor.text == "SELECT 42 AS x"
+        await pilot.press("ctrl+r")
+        await settle(pilot)
+
+    drive(make_app(two_runs), script, messages=messages)
+    done = [m for m in messages if isinstance(m, QueryDone)]
+    assert done and done[0].result.frame.to_dicts() == [{"x": 42}]
+
+
 def test_sql_errors_show_inline_and_nothing_is_written(two_runs: Path) -> None:
     messages: list[Message] = []
     before = sorted(p.name for p in two_runs.rglob("*"))

@@ -91,6 +91,7 @@ class SqlScreen(Screen[None]):
     def on_mount(self) -> None:
         self.sub_title = "SQL"
         self.editor.focus()
+        self.editor.select_all()  # Ctrl+R runs the example; typing replaces it
 
     # -- running -----------------------------------------------------------------------------------
     def action_run_query(self) -> None:
