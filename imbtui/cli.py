@@ -7,6 +7,7 @@ stderr and exit code 2 (see `main`).
 
 from __future__ import annotations
 
+import os
 import sys
 from enum import Enum
 from pathlib import Path
@@ -948,4 +949,16 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run() -> None:
-    sys.exit(main())
+    if not all(k in os.environ for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK")):
+        sys.exit(main())
+    # a torchrun worker: exit without the interpreter's shutdown (why: trainer.distributed.leave)
+    code = 1
+    try:
+        code = main()
+    except BaseException:  # an unexpected error: its traceback, as Python would print it
+        import traceback
+
+        traceback.print_exc()
+    from trainer.distributed import leave
+
+    leave(code)
