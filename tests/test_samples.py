@@ -18,9 +18,28 @@ from trainer.loop import TrainConfig, train
 from trainer.sink import MemorySink
 
 
+def test_samples_get_their_values_whoever_settles_the_steps() -> None:
+    """Draining the step rows settles them; the per-sample rows of those steps get their values
+    then too, with no separate call to forget."""
+    samples = SampleRecorder(2, torch.device("cpu"))
+    rec = StepRecorder(3, 2, torch.device("cpu"), samples=samples)
+    logits = torch.tensor([[2.0, 0.0, 0.0], [0.0, 0.0, 3.0]])
+    y = torch.tensor([0, 1])
+    rec.record(0, 1, 0.1, logits, y, None)
+    samples.record(0, 1, torch.tensor([7, 9]), y)
+    steps = rec.drain()
+    cols = samples.drain()
+    assert steps["correct"].tolist() == [1, 0, 0]  # class 0 right, class 1 wrong, class 2 absent
+    assert cols["correct"].tolist() == [True, False]
+    p0 = math.exp(2) / (math.exp(2) + 2)  # softmax of (2, 0, 0) at the true class 0
+    assert cols["p_true"][0] == pytest.approx(p0, rel=1e-6)
+    assert cols["loss"][1] == pytest.approx(-math.log(1 / (2 + math.exp(3))), rel=1e-6)
+
+
 def test_sample_recorder_matches_per_sample_math() -> None:
     g = torch.Generator().manual_seed(3)
-    rec, samples = StepRecorder(4, 3, torch.device("cpu")), SampleRecorder(3, torch.device("cpu"))
+    samples = SampleRecorder(3, torch.device("cpu"))
+    rec = StepRecorder(4, 3, torch.device("cpu"), samples=samples)
     batches = []
     for step in (5, 6, 7):
         logits = torch.randn(6, 4, generator=g) * 2
@@ -29,7 +48,7 @@ def test_sample_recorder_matches_per_sample_math() -> None:
         rec.record(step, 2, 0.1, logits, y, None)
         samples.record(step, 2, ids, y)
         batches.append((logits, y, ids))
-    samples.fill(rec.settle())  # the values of all three steps, computed at once
+    rec.settle()  # the values of all three steps, computed at once, reach the samples
     cols = samples.drain()
     assert len(samples) == 0 and len(cols["step"]) == 18
     i = 0

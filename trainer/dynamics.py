@@ -108,8 +108,10 @@ class StepRecorder:
     # a bound on the buffered logits (bytes), so that many classes flush sooner, not run out
     LOGIT_BYTES = 64 * 2**20
 
-    def __init__(self, n_classes: int, capacity: int, device: torch.device) -> None:
+    def __init__(self, n_classes: int, capacity: int, device: torch.device,
+                 samples: SampleRecorder | None = None) -> None:
         self.n_classes = n_classes
+        self.samples = samples  # gets each settled step's per-sample values, in order
         self.capacity = capacity
         self.device = device
         self.buf = torch.zeros(capacity, n_classes, len(STEP_STATS), device=device)
@@ -171,13 +173,13 @@ class StepRecorder:
         self.logits, self.y, self.slot = logits, y, slot
 
     @torch.no_grad()
-    def settle(self) -> tuple[torch.Tensor, ...] | None:
-        """Per-sample statistics of the buffered rows, summed per step and class into the buffer.
-        Returns the rows' (loss, correct, p_true) in the order they were recorded (for the
-        per-sample record), or None when nothing is buffered."""
+    def settle(self) -> None:
+        """Per-sample statistics of the buffered rows, summed per step and class into the buffer;
+        the rows' (loss, correct, p_true) go to the SampleRecorder, if any, in the order they were
+        recorded. Whoever settles (the loop at a flush, `drain`), the samples get their values."""
         r = self.rows
         if r == 0:
-            return None
+            return
         y, slot = self.y[:r], self.slot[:r]
         loss, correct, p_true, margin, pred = per_sample_stats(self.logits[:r], y)
         flat = self.buf.view(-1, len(STEP_STATS))  # row slot * C + class of buf
@@ -186,7 +188,8 @@ class StepRecorder:
         flat[:, :5].index_add_(0, slot * self.n_classes + y, by_true)
         flat[:, 5].index_add_(0, slot * self.n_classes + pred, ones)
         self.rows = 0
-        return loss, correct, p_true
+        if self.samples is not None:
+            self.samples.fill(loss, correct, p_true)
 
     def drain(self) -> dict[str, np.ndarray]:
         """Host copy of the buffered steps as `steps` table columns; empties the buffer."""
@@ -238,12 +241,9 @@ class SampleRecorder:
         self.epochs.append(epoch)
 
     @torch.no_grad()
-    def fill(self, stats: tuple[torch.Tensor, ...] | None) -> None:
-        """The values of the steps recorded since the last fill, in order: what
-        `StepRecorder.settle` returned for those same steps, (loss, correct, p_true)."""
-        if stats is None:
-            return
-        loss, correct, p_true = stats
+    def fill(self, loss: torch.Tensor, correct: torch.Tensor, p_true: torch.Tensor) -> None:
+        """The values of the steps recorded since the last fill, in order (the StepRecorder that
+        holds this recorder calls it when it settles those same steps)."""
         b = self.keys.shape[1]
         k = len(loss) // b
         self.vals[self.filled:self.filled + k] = torch.stack(

@@ -338,9 +338,7 @@ def _train(cfg: TrainConfig, sink: Sink, hooks: Hooks) -> RunResult:
             _write_rows(sink, drain_extra())
 
     def flush_steps() -> None:
-        stats = rec.settle()  # the buffered steps' per-sample statistics, all at once
-        if samples is not None:
-            samples.fill(stats)
+        rec.settle()  # the buffered steps' per-sample statistics, all at once (and the samples')
         distributed.reduce_stats_(rec.buf[:len(rec)], STEP_STATS, same=SHARED_STATS)
         cols = rec.drain()
         bad = ~np.isfinite(cols["loss_sum"])
@@ -396,13 +394,13 @@ def _train(cfg: TrainConfig, sink: Sink, hooks: Hooks) -> RunResult:
                         "classes": classes, "total_steps": total_steps, "epochs": cfg.epochs,
                         "steps_per_epoch": steps_per_epoch})
 
-        rec = StepRecorder(n_classes, max(1, cfg.flush_steps), device)
-        # ranks reduce together, so they flush on step counts only
-        timed = not distributed.active()
         # full: per-sample rows and gradient probes, buffered for a whole epoch and written at its
         # end (a part per epoch, not per flush: the per-sample rows are the bulk of the store)
-        minority = torch.as_tensor(groups == "minority", device=device)
         samples = SampleRecorder(max(1, steps_per_epoch), device) if full else None
+        rec = StepRecorder(n_classes, max(1, cfg.flush_steps), device, samples=samples)
+        # ranks reduce together, so they flush on step counts only
+        timed = not distributed.active()
+        minority = torch.as_tensor(groups == "minority", device=device)
         probe = (GradientProbe(minority, steps_per_epoch // cfg.probe_every + 1, device) if full
                  else None)
         sample_ids = torch.from_numpy(idx).to(device)  # row of x_tr -> row of the dataset's arrays
