@@ -520,15 +520,17 @@ def runs(store: StoreOpt = None,
     elif frame.height == 0:
         out.print(f"no runs in {st.root} — start one with: imbtui train --ratio 100")
     else:
-        out.print(frame_table(_runs_view(frame), title=f"runs in {st.root}"))
+        out.print(frame_table(_runs_view(frame, out.width), title=f"runs in {st.root}"))
 
 
-def _runs_view(frame):
-    """The columns that fit an 80-column terminal; --json has them all."""
+def _runs_view(frame, width: int = 80):
+    """The columns that fit the terminal (ratio and method from 110 columns); --json has them
+    all."""
     import polars as pl
 
+    wide = ["ratio", "method"] if width >= 110 else []
     return frame.select(
-        "run_id", "name", "status",
+        "run_id", "name", "status", *wide,
         (pl.col("epoch_done").cast(pl.String) + "/" + pl.col("epochs").cast(pl.String)).alias(
             "epochs"),
         pl.col("test_balanced").round(3).alias("bal"),

@@ -68,6 +68,14 @@ def test_runs_and_show(trained_store: Path) -> None:
     import json
 
     (run,) = json.loads(imbtui("runs", "--json", "--store", str(trained_store)).stdout)
+    assert (run["ratio"], run["method"]) == (100.0, "ce")
+    # ratio and method columns when the terminal has room for them
+    wide = imbtui("runs", "--store", str(trained_store), env={"COLUMNS": "120"}).stdout
+    header = next(line for line in wide.splitlines() if "run_id" in line)
+    assert [c.strip() for c in header.split("┃")[1:-1]] == [
+        "run_id", "name", "status", "ratio", "method", "epochs", "bal", "maj", "min"]
+    assert "method" not in imbtui("runs", "--store", str(trained_store),
+                                  env={"COLUMNS": "80"}).stdout
     shown = imbtui("show", run["run_id"][:15], "--store", str(trained_store)).stdout
     assert run["run_id"] in shown and "minority" in shown and "4000" in shown
     assert "r100" in imbtui("show", "r100", "--store", str(trained_store)).stdout
