@@ -18,6 +18,9 @@ DuckDB database file (`imbtui export --duckdb`), which is what a single-file sto
     python bench/store.py --runs 4 --steps 2000 # a smoke run
 
 Last line: write_rows_per_s=<writer rows per second> query_ms=<slowest browse query, median ms>.
+The write rate is over all runs; the rates of blocks of 25 consecutive runs are printed beside it
+with the bare baseline's, because a shared machine's speed drifts during the minute of writing
+(by 2x on the development VM, for both arms alike) and the ratio to bare polars is what holds.
 Targets: >= 1,000,000 rows/s written; <= 150 ms per browse query.
 """
 
@@ -30,7 +33,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -140,9 +143,18 @@ class Clock:
     wall: float = 0.0
     cpu: float = 0.0
     rows: int = 0
+    per_run: list[tuple[float, int]] = field(default_factory=list)  # (wall, rows) of each run
 
     def rate(self) -> float:
         return self.rows / self.wall
+
+    def block_rates(self, block: int) -> list[float]:
+        """Rows per second of each `block` consecutive runs (a last, shorter block is dropped)."""
+        out = []
+        for i in range(0, len(self.per_run) - block + 1, block):
+            chunk = self.per_run[i:i + block]
+            out.append(sum(r for _, r in chunk) / sum(w for w, _ in chunk))
+        return out or [self.rate()]
 
     def cpu_rate(self) -> float:
         return self.rows / self.cpu
@@ -165,9 +177,11 @@ def write_run(root: Path, r: int, run: list[tuple[str, dict[str, object]]], step
             hot.wall += time.perf_counter() - t1
             hot.rows += rows_of(cols)
     w.finish("finished")
-    clock.wall += time.perf_counter() - t0
+    wall, rows = time.perf_counter() - t0, sum(rows_of(cols) for _, cols in run)
+    clock.wall += wall
     clock.cpu += time.process_time() - c0
-    clock.rows += sum(rows_of(cols) for _, cols in run)
+    clock.rows += rows
+    clock.per_run.append((wall, rows))
 
 
 def write_bare(folder: Path, r: int, run: list[tuple[str, dict[str, object]]],
@@ -178,9 +192,11 @@ def write_bare(folder: Path, r: int, run: list[tuple[str, dict[str, object]]],
     for i, (table, cols) in enumerate(run):
         pl.DataFrame({"run_id": [f"run-{r:04d}"] * rows_of(cols), **cols}).write_parquet(
             folder / f"{table}-{i:06d}.parquet")
-    clock.wall += time.perf_counter() - t0
+    wall, rows = time.perf_counter() - t0, sum(rows_of(cols) for _, cols in run)
+    clock.wall += wall
     clock.cpu += time.process_time() - c0
-    clock.rows += sum(rows_of(cols) for _, cols in run)
+    clock.rows += rows
+    clock.per_run.append((wall, rows))
     shutil.rmtree(folder)  # keeps the page cache for the store, not for the baseline's copy
 
 
@@ -269,10 +285,12 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=20_000)
     ap.add_argument("--classes", type=int, default=10)
     ap.add_argument("--repeats", type=int, default=15, help="timed repeats per query")
+    ap.add_argument("--block", type=int, default=25,
+                    help="runs per block for the spread of the write rate")
     ap.add_argument("--dir", type=Path, default=None, help="work folder (default: a temp folder)")
     args = ap.parse_args()
-    if args.runs < 1 or args.steps < FLUSH_STEPS or args.classes < 2:
-        ap.error(f"need --runs >= 1, --steps >= {FLUSH_STEPS}, --classes >= 2")
+    if args.runs < 1 or args.steps < FLUSH_STEPS or args.classes < 2 or args.block < 1:
+        ap.error(f"need --runs >= 1, --steps >= {FLUSH_STEPS}, --classes >= 2, --block >= 1")
     work = Path(tempfile.mkdtemp(prefix="imbtui-bench-", dir=args.dir))
     try:
         run(args, work)
@@ -287,10 +305,17 @@ def run(args: argparse.Namespace, work: Path) -> None:
           f"{step_rows:,} step rows, in {work}", flush=True)
 
     ours, bare, hot = write_both(work, writes, args.steps, args.classes)
+    blocks = sorted(ours.block_rates(args.block))
+    bare_blocks = sorted(bare.block_rates(args.block))
     write_rps = ours.rate()
-    print(f"write: RunWriter {write_rps:,.0f} rows/s ({ours.rows:,} rows in {ours.wall:.1f} s, "
-          f"compaction included); bare polars write_parquet {bare.rate():,.0f} rows/s; ratio "
-          f"{write_rps / bare.rate():.2f}", flush=True)
+    print(f"write: RunWriter {ours.rate():,.0f} rows/s over all runs ({ours.rows:,} rows in "
+          f"{ours.wall:.1f} s, compaction included); bare polars write_parquet "
+          f"{bare.rate():,.0f} rows/s; ratio {ours.rate() / bare.rate():.2f}", flush=True)
+    print(f"write, in blocks of {args.block} runs: median {statistics.median(blocks):,.0f} "
+          f"rows/s (fastest "
+          f"{blocks[-1]:,.0f}, slowest {blocks[0]:,.0f}); bare polars median "
+          f"{statistics.median(bare_blocks):,.0f} (the machine's speed drifts; both arms drift "
+          f"together)", flush=True)
     print(f"write, steps parts alone (what a training loop waits for at each flush): "
           f"{hot.rate():,.0f} rows/s")
     print(f"write CPU: RunWriter {ours.cpu_rate():,.0f} rows per CPU-second, bare polars "
