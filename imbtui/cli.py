@@ -509,7 +509,8 @@ def runs(store: StoreOpt = None,
     con = st.connect()
     frame = con.sql(f"""
         SELECT r.run_id, r.name, r.status, r.dataset, r.profile, r.ratio, r.model, r.loss,
-               r.sampler, r.drw, r.method, r.seed, r.epoch_done, r.epochs, r.step_done, r.total_steps,
+               r.sampler, r.drw, r.method, r.seed, r.epoch_done, r.epochs, r.step_done,
+               r.total_steps,
                s.test_balanced, s.test_majority, s.test_minority,
                r.created_at, r.finished_at, r.heartbeat_at
         FROM runs r LEFT JOIN ({get_query('run_summary').sql}) s USING (run_id)
