@@ -380,3 +380,38 @@ def test_nccl_world_size_one_records_the_run(tmp_path: Path) -> None:
     for table, col in (("steps", "loss_sum"), ("epochs", "loss_sum"), ("samples", "loss")):
         np.testing.assert_allclose(ddp[table][col].to_numpy(), one[table][col].to_numpy(),
                                    rtol=1e-3, atol=1e-3, err_msg=table)
+
+
+class _Left(Exception):
+    pass
+
+
+@pytest.mark.parametrize("outcome", ["returns", "raises"])
+def test_the_cli_leaves_a_torchrun_worker_through_distributed_leave(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], outcome: str) -> None:
+    """Under torchrun the entry point ends through `leave` with main's exit code (1 and the
+    traceback when main raises); outside torchrun through sys.exit as usual."""
+    import imbtui.cli as cli
+
+    def main() -> int:
+        if outcome == "raises":
+            raise RuntimeError("boom")
+        return 3
+
+    def leave(code: int) -> None:
+        raise _Left(code)
+
+    monkeypatch.setattr(cli, "main", main)
+    monkeypatch.setattr(distributed, "leave", leave)
+    for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
+        monkeypatch.setenv(k, "0" if k != "WORLD_SIZE" else "2")
+    with pytest.raises(_Left) as left:
+        cli.run()
+    assert left.value.args == ((3,) if outcome == "returns" else (1,))
+    if outcome == "raises":
+        assert "RuntimeError: boom" in capsys.readouterr().err
+    monkeypatch.delenv("RANK")
+    with pytest.raises(SystemExit if outcome == "returns" else RuntimeError) as plain:
+        cli.run()
+    if outcome == "returns":
+        assert plain.value.code == 3
