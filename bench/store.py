@@ -14,7 +14,7 @@ Baselines: the writer against a bare polars `write_parquet` of the same frames (
 schema, no temp file, no fsync, no compaction); the queries against the same rows in one standalone
 DuckDB database file (`imbtui export --duckdb`), which is what a single-file store would give.
 
-    python bench/store.py                       # full size (a few minutes, ~2 GB of temp disk)
+    python bench/store.py                       # full size (a few minutes, ~4 GB of temp disk)
     python bench/store.py --runs 4 --steps 2000 # a smoke run
 
 Last line: write_rows_per_s=<writer rows per second> query_ms=<slowest browse query, median ms>.
@@ -197,7 +197,6 @@ def write_bare(folder: Path, r: int, run: list[tuple[str, dict[str, object]]],
     clock.cpu += time.process_time() - c0
     clock.rows += rows
     clock.per_run.append((wall, rows))
-    shutil.rmtree(folder)  # keeps the page cache for the store, not for the baseline's copy
 
 
 def write_both(work: Path, writes: list[list[tuple[str, dict[str, object]]]], steps: int,
@@ -210,6 +209,9 @@ def write_both(work: Path, writes: list[list[tuple[str, dict[str, object]]]], st
                 lambda: write_bare(work / "bare" / f"run-{r:04d}", r, run, bare)]
         for arm in arms if r % 2 == 0 else arms[::-1]:
             arm()
+    # removed only now: deleting files makes the kernel work for a while after (journal commits,
+    # discard), and that work would land on the writer's next run rather than on the baseline
+    shutil.rmtree(work / "bare")
     return ours, bare, hot
 
 
