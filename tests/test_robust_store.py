@@ -22,7 +22,7 @@ import polars as pl
 import pytest
 
 from imbtui.cli import main
-from imbtui.store import RunWriter, Store
+from imbtui.store import RunWriter, Store, StoreError
 from imbtui.store.doctor import diagnose, quarantine
 from imbtui.store.writer import scan_table
 
@@ -332,8 +332,8 @@ def test_compaction_never_touches_a_damaged_part(tmp_path: Path) -> None:
     make_run(tmp_path, "a", parts=10, finish=None)
     bad = steps_part(tmp_path, "a", 4)
     bad.write_bytes(b"PAR1" + b"x" * 50 + b"PAR1")
-    w = RunWriter(tmp_path, run_id="a")
-    w.finish("finished")  # compaction fails on the damaged part and leaves every part in place
+    w = RunWriter(tmp_path, run_id="a")  # the same run's writer, to compact it
+    assert w.compact("steps") is None  # fails on the damaged part, leaving every part in place
     assert len(scan_table(bad.parent).parts) == 10
     assert count_steps(Store(tmp_path)) == {"a": 54}
 
@@ -383,6 +383,42 @@ def test_a_part_changed_on_disk_is_compacted_from_the_disk(tmp_path: Path) -> No
     w.finish("finished")
     assert len(scan_table(bad.parent).parts) == 6
     assert count_steps(Store(tmp_path)) == {"a": 5 * 2 * C}
+
+
+def test_a_writer_that_never_started_writes_nothing(tmp_path: Path) -> None:
+    """Finishing a run whose start never came (an interrupt before it, or a refused start) must
+    not make a run folder, nor touch the run that made start refuse."""
+    RunWriter(tmp_path, run_id="fresh").finish("interrupted", "stopped")
+    assert not (tmp_path / "runs" / "fresh").exists()
+    make_run(tmp_path, "a", parts=2, finish=None)
+    before = files_digest(tmp_path)
+    twin = RunWriter(tmp_path, run_id="a")
+    with pytest.raises(StoreError, match="already exists"):
+        twin.start({"name": "twin"})
+    twin.update(step_done=5)
+    twin.finish("failed", "refused")
+    assert files_digest(tmp_path) == before
+
+
+def test_an_interrupt_inside_start_still_records_the_run(tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """A sweep's SIGINT can land while start() starts the heartbeat, just after run.json appeared:
+    the trainer's handlers then finish the run as interrupted (start is inside their try)."""
+    import threading
+
+    from trainer.loop import TrainConfig, train
+
+    def interrupted_start(self: threading.Thread) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(threading.Thread, "start", interrupted_start)
+    w = RunWriter(tmp_path, run_id="a")
+    with pytest.raises(KeyboardInterrupt):
+        train(TrainConfig(ratio=10, epochs=1, max_steps=3, device="cpu"), w)
+    monkeypatch.undo()
+    meta = json.loads((tmp_path / "runs" / "a" / "run.json").read_text())
+    assert (meta["status"], meta["step_done"]) == ("interrupted", 0)
+    assert not (tmp_path / "runs" / "a" / ".reserve").exists()
 
 
 # ==== export ============================================================================================

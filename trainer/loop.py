@@ -317,9 +317,9 @@ def _train(cfg: TrainConfig, sink: Sink, hooks: Hooks) -> RunResult:
     config = {**dataclasses.asdict(cfg), "model": model_name, "n_classes": n_classes,
               "n_train": n_train, "steps_per_epoch": steps_per_epoch,
               "n_params": n_params(model), "world_size": distributed.world_size()}
-    sink.start({"name": cfg.name or default_name(cfg),
-                "config": config, "device": str(device), "code_version": code_version(),
-                "epoch_done": 0, "step_done": 0, "total_steps": total_steps})
+    meta = {"name": cfg.name or default_name(cfg), "config": config, "device": str(device),
+            "code_version": code_version(), "epoch_done": 0, "step_done": 0,
+            "total_steps": total_steps}
 
     recording = cfg.dynamics != "off"
     full = cfg.dynamics == "full"
@@ -383,9 +383,11 @@ def _train(cfg: TrainConfig, sink: Sink, hooks: Hooks) -> RunResult:
     step, epoch = 0, 0
     status, message = "finished", None
     final: dict[str, float] = {}
-    # From here on the run exists in the store: whatever stops it, its setup included (a Ctrl-C, or
-    # a sweep's SIGINT right after run.json appears), the handlers below record how it ended.
+    # The run exists in the store from sink.start on: whatever stops it, its setup included (a
+    # Ctrl-C, or a sweep's SIGINT landing while start() still starts the heartbeat just after
+    # run.json appeared), the handlers below record how it ended. start() is inside the try.
     try:
+        sink.start(meta)
         if recording:
             sink.write("classes", {f: [getattr(c, f) for c in classes]
                                    for f in ("class_id", "class_name", "train_count", "test_count",

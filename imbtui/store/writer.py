@@ -131,6 +131,7 @@ class RunWriter:
         self.compact_min_parts = compact_min_parts
         self.fsync_parts = fsync_parts
         self._meta: dict[str, Any] = {}
+        self._started = False  # run.json written (or being written): update and finish apply
         self._parts: dict[str, int] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -151,6 +152,7 @@ class RunWriter:
         now = iso(utcnow())
         self._meta = {"run_id": self.run_id, **meta, "status": "running", "created_at": now,
                       "heartbeat_at": now, "finished_at": None}
+        self._started = True
         self._flush_meta()
         self._reserve()
         self._thread = threading.Thread(target=self._beat, name="imbtui-heartbeat", daemon=True)
@@ -158,6 +160,8 @@ class RunWriter:
 
     def update(self, final: bool = False, **fields: Any) -> None:
         """Merge progress fields into run.json (and refresh the heartbeat)."""
+        if not self._started:  # no run.json of ours to update: never write one from here
+            return
         with self._lock:
             self._meta.update(fields)
             self._meta["heartbeat_at"] = iso(utcnow())
@@ -167,8 +171,10 @@ class RunWriter:
         """Record the final status, then compact the parts (a kill in between loses nothing)."""
         if status not in TERMINAL:
             raise ValueError(f"unknown final status {status!r}")
+        if not self._started:  # start() never wrote this run (refused, or interrupted before)
+            return
         self._stop.set()
-        if self._thread is not None:
+        if self._thread is not None and self._thread.ident is not None:  # started, if cut short
             self._thread.join(timeout=5)
         now = iso(utcnow())
         self.update(final=True, status=status, finished_at=now, message=message)
