@@ -145,6 +145,14 @@ class Clock:
     rows: int = 0
     per_run: list[tuple[float, int]] = field(default_factory=list)  # (wall, rows) of each run
 
+    def add(self, t0: float, c0: float, run: list[tuple[str, dict[str, object]]]) -> None:
+        """One run's rows and the wall and CPU time since (t0, c0)."""
+        wall, rows = time.perf_counter() - t0, sum(rows_of(cols) for _, cols in run)
+        self.wall += wall
+        self.cpu += time.process_time() - c0
+        self.rows += rows
+        self.per_run.append((wall, rows))
+
     def rate(self) -> float:
         return self.rows / self.wall
 
@@ -177,11 +185,7 @@ def write_run(root: Path, r: int, run: list[tuple[str, dict[str, object]]], step
             hot.wall += time.perf_counter() - t1
             hot.rows += rows_of(cols)
     w.finish("finished")
-    wall, rows = time.perf_counter() - t0, sum(rows_of(cols) for _, cols in run)
-    clock.wall += wall
-    clock.cpu += time.process_time() - c0
-    clock.rows += rows
-    clock.per_run.append((wall, rows))
+    clock.add(t0, c0, run)
 
 
 def write_bare(folder: Path, r: int, run: list[tuple[str, dict[str, object]]],
@@ -192,11 +196,7 @@ def write_bare(folder: Path, r: int, run: list[tuple[str, dict[str, object]]],
     for i, (table, cols) in enumerate(run):
         pl.DataFrame({"run_id": [f"run-{r:04d}"] * rows_of(cols), **cols}).write_parquet(
             folder / f"{table}-{i:06d}.parquet")
-    wall, rows = time.perf_counter() - t0, sum(rows_of(cols) for _, cols in run)
-    clock.wall += wall
-    clock.cpu += time.process_time() - c0
-    clock.rows += rows
-    clock.per_run.append((wall, rows))
+    clock.add(t0, c0, run)
 
 
 def write_both(work: Path, writes: list[list[tuple[str, dict[str, object]]]], steps: int,
@@ -310,9 +310,9 @@ def run(args: argparse.Namespace, work: Path) -> None:
     blocks = sorted(ours.block_rates(args.block))
     bare_blocks = sorted(bare.block_rates(args.block))
     write_rps = ours.rate()
-    print(f"write: RunWriter {ours.rate():,.0f} rows/s over all runs ({ours.rows:,} rows in "
+    print(f"write: RunWriter {write_rps:,.0f} rows/s over all runs ({ours.rows:,} rows in "
           f"{ours.wall:.1f} s, compaction included); bare polars write_parquet "
-          f"{bare.rate():,.0f} rows/s; ratio {ours.rate() / bare.rate():.2f}", flush=True)
+          f"{bare.rate():,.0f} rows/s; ratio {write_rps / bare.rate():.2f}", flush=True)
     print(f"write, in blocks of {args.block} runs: median {statistics.median(blocks):,.0f} "
           f"rows/s (fastest "
           f"{blocks[-1]:,.0f}, slowest {blocks[0]:,.0f}); bare polars median "

@@ -952,16 +952,20 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run() -> None:
-    if not all(k in os.environ for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK")):
-        sys.exit(main())
-    # a torchrun worker: exit without the interpreter's shutdown (why: trainer.distributed.leave)
-    code = 1
+    if "LOCAL_RANK" in os.environ:  # perhaps a torchrun worker (asking imports torch)
+        from trainer.distributed import launched, leave
+
+        if launched():  # exit without the interpreter's shutdown (why: distributed.leave)
+            leave(_main_printing_tracebacks())
+    sys.exit(main())
+
+
+def _main_printing_tracebacks() -> int:
+    """main's exit code; an unexpected error prints its traceback, as Python would, and gives 1."""
     try:
-        code = main()
-    except BaseException:  # an unexpected error: its traceback, as Python would print it
+        return main()
+    except BaseException:
         import traceback
 
         traceback.print_exc()
-    from trainer.distributed import leave
-
-    leave(code)
+        return 1

@@ -380,6 +380,20 @@ def _train(cfg: TrainConfig, sink: Sink, hooks: Hooks) -> RunResult:
             sink.write("geometry_summary", tables[1])
         return summary
 
+    # the recorders exist before the run does, so the handlers below can always flush them
+    # full: per-sample rows and gradient probes, buffered for a whole epoch and written at its
+    # end (a part per epoch, not per flush: the per-sample rows are the bulk of the store)
+    samples = SampleRecorder(max(1, steps_per_epoch), device) if full else None
+    rec = StepRecorder(n_classes, max(1, cfg.flush_steps), device, samples=samples)
+    # ranks reduce together, so they flush on step counts only
+    timed = not distributed.active()
+    minority = torch.as_tensor(groups == "minority", device=device)
+    probe = (GradientProbe(minority, steps_per_epoch // cfg.probe_every + 1, device) if full
+             else None)
+    sample_ids = torch.from_numpy(idx).to(device)  # row of x_tr -> row of the dataset's arrays
+    params = [p for p in model.parameters() if p.requires_grad]
+    last_flush = time.monotonic()
+
     step, epoch = 0, 0
     status, message = "finished", None
     final: dict[str, float] = {}
@@ -395,19 +409,6 @@ def _train(cfg: TrainConfig, sink: Sink, hooks: Hooks) -> RunResult:
         hooks.on_start({"run_id": sink.run_id, "device": str(device), "counts": counts,
                         "classes": classes, "total_steps": total_steps, "epochs": cfg.epochs,
                         "steps_per_epoch": steps_per_epoch})
-
-        # full: per-sample rows and gradient probes, buffered for a whole epoch and written at its
-        # end (a part per epoch, not per flush: the per-sample rows are the bulk of the store)
-        samples = SampleRecorder(max(1, steps_per_epoch), device) if full else None
-        rec = StepRecorder(n_classes, max(1, cfg.flush_steps), device, samples=samples)
-        # ranks reduce together, so they flush on step counts only
-        timed = not distributed.active()
-        minority = torch.as_tensor(groups == "minority", device=device)
-        probe = (GradientProbe(minority, steps_per_epoch // cfg.probe_every + 1, device) if full
-                 else None)
-        sample_ids = torch.from_numpy(idx).to(device)  # row of x_tr -> row of the dataset's arrays
-        params = [p for p in model.parameters() if p.requires_grad]
-        last_flush = time.monotonic()
         t0 = time.perf_counter()
         final = evaluate_epoch(0, 0)
         hooks.on_epoch(0, final)

@@ -131,7 +131,6 @@ class RunWriter:
         self.compact_min_parts = compact_min_parts
         self.fsync_parts = fsync_parts
         self._meta: dict[str, Any] = {}
-        self._started = False  # run.json written (or being written): update and finish apply
         self._parts: dict[str, int] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -152,7 +151,6 @@ class RunWriter:
         now = iso(utcnow())
         self._meta = {"run_id": self.run_id, **meta, "status": "running", "created_at": now,
                       "heartbeat_at": now, "finished_at": None}
-        self._started = True
         self._flush_meta()
         self._reserve()
         self._thread = threading.Thread(target=self._beat, name="imbtui-heartbeat", daemon=True)
@@ -160,7 +158,7 @@ class RunWriter:
 
     def update(self, final: bool = False, **fields: Any) -> None:
         """Merge progress fields into run.json (and refresh the heartbeat)."""
-        if not self._started:  # no run.json of ours to update: never write one from here
+        if not self._meta:  # start() never came: no run.json of ours to update or to create
             return
         with self._lock:
             self._meta.update(fields)
@@ -171,7 +169,7 @@ class RunWriter:
         """Record the final status, then compact the parts (a kill in between loses nothing)."""
         if status not in TERMINAL:
             raise ValueError(f"unknown final status {status!r}")
-        if not self._started:  # start() never wrote this run (refused, or interrupted before)
+        if not self._meta:  # start() never wrote this run (refused, or interrupted before)
             return
         self._stop.set()
         if self._thread is not None and self._thread.ident is not None:  # started, if cut short
@@ -227,9 +225,7 @@ class RunWriter:
         return path
 
     def _keep_frame(self, table: str, n: int, size: int, frame: pl.DataFrame) -> None:
-        kept = self._frames.setdefault(table, [])
-        if kept is None:
-            return
+        kept = self._frames.setdefault(table, [])  # write() checked it is not dropped
         nbytes = frame.estimated_size()
         if self._frame_bytes + nbytes > FRAME_CACHE_BYTES:
             self._frame_bytes -= sum(f.estimated_size() for _, _, f in kept)
