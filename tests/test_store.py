@@ -161,3 +161,56 @@ def test_runs_view_names_each_runs_method(tmp_path: Path) -> None:
     got = dict(Store(tmp_path).sql("SELECT run_id, method FROM runs").iter_rows())
     assert got == {"plain": "ce", "drw": "ldam-drw", "sampled": "ce+class-balanced",
                    "both": "focal-drw+sqrt", "no-sampler": "ce", "unknown": "?"}
+
+
+def test_parts_hold_the_schema_types_whatever_the_caller_hands_over(tmp_path: Path) -> None:
+    """numpy arrays of other widths, Python lists, one string for every row and a left-out added
+    column all land as the table's own types, with the values unchanged."""
+    w = RunWriter(tmp_path, run_id="a", heartbeat_s=60)
+    w.start({"name": "a"})
+    cols = steps_cols([0, 1], 2, value=0.25)
+    cols["class_id"] = np.array([0, 1, 0, 1], dtype=np.int64)     # int64 into an INTEGER column
+    cols["loss_sum"] = [1, 2, 3, 4]                                 # ints into a DOUBLE column
+    cols["lr"] = np.full(4, 0.5, dtype=np.float32)
+    path = w.write("steps", cols)
+    w.write("epochs", {"epoch": [1, 1], "step": [2, 2], "split": "test", "class_id": [0, 1],
+                       "n": [3, 4], "correct": [1, 2], "loss_sum": [0.5, 1.5],
+                       "p_true_sum": [1.0, 2.0], "feature_norm": [None, 1.0],
+                       "weight_norm": [1.0, 1.0], "bias": [0.0, 0.0]})
+    w.finish("finished")
+    con = Store(tmp_path).connect()
+    types = dict(con.sql("SELECT column_name, column_type FROM (DESCRIBE SELECT * FROM "
+                         f"read_parquet('{path}'))").fetchall())
+    want = {"VARCHAR": "String", "BIGINT": "Int64", "INTEGER": "Int32", "DOUBLE": "Float64"}
+    assert {c: want[t] for c, t in types.items()} == {c: str(t) for c, t in TABLES["steps"].items()}
+    assert con.sql("SELECT run_id, class_id, loss_sum, lr, grad_pos FROM steps ORDER BY step, "
+                   "class_id").fetchall() == [("a", 0, 1.0, 0.5, None), ("a", 1, 2.0, 0.5, None),
+                                              ("a", 0, 3.0, 0.5, None), ("a", 1, 4.0, 0.5, None)]
+    assert con.sql("SELECT split, class_id, feature_norm FROM epochs ORDER BY class_id"
+                   ).fetchall() == [("test", 0, None), ("test", 1, 1.0)]
+
+
+@pytest.mark.parametrize("column, value, problem", [
+    ("class_id", np.array([0.5, 1, 2, 0, 1, 2]), "steps.class_id"),   # 0.5 is no class id
+    ("epoch", np.full(6, 2**40), "steps.epoch"),                      # too wide for INTEGER
+    ("n", np.arange(5), "steps"),                                     # 5 rows beside 6
+])
+def test_a_column_that_does_not_fit_is_refused_and_nothing_written(
+        tmp_path: Path, column: str, value: np.ndarray, problem: str) -> None:
+    w = RunWriter(tmp_path, run_id="a", heartbeat_s=60)
+    w.start({"name": "a"})
+    cols = steps_cols([0, 1], 3, value=0.0)
+    cols[column] = value
+    with pytest.raises(ValueError, match=problem):
+        w.write("steps", cols)
+    w.write("steps", steps_cols([0, 1], 3, value=0.0))  # the writer goes on as before
+    w.finish("finished")
+    assert Store(tmp_path).sql("SELECT count(*) AS n FROM steps").item() == 6
+    assert [p.name for p in (tmp_path / "runs" / "a" / "steps").iterdir()] == ["part-000000.parquet"]
+
+
+def test_the_writers_run_id_is_in_every_row(tmp_path: Path) -> None:
+    w = make_run(tmp_path, "a", parts=0)
+    w.write("steps", {**steps_cols([0], 2, 0.0), "run_id": "someone-else"})
+    w.finish("finished")
+    assert Store(tmp_path).sql("SELECT DISTINCT run_id FROM steps").item() == "a"

@@ -65,7 +65,7 @@ def iso(ts: datetime | None) -> str | None:
     return None if ts is None else ts.astimezone(timezone.utc).isoformat(timespec="milliseconds")
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
+def atomic_write_bytes(path: Path, data: bytes | memoryview) -> None:
     """Write to a hidden temporary file in the same folder, fsync, then rename over `path`.
 
     A reader sees either the old file or the new one, never a half-written one; a killed writer leaves

@@ -7,6 +7,7 @@ from them when a table has no part yet, so a query over a fresh store never fail
 from __future__ import annotations
 
 import polars as pl
+import pyarrow as pa
 
 # table -> ordered {column: polars dtype}. Every table carries run_id; it is stored in each part (a
 # constant column costs a few bytes in Parquet) so any part can be read on its own.
@@ -132,6 +133,21 @@ _DUCK = {
 
 def duck_type(dtype: pl.DataType) -> str:
     return _DUCK[dtype]
+
+
+# polars dtype -> Arrow type: the writer builds each part as an Arrow table (see writer.py).
+_ARROW = {
+    pl.Int32(): pa.int32(),
+    pl.Int64(): pa.int64(),
+    pl.Float64(): pa.float64(),
+    pl.String(): pa.string(),
+    pl.Boolean(): pa.bool_(),
+}
+
+# table -> its columns as (name, Arrow type), in order.
+ARROW_TABLES: dict[str, list[tuple[str, pa.DataType]]] = {
+    table: [(c, _ARROW[t]) for c, t in cols.items()] for table, cols in TABLES.items()
+}
 
 
 def method_label(loss: str | None, drw: int | None, sampler: str | None) -> str:
