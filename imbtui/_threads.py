@@ -4,7 +4,8 @@ A trainer writes small Parquet parts between steps. Polars sizes its thread pool
 it is first imported, and on a CPU those threads then fight torch's intra-op threads for the cores
 at every flush: on 2 cores `bench/overhead.py` measured the recording overhead of the default run at
 1.20 (minimal) and 1.28 (full) with polars' default pool, and about 1.03 / 1.09 with one polars
-thread. The parts are tiny, so one thread encodes them as fast.
+thread, when polars still encoded the parts. pyarrow encodes them now (it starts no threads to
+write); polars is left with the compaction at the end of the run.
 """
 
 from __future__ import annotations

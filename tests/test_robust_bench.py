@@ -1,4 +1,4 @@
-"""bench/store.py at a smoke size: it runs, the browse queries give the same answers over the store
+"""bench/store.py and bench/parts.py at a smoke size: it runs, the browse queries give the same answers over the store
 and over the exported DuckDB file (the bench refuses to time them otherwise), and it ends with the
 line the issue asks for."""
 
@@ -22,3 +22,13 @@ def test_store_bench_smoke(tmp_path: Path) -> None:
     m = re.fullmatch(r"write_rows_per_s=(\d+) query_ms=(\d+\.\d)", lines[-1])
     assert m and int(m[1]) > 0 and float(m[2]) > 0
     assert list(tmp_path.iterdir()) == []  # the bench cleans up after itself
+
+
+def test_parts_bench_smoke() -> None:
+    """bench/parts.py runs, finds both encoders giving the same rows, and ends with its line."""
+    proc = subprocess.run([sys.executable, "bench/parts.py", "--repeats", "1"], cwd=REPO,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.strip().splitlines()
+    assert lines[0].startswith("steps  part (2,000 rows, 100 parts)")
+    assert re.fullmatch(r"part_speedup=\d+\.\d\d", lines[-1])
