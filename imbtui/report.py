@@ -56,8 +56,9 @@ HEADLINES = {"onset_spread": "onset spread (epochs)", "early_gap": "early train 
              "majority - minority", "excess_gap": "excess train - test gap of the minority"}
 
 SETTING = ["dataset", "profile", "model", "epochs"]  # what must match for runs to be compared
-RUN_COLUMNS = ["run_id", "name", "status", "dataset", "profile", "ratio", "model", "loss",
-               "sampler", "drw", "seed", "method"]
+# the columns of the runs view that name a run in the report (schema.RUN_COLUMNS has them all)
+IDENTITY = ["run_id", "name", "status", "dataset", "profile", "ratio", "model", "loss",
+            "sampler", "drw", "seed", "method"]
 
 
 # ==== measuring ===================================================================================
@@ -66,7 +67,7 @@ def findings(store: Queryable, runs: Sequence[str] = (), threshold: float = 0.5,
              early: int = 2) -> pl.DataFrame:
     """One row per run with evaluated epochs: the run's identity and every number of the report."""
     runs = list(runs)
-    meta = store.sql(f"SELECT {', '.join(RUN_COLUMNS)} FROM runs WHERE len($runs) = 0 OR "
+    meta = store.sql(f"SELECT {', '.join(IDENTITY)} FROM runs WHERE len($runs) = 0 OR "
                      f"list_contains($runs, run_id)", {"runs": runs})
     onsets = onset_stats(store.query("learning_onset", runs=runs, threshold=threshold))
     early_acc = early_stats(store.query("group_curves", runs=runs), early)
@@ -74,7 +75,7 @@ def findings(store: Queryable, runs: Sequence[str] = (), threshold: float = 0.5,
     frame = (meta.join(onsets, on="run_id", how="inner")
              .join(early_acc, on="run_id", how="left")
              .join(gaps, on="run_id", how="left"))
-    order = RUN_COLUMNS + [c for c in frame.columns if c not in RUN_COLUMNS]
+    order = IDENTITY + [c for c in frame.columns if c not in IDENTITY]
     return frame.select(order).sort("dataset", "profile", "loss", "sampler", "ratio", "seed",
                                      "run_id")
 
