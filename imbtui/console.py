@@ -8,11 +8,13 @@ from __future__ import annotations
 import json
 import math
 import sys
+from collections.abc import Callable
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
 import polars as pl
+from rich import box
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -34,17 +36,47 @@ def fmt(value: Any) -> str:
     return str(value)
 
 
+# columns never narrowed below these widths: a run id (copied into the next command) and a status
+MIN_WIDTH = {"run_id": 22, "status": 8}
+
+
+def plain_table(title: str | None = None) -> Table:
+    """Every table imbtui prints: a rule under the header, no vertical rules and no outer padding
+    (on an 80-column terminal the box's rules cost a run listing most of its name column)."""
+    return Table(title=title, header_style="bold", box=box.SIMPLE_HEAD, collapse_padding=True,
+                 pad_edge=False, show_edge=False)
+
+
 def frame_table(frame: pl.DataFrame, title: str | None = None,
                 max_rows: int = MAX_TABLE_ROWS) -> Table:
-    table = Table(title=title, show_lines=False, header_style="bold")
+    table = plain_table(title)
     for name, dtype in frame.schema.items():
         # run ids are what users copy into the next command: never truncate them
         keep = name == "run_id"
         table.add_column(name, justify="right" if dtype.is_numeric() else "left", no_wrap=keep,
-                         min_width=22 if keep else None)
-    for row in frame.head(max_rows).iter_rows():
-        table.add_row(*(fmt(v) for v in row))
+                         min_width=MIN_WIDTH.get(name))
+    shown = frame.head(max_rows)
+    formats = [column_format(shown[c].to_list()) if t.is_float() else fmt
+               for c, t in shown.schema.items()]
+    for row in shown.iter_rows():
+        table.add_row(*(f(v) for f, v in zip(formats, row)))
     return table
+
+
+def column_format(values: list[Any]) -> Callable[[Any], str]:
+    """One number of decimals for a whole column of floats, so that its points line up and 0.990
+    does not show as 0.99 beside 0.822: four significant digits for the largest value. Columns
+    with values below 0.001 or from a million up keep `fmt`'s per-value format."""
+    finite = [abs(v) for v in values if isinstance(v, float) and math.isfinite(v)]
+    if not finite or max(finite) >= 1e6 or any(0 < v < 1e-3 for v in finite):
+        return fmt
+    decimals = max(0, 4 - len(str(int(max(finite)))))
+
+    def one(value: Any) -> str:
+        if isinstance(value, float) and math.isfinite(value):
+            return f"{value:.{decimals}f}"
+        return fmt(value)
+    return one
 
 
 def print_frame(frame: pl.DataFrame, fmt_name: str, title: str | None = None) -> None:
@@ -127,7 +159,7 @@ class TrainProgress:
 
 def summary_table(final: dict[str, float], first: dict[str, float] | None = None) -> Table:
     """Majority vs minority accuracy at the end (and after epoch 1), with the train-test gap."""
-    table = Table(title="majority vs minority", header_style="bold")
+    table = plain_table("majority vs minority")
     for col in ("group", "train acc", "test acc", "train-test gap"):
         table.add_column(col, justify="left" if col == "group" else "right")
     if first:

@@ -171,9 +171,9 @@ def run_label(row: dict[str, Any], i: int) -> str:
 
 def table(frame: pl.DataFrame, threshold: float, early: int):
     """The findings as a rich Table: one row per number, one column per run."""
-    from rich.table import Table
+    from imbtui.console import plain_table
 
-    t = Table(title="class imbalance: the three findings", header_style="bold")
+    t = plain_table("class imbalance: the three findings")
     t.add_column("finding", no_wrap=True)
     runs = frame.to_dicts()
     for i, run in enumerate(runs, 1):
