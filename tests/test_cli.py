@@ -103,3 +103,16 @@ def test_sql_nested_columns_in_csv_and_json(trained_store: Path) -> None:
 
     assert json.loads(imbtui("sql", q, "--format", "json", "--store", str(trained_store)).stdout) \
         == [{"a": [1, 2], "b": {"x": 1}, "c": 3}]
+
+
+def test_a_float_column_has_one_number_of_decimals() -> None:
+    from imbtui.console import column_format
+
+    def shown(values: list) -> list[str]:
+        return [column_format(values)(v) for v in values]
+
+    assert shown([0.99, 0.8223, None]) == ["0.990", "0.822", ""]          # largest < 10: 3
+    assert shown([123.44, 1.5, float("nan")]) == ["123.4", "1.5", "nan"]  # 3 digits: 1 more
+    assert shown([12345.6, 2.0]) == ["12346", "2"]                        # 5 digits: none
+    assert shown([0.5, 2e-5]) == ["0.5", "2.000e-05"]                     # tiny: per value
+    assert shown([3e6, 1.0]) == ["3e+06", "1"]                            # huge: per value
