@@ -8,6 +8,9 @@ an epochs part (train and test rows of 10 classes), both from bench/store.py's s
 
     python bench/parts.py
 
+Then the compaction at finish, which the writer leaves to polars: a run's 200,000 steps rows merged
+into one zstd file through polars and through pyarrow.
+
 Last line: part_speedup=<polars time / writer time, steps part>.
 """
 
@@ -29,7 +32,13 @@ import pyarrow.parquet as pq  # noqa: E402
 from store import plan  # noqa: E402  (bench/store.py: the synthetic run)
 
 from imbtui.store.schema import TABLES  # noqa: E402
-from imbtui.store.writer import PART_CODEC, _STRINGS, arrow_part  # noqa: E402
+from imbtui.store.writer import (  # noqa: E402
+    COMPACT_OPTIONS,
+    PART_CODEC,
+    _STRINGS,
+    arrow_part,
+    merge_frames,
+)
 
 
 def writer_way(table: str, cols: dict) -> bytes:
@@ -87,7 +96,32 @@ def main() -> None:
         print(f"{table:6s} part ({rows:,} rows, {len(parts)} parts): writer {times['writer']:6.0f} "
               f"us, polars {times['polars']:6.0f} us; sizes {len(mine):,} and {len(theirs):,} "
               f"bytes; speedup {speedup[table]:.2f}")
+    compaction(run, args.repeats)
     print(f"part_speedup={speedup['steps']:.2f}")
+
+
+def compaction(run: list, repeats: int) -> None:
+    """A finished run's steps parts merged into one zstd file: polars' encoder (the writer's way,
+    on as many threads as polars has) against pyarrow's."""
+    tables = [arrow_part("steps", {**cols, "run_id": "run-0000"}) for t, cols in run
+              if t == "steps"]
+
+    def through_polars() -> None:
+        merge_frames(tables, "run-0000").write_parquet(io.BytesIO(), **COMPACT_OPTIONS)
+
+    def through_pyarrow() -> None:
+        pq.write_table(pa.concat_tables(tables), pa.BufferOutputStream(), compression="zstd",
+                       compression_level=1, use_dictionary=_STRINGS["steps"], store_schema=False)
+
+    best = {"polars": float("inf"), "pyarrow": float("inf")}
+    for _ in range(repeats):
+        for name, fn in (("polars", through_polars), ("pyarrow", through_pyarrow)):
+            t0 = time.perf_counter()
+            fn()
+            best[name] = min(best[name], time.perf_counter() - t0)
+    rows = sum(t.num_rows for t in tables)
+    print(f"compaction of {rows:,} steps rows on {pl.thread_pool_size()} polars thread(s): polars "
+          f"{best['polars'] * 1e3:.1f} ms (the writer's way), pyarrow {best['pyarrow'] * 1e3:.1f} ms")
 
 
 if __name__ == "__main__":
