@@ -18,13 +18,14 @@ def imported(modules: list[str]) -> set[str]:
     return set(proc.stdout.split())
 
 
-@pytest.mark.parametrize("module", ["trainer.loop", "trainer.data", "imbtui.store"])
+@pytest.mark.parametrize("module", ["trainer.loop", "trainer.data", "imbtui.store",
+                                    "imbtui.store.writer", "imbtui.store.doctor"])
 def test_trainer_and_store_never_import_textual(module: str) -> None:
     assert "textual" not in imported([module])
 
 
 def test_store_never_imports_torch() -> None:
-    assert "torch" not in imported(["imbtui.store"])
+    assert "torch" not in imported(["imbtui.store", "imbtui.store.writer"])
 
 
 def test_tui_never_imports_torch() -> None:

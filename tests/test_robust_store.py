@@ -24,7 +24,7 @@ import pytest
 from imbtui.cli import main
 from imbtui.store import RunWriter, Store, StoreError
 from imbtui.store.doctor import diagnose, quarantine
-from imbtui.store.writer import scan_table
+from imbtui.store.layout import scan_table
 
 C = 3  # classes per synthetic run
 

@@ -26,7 +26,8 @@ import pytest
 import imbtui.store.writer as writer_mod
 from imbtui.cli import main
 from imbtui.store import RunWriter, Store
-from imbtui.store.writer import StoreWriteError, scan_table
+from imbtui.store.layout import scan_table
+from imbtui.store.writer import StoreWriteError
 
 REPO = Path(__file__).resolve().parent.parent
 C = 10  # MNIST-1D classes

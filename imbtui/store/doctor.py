@@ -18,10 +18,18 @@ from pathlib import Path
 import duckdb
 import polars as pl
 
-from imbtui.store.layout import RUN_ID_RE, StoreError, atomic_write_json, iso, runs_dir, utcnow
+from imbtui.store.layout import (
+    RESERVE_NAME,
+    RUN_ID_RE,
+    StoreError,
+    atomic_write_json,
+    iso,
+    runs_dir,
+    scan_table,
+    utcnow,
+)
 from imbtui.store.reader import UNIQUE_KEYS, Store, deep_problem, stale_after_s
 from imbtui.store.schema import TABLES
-from imbtui.store.writer import RESERVE_NAME, scan_table
 
 QUARANTINE = "quarantine"
 STALE_TEMP_S = 15 * 60  # a hidden temp file untouched this long belongs to a writer that died

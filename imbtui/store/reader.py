@@ -23,9 +23,8 @@ import duckdb
 import polars as pl
 
 from imbtui.errors import UserError
-from imbtui.store.layout import RUN_ID_RE, StoreError, check_run_id, runs_dir
+from imbtui.store.layout import RUN_ID_RE, StoreError, check_run_id, runs_dir, scan_table
 from imbtui.store.schema import RUN_COLUMNS, TABLES, duck_type, method_label
-from imbtui.store.writer import scan_table
 
 STALE_AFTER_S = 60.0  # a running run whose heartbeat is older than this is shown as crashed
 STALE_ENV = "IMBTUI_STALE_AFTER_S"  # override, e.g. for clocks that disagree on a shared filesystem

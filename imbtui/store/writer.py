@@ -8,11 +8,9 @@ from __future__ import annotations
 
 import errno
 import os
-import re
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,20 +20,22 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from imbtui.store.layout import (
-    PART_RE,
+    RANGE_RE,
+    RESERVE_NAME,
     StoreError,
     atomic_write_bytes,
     atomic_write_json,
     iso,
     new_run_id,
+    part_first,
+    part_last,
     run_dir,
+    scan_table,
     utcnow,
 )
 from imbtui.store.schema import ADDED, ARROW_TABLES, TABLES
 
 TERMINAL = ("finished", "failed", "interrupted", "diverged")
-# A compacted part `part-A-B.parquet` holds exactly the rows of parts A..B; readers prefer it to them.
-RANGE_RE = re.compile(r"^part-(\d{6})-(\d{6})\.parquet$")
 # Runs with fewer parts per table are left as written: a few files cost a reader nothing.
 COMPACT_MIN_PARTS = 8
 # Parts are written while the trainer waits: LZ4 encodes ~25% faster than zstd for files ~10%
@@ -50,7 +50,6 @@ PART_CODEC = "lz4"
 FRAME_CACHE_BYTES = 64 * 1024 * 1024
 # Space held back from the start of a run so that, when the disk fills up, the final run.json
 # (status `failed` and why) still fits: released only to write it.
-RESERVE_NAME = ".reserve"
 RESERVE_BYTES = 64 * 1024
 
 
@@ -65,59 +64,6 @@ def write_error(path: Path, root: Path, exc: OSError) -> StoreWriteError:
     except ValueError:
         where = str(path)
     return StoreWriteError(f"cannot write {where} in store {str(root)!r}: {reason}")
-
-
-@dataclass
-class TableListing:
-    """What one `<run>/<table>/` folder holds, sorted out the way every reader must read it."""
-
-    parts: list[Path] = field(default_factory=list)       # what to read: each row exactly once
-    superseded: list[Path] = field(default_factory=list)  # plain parts already in a compacted part
-    temps: list[Path] = field(default_factory=list)       # hidden files: writes in progress (or dead)
-    unknown: list[Path] = field(default_factory=list)     # anything else: never read
-
-
-def scan_table(table_dir: Path) -> TableListing:
-    """Sort a table folder into parts to read, superseded parts, temp files and unknown files.
-
-    One directory listing decides everything, so a reader never counts a row twice: a plain part is
-    read only if no compacted range covers it (the writer renames the compacted part into place
-    before it deletes the plain ones).
-    """
-    out = TableListing()
-    try:
-        names = sorted(os.listdir(table_dir))
-    except (FileNotFoundError, NotADirectoryError):
-        return out
-    plain: list[tuple[int, Path]] = []
-    ranges: list[tuple[int, int, Path]] = []
-    for name in names:
-        if m := PART_RE.match(name):
-            plain.append((int(m[1]), table_dir / name))
-        elif (m := RANGE_RE.match(name)) and int(m[1]) <= int(m[2]):
-            ranges.append((int(m[1]), int(m[2]), table_dir / name))
-        elif name.startswith("."):
-            out.temps.append(table_dir / name)
-        else:
-            out.unknown.append(table_dir / name)
-    # a range inside a wider one (a second compaction that died before cleaning up) is superseded too
-    ranges.sort(key=lambda r: (r[0], -r[1]))
-    kept: list[tuple[int, int, Path]] = []
-    for a, b, path in ranges:
-        if any(ka <= a and b <= kb for ka, kb, _ in kept):
-            out.superseded.append(path)
-        else:
-            kept.append((a, b, path))
-    for n, path in plain:
-        covered = any(a <= n <= b for a, b, _ in kept)
-        (out.superseded if covered else out.parts).append(path)
-    out.parts = sorted(out.parts + [p for _, _, p in kept], key=_part_key)
-    return out
-
-
-def _part_key(path: Path) -> int:
-    m = PART_RE.match(path.name) or RANGE_RE.match(path.name)
-    return int(m[1]) if m else -1
 
 
 class RunWriter:
@@ -241,7 +187,7 @@ class RunWriter:
         """This writer's own frames of exactly `parts`, if it still holds them and every part on
         disk is still the size it wrote; None sends compaction to the files themselves."""
         kept = self._frames.get(table)
-        if not kept or [n for n, _, _ in kept] != [_part_key(p) for p in parts]:
+        if not kept or [n for n, _, _ in kept] != [part_first(p) for p in parts]:
             return None
         if any(RANGE_RE.match(p.name) for p in parts):
             return None
@@ -261,7 +207,7 @@ class RunWriter:
         listing = scan_table(self.dir / table)
         if len(listing.parts) < max(2, self.compact_min_parts):
             return None
-        first, last = _part_key(listing.parts[0]), _part_last(listing.parts[-1])
+        first, last = part_first(listing.parts[0]), part_last(listing.parts[-1])
         path = self.dir / table / f"part-{first:06d}-{last:06d}.parquet"
         tmp = path.with_name(f".{path.name}.compact.tmp")
         try:
@@ -286,7 +232,7 @@ class RunWriter:
         if table not in self._parts:
             listing = scan_table(self.dir / table)
             done = listing.parts + listing.superseded
-            self._parts[table] = max((_part_last(p) for p in done), default=-1) + 1
+            self._parts[table] = max((part_last(p) for p in done), default=-1) + 1
         n = self._parts[table]
         self._parts[table] = n + 1
         return n
@@ -364,11 +310,6 @@ def arrow_part(table: str, columns: Mapping[str, Any], copy: bool = False) -> pa
         return pa.Table.from_arrays(arrays, names=[c for c, _ in spec])
     except pa.ArrowInvalid as exc:  # columns of different lengths
         raise ValueError(f"{table}: {exc}") from None
-
-
-def _part_last(path: Path) -> int:
-    m = RANGE_RE.match(path.name)
-    return int(m[2]) if m else _part_key(path)
 
 
 def _fsync(path: Path) -> None:
