@@ -108,8 +108,9 @@ def main() -> None:
                     help="null: the recording arms hand their rows to a NullSink, so the ratio is "
                          "the cost on the device alone, without writing the store")
     ap.add_argument("--repeats", type=int, default=5)
-    ap.add_argument("--stat", choices=("best", "median"), default="best",
-                    help="which repeat of each arm the last line compares (default: the fastest)")
+    ap.add_argument("--stat", choices=("best", "median", "paired"), default="best",
+                    help="what the last line compares: each arm's fastest repeat (default), its "
+                         "median, or the median over repeats of each repeat's own ratio to off")
     ap.add_argument("--threads", type=int, default=None,
                     help="torch CPU threads (default: torch's). On a machine shared with other "
                          "work, 1 thread and the CPU-time ratio are the steadier measure")
@@ -144,13 +145,20 @@ def main() -> None:
     best = {a: min(t) for a, t in times.items()}
     med = {a: statistics.median(t) for a, t in times.items()}
     cpu_med = {a: statistics.median(t) for a, t in cpus.items()}
+    # Each repeat runs every arm back to back, so a repeat's own ratio to `off` sees the machine at
+    # one speed: the median of those ratios resists a drift that moves whole repeats.
+    paired = {a: statistics.median(t / o for t, o in zip(times[a], times["off"])) for a in arms}
     for a in arms:
         print(f"{a:8s} best {best[a]:7.2f} s  ratio to off {best[a] / best['off']:.3f}   "
               f"median {med[a]:7.2f} s  ratio {med[a] / med['off']:.3f}   "
-              f"CPU median ratio {cpu_med[a] / cpu_med['off']:.3f}")
+              f"paired ratio {paired[a]:.3f}   CPU median ratio {cpu_med[a] / cpu_med['off']:.3f}")
     print(f"load average after: {load()}")
-    stat = best if args.stat == "best" else med
-    print(f"overhead_ratio={stat[arms[-1]] / stat['off']:.3f}")
+    if args.stat == "paired":
+        ratio = paired[arms[-1]]
+    else:
+        stat = best if args.stat == "best" else med
+        ratio = stat[arms[-1]] / stat["off"]
+    print(f"overhead_ratio={ratio:.3f}")
 
 
 if __name__ == "__main__":
