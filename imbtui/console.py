@@ -127,8 +127,9 @@ class TrainProgress:
     def __init__(self, quiet: bool = False) -> None:
         self.progress = Progress(
             TextColumn("[bold]epoch {task.fields[epoch]}"), BarColumn(bar_width=24),
-            TextColumn("loss {task.fields[loss]} · train acc majority {task.fields[maj]} / "
-                       "minority {task.fields[min]}"),
+            # short enough that an 80-column terminal keeps a bar and the elapsed time
+            TextColumn("loss {task.fields[loss]} · train acc maj {task.fields[maj]} "
+                       "min {task.fields[min]}"),
             TimeElapsedColumn(), console=err, disable=quiet)
         self.task = None
         self.epochs = 0
