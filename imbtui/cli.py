@@ -579,26 +579,28 @@ def show(run: Annotated[str, typer.Argument(help="Run id (or a unique prefix, or
     out.print(json.dumps(meta.get("config", {}), indent=1))
     per_class = con.sql("""
         WITH last AS (SELECT max(epoch) AS epoch FROM epochs WHERE run_id = $run)
-        SELECT c.class_id, c.class_name, c.train_count, c.test_count, c.rank, c.grp, c.shot,
-               max(e.correct / e.n) FILTER (WHERE e.split = 'train') AS train_acc,
-               max(e.correct / e.n) FILTER (WHERE e.split = 'test') AS test_acc,
-               train_acc - test_acc AS gap
+        SELECT c.class_id AS "class", c.class_name AS "name", c.train_count AS "train n",
+               c.test_count AS "test n", c.grp AS "group", c.shot,
+               max(e.correct / e.n) FILTER (WHERE e.split = 'train') AS "train acc",
+               max(e.correct / e.n) FILTER (WHERE e.split = 'test') AS "test acc",
+               "train acc" - "test acc" AS gap
         FROM classes c LEFT JOIN epochs e
           ON e.run_id = c.run_id AND e.class_id = c.class_id AND e.epoch = (SELECT epoch FROM last)
         WHERE c.run_id = $run
         GROUP BY ALL ORDER BY c.class_id""", params={"run": run_id}).pl()
+    # short headers, rank left out (the rows are in rank order): ten columns in 80 characters
     out.print(frame_table(per_class, title="classes (final epoch)"))
     groups = con.sql("""
         WITH last AS (SELECT max(epoch) AS epoch FROM epochs WHERE run_id = $run),
         fin AS (SELECT * FROM epochs WHERE run_id = $run AND epoch = (SELECT epoch FROM last))
-        SELECT c.grp, count(*) AS classes, sum(c.train_count) AS train_count,
-               avg(tr.correct / tr.n) AS train_acc, avg(te.correct / te.n) AS test_acc,
-               train_acc - test_acc AS gap
+        SELECT c.grp AS "group", count(*) AS classes, sum(c.train_count) AS "train n",
+               avg(tr.correct / tr.n) AS "train acc", avg(te.correct / te.n) AS "test acc",
+               "train acc" - "test acc" AS gap
         FROM classes c
         JOIN fin tr ON tr.class_id = c.class_id AND tr.split = 'train'
         JOIN fin te ON te.class_id = c.class_id AND te.split = 'test'
         WHERE c.run_id = $run GROUP BY c.grp ORDER BY c.grp""", params={"run": run_id}).pl()
-    out.print(frame_table(groups, title="groups (final epoch; accuracy = mean over the group's classes)"))
+    out.print(frame_table(groups, title="groups (final epoch; accuracy = mean over its classes)"))
     _warn(st)
 
 
