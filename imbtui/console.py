@@ -16,6 +16,7 @@ from typing import Any
 import polars as pl
 from rich import box
 from rich.console import Console
+from rich.measure import Measurement
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -86,10 +87,15 @@ def print_frame(frame: pl.DataFrame, fmt_name: str, title: str | None = None) ->
     elif fmt_name == "json":
         sys.stdout.write(frame_json(frame) + "\n")
     else:
-        out.print(frame_table(frame, title))
+        table = frame_table(frame, title)
+        out.print(table)
+        # notes on the table go to stderr: what lands in a file or a pipe is the table alone
         if frame.height > MAX_TABLE_ROWS:
-            out.print(f"[dim]… {frame.height - MAX_TABLE_ROWS} more rows; use --format csv or "
+            err.print(f"[dim]… {frame.height - MAX_TABLE_ROWS} more rows; use --format csv or "
                       f"json for all {frame.height}[/dim]")
+        if Measurement.get(out, out.options.update_width(10_000), table).maximum > out.width:
+            err.print(f"[dim]columns narrowed to fit {out.width} characters; --format csv or json "
+                      f"shows them whole[/dim]")
 
 
 def flat_for_csv(frame: pl.DataFrame) -> pl.DataFrame:

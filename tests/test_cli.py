@@ -116,3 +116,12 @@ def test_a_float_column_has_one_number_of_decimals() -> None:
     assert shown([12345.6, 2.0]) == ["12346", "2"]                        # 5 digits: none
     assert shown([0.5, 2e-5]) == ["0.5", "2.000e-05"]                     # tiny: per value
     assert shown([3e6, 1.0]) == ["3e+06", "1"]                            # huge: per value
+
+
+def test_a_table_too_wide_for_the_terminal_says_so_on_stderr(trained_store: Path) -> None:
+    wide = "SELECT run_id, class_id, class_name, train_count, test_count, rank, grp, shot FROM classes"
+    narrowed = imbtui("sql", wide, "--store", str(trained_store), env={"COLUMNS": "80"})
+    assert "columns narrowed to fit 80 characters" in narrowed.stderr
+    assert "narrowed" not in narrowed.stdout  # stdout holds the table alone
+    roomy = imbtui("sql", wide, "--store", str(trained_store), env={"COLUMNS": "200"})
+    assert "narrowed" not in roomy.stderr and "test_count" in roomy.stdout
