@@ -588,7 +588,7 @@ def show(run: Annotated[str, typer.Argument(help="Run id (or a unique prefix, or
           ON e.run_id = c.run_id AND e.class_id = c.class_id AND e.epoch = (SELECT epoch FROM last)
         WHERE c.run_id = $run
         GROUP BY ALL ORDER BY c.class_id""", params={"run": run_id}).pl()
-    # short headers, rank left out (the rows are in rank order): ten columns in 80 characters
+    # short headers, rank left out (the rows are in rank order): nine columns in 80 characters
     out.print(frame_table(per_class, title="classes (final epoch)"))
     groups = con.sql("""
         WITH last AS (SELECT max(epoch) AS epoch FROM epochs WHERE run_id = $run),
