@@ -35,18 +35,16 @@ from imbtui.store.schema import TABLES  # noqa: E402
 from imbtui.store.writer import (  # noqa: E402
     COMPACT_OPTIONS,
     PART_CODEC,
-    _STRINGS,
+    STRING_COLUMNS,
     arrow_part,
+    encode_part,
     merge_frames,
 )
 
 
 def writer_way(table: str, cols: dict) -> bytes:
     """As RunWriter.write encodes a part."""
-    out = pa.BufferOutputStream()
-    pq.write_table(arrow_part(table, {**cols, "run_id": "run-0000"}), out, compression=PART_CODEC,
-                   use_dictionary=_STRINGS[table], store_schema=False)
-    return out.getvalue()
+    return encode_part(table, arrow_part(table, {**cols, "run_id": "run-0000"}))
 
 
 def polars_way(table: str, cols: dict) -> bytes:
@@ -111,7 +109,7 @@ def compaction(run: list, repeats: int) -> None:
 
     def through_pyarrow() -> None:
         pq.write_table(pa.concat_tables(tables), pa.BufferOutputStream(), compression="zstd",
-                       compression_level=1, use_dictionary=_STRINGS["steps"], store_schema=False)
+                       compression_level=1, use_dictionary=STRING_COLUMNS["steps"], store_schema=False)
 
     best = {"polars": float("inf"), "pyarrow": float("inf")}
     for _ in range(repeats):

@@ -71,19 +71,25 @@ def iso(ts: datetime | None) -> str | None:
     return None if ts is None else ts.astimezone(timezone.utc).isoformat(timespec="milliseconds")
 
 
-def atomic_write_bytes(path: Path, data: bytes | memoryview) -> None:
-    """Write to a hidden temporary file in the same folder, fsync, then rename over `path`.
+def atomic_write_bytes(path: Path, data: bytes | memoryview, fsync: bool = True) -> None:
+    """Write to a hidden temporary file in the same folder, then rename over `path` (creating the
+    folder on the first write into it).
 
     A reader sees either the old file or the new one, never a half-written one; a killed writer leaves
-    at most a hidden temp file that no reader glob matches.
+    at most a hidden temp file that no reader glob matches. `fsync=False` leaves the bytes to the page
+    cache: a killed process loses nothing by it, a machine that loses power may.
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except FileNotFoundError:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
+            if fsync:
+                f.flush()
+                os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         try:
@@ -95,15 +101,6 @@ def atomic_write_bytes(path: Path, data: bytes | memoryview) -> None:
 
 def atomic_write_json(path: Path, obj: dict[str, Any]) -> None:
     atomic_write_bytes(path, json.dumps(obj, indent=1, sort_keys=False).encode())
-
-
-def part_files(table_dir: Path) -> list[Path]:
-    """The finished parts of one table of one run, in write order (temp files never match)."""
-    try:
-        names = os.listdir(table_dir)
-    except FileNotFoundError:
-        return []
-    return [table_dir / n for n in sorted(names) if PART_RE.match(n)]
 
 
 # ==== reading a table folder: the rules every reader and the writer share ====================

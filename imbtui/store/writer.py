@@ -157,16 +157,11 @@ class RunWriter:
         """
         keep = self._frames.get(table, []) is not None
         part = arrow_part(table, {**columns, "run_id": self.run_id}, copy=keep)
-        out = pa.BufferOutputStream()
-        # store_schema=False: every column's type is plain Parquet, so the Arrow schema that
-        # pyarrow would copy into each footer is redundant bytes
-        pq.write_table(part, out, compression=PART_CODEC, use_dictionary=_STRINGS[table],
-                       store_schema=False)
-        blob = out.getvalue()
+        blob = encode_part(table, part)
         n = self._next_part(table)
         path = self.dir / table / f"part-{n:06d}.parquet"
         try:
-            write_part_file(path, blob, self.fsync_parts)
+            write_part_file(path, memoryview(blob), self.fsync_parts)
         except OSError as exc:
             raise write_error(path, self.root, exc) from None
         if keep:
@@ -268,7 +263,17 @@ class RunWriter:
 
 # the string columns of each table: dictionary-encoded in parts (a run_id column of one value shrinks
 # to a few bytes); numbers are not (dictionary-encoding them costs more time than it saves space)
-_STRINGS = {table: [c for c, t in cols if t == pa.string()] for table, cols in ARROW_TABLES.items()}
+STRING_COLUMNS = {table: [c for c, t in cols if t == pa.string()]
+                  for table, cols in ARROW_TABLES.items()}
+
+
+def encode_part(table: str, part: pa.Table) -> pa.Buffer:
+    """A part's Parquet bytes, as every part is written. store_schema=False: every column's type is
+    plain Parquet, so the Arrow schema pyarrow would copy into each footer is redundant bytes."""
+    out = pa.BufferOutputStream()
+    pq.write_table(part, out, compression=PART_CODEC, use_dictionary=STRING_COLUMNS[table],
+                   store_schema=False)
+    return out.getvalue()
 
 
 # zstd level 1 makes files within 1% of the default level's size for ~30% less CPU
@@ -330,28 +335,12 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def write_part_file(path: Path, data: bytes | pa.Buffer, fsync: bool = False) -> None:
-    """Write under a hidden temporary name, then rename into place: a reader sees the whole part or
-    nothing, and a writer killed in between leaves only a hidden temp file. Without `fsync` the
-    part reaches the disk with the page cache (finish() syncs the run once): a killed process
-    loses nothing by it; a machine that loses power may lose its last seconds of parts, which
-    readers then skip as damaged."""
-    if fsync:
-        atomic_write_bytes(path, data)
-        return
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        try:
-            f = open(tmp, "wb")
-        except FileNotFoundError:  # the table's first part: its folder is made now
-            path.parent.mkdir(parents=True, exist_ok=True)
-            f = open(tmp, "wb")
-        with f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        _unlink(tmp)
-        raise
+def write_part_file(path: Path, data: bytes | memoryview, fsync: bool = False) -> None:
+    """A part, written whole or not at all (layout.atomic_write_bytes). Without `fsync` the part
+    reaches the disk with the page cache (finish() syncs the run once): a killed process loses
+    nothing by it; a machine that loses power may lose its last seconds of parts, which readers
+    then skip as damaged."""
+    atomic_write_bytes(path, data, fsync=fsync)
 
 
 def _unlink(path: Path) -> None:
