@@ -19,7 +19,7 @@ from typing import Any
 import duckdb
 import polars as pl
 
-from imbtui.queries import NamedQuery, get_query, list_queries, load_query
+from imbtui.queries import NamedQuery, list_queries, load_query
 from imbtui.store import Store, StoreError, resolve_store
 
 
@@ -55,14 +55,15 @@ class RunStore:
 
     def sql(self, query: str, params: dict[str, Any] | Sequence[Any] | None = None
             ) -> pl.DataFrame:
-        """Run read-only SQL over the views runs, classes, steps, epochs, probes, samples."""
+        """Run read-only SQL over the store's views: the stored tables (runs, classes, steps,
+        epochs, probes, samples, geometry, geometry_summary) and the semantic layer
+        (class_results, group_results, final_results, sample_presentations, sample_events)."""
         return self.store.sql(query, params, con=self.connection())
 
     def runs(self) -> pl.DataFrame:
-        """Every run (the `runs` view) with its final accuracies from the run_summary analysis."""
-        summary = get_query("run_summary").sql
-        return self.sql(f"SELECT r.*, s.* EXCLUDE (run_id) FROM runs r "
-                        f"LEFT JOIN ({summary}\n) s USING (run_id) ORDER BY r.created_at, r.run_id")
+        """Every run (the `runs` view) with its final results (the `final_results` view)."""
+        return self.sql("SELECT r.*, f.* EXCLUDE (run_id) FROM runs r "
+                        "LEFT JOIN final_results f USING (run_id) ORDER BY r.created_at, r.run_id")
 
     def query(self, name: str, **params: Any) -> pl.DataFrame:
         """A named analysis (or a .sql file path) with its parameters bound, e.g. runs=[...]."""

@@ -65,6 +65,11 @@ class Emit(str, Enum):
     slurm = "slurm"
 
 
+class CbReduction(str, Enum):  # trainer.losses.CB_REDUCTIONS (not imported: --help stays fast)
+    weighted_mean = "weighted-mean"
+    mean = "mean"
+
+
 def _store(path: Path | None, must_exist: bool = False):
     from imbtui.store import Store, resolve_store
 
@@ -118,6 +123,11 @@ def train(
         help="focal loss: gamma (default 1).", show_default=False)] = None,
     tau: Annotated[Optional[float], typer.Option(
         help="logit-adjusted loss: tau (default 1).", show_default=False)] = None,
+    cb_reduction: Annotated[CbReduction, typer.Option(
+        help="How a class-weighted loss (weighted-ce, cb, the --drw phase) averages a batch: "
+             "weighted-mean = sum w*l / sum w (PyTorch's weight=, the LDAM-DRW code); mean = sum "
+             "w*l / N (Cui et al.'s class-balanced loss code). Focal always takes its reference's "
+             "plain mean, the weight inside.")] = CbReduction.weighted_mean,
     epochs: Annotated[Optional[int], typer.Option(
         min=1, help="Passes over the long-tailed training set (default: the dataset's recipe: 30; "
                     "CIFAR 200).", show_default=False)] = None,
@@ -147,8 +157,11 @@ def train(
                     ] = False,
     compile_model: Annotated[bool, typer.Option(
         "--compile", help="torch.compile the training forward pass.")] = False,
-    seed: Annotated[int, typer.Option(help="Seed for the subset, the initialisation and the batch "
-                                      "order.")] = 0,
+    seed: Annotated[int, typer.Option(help="Seed for the initialisation, the batch order and the "
+                                      "augmentation (not the subset: --subset-seed).")] = 0,
+    subset_seed: Annotated[int, typer.Option(
+        min=0, help="Seed for which samples the long-tailed subset keeps; fixed when --seed "
+                    "varies, so runs of different seeds train on the same samples.")] = 0,
     device: Annotated[Device, typer.Option(help="Where to train.")] = Device.auto,
     max_steps: Annotated[Optional[int], typer.Option(min=1, help="Stop after N optimizer steps "
                                                      "(smoke tests).", show_default=False)] = None,
@@ -164,7 +177,12 @@ def train(
     sweep: Annotated[Optional[str], typer.Option(hidden=True)] = None,
     run_id: Annotated[Optional[str], typer.Option(hidden=True)] = None,
 ) -> None:
-    """Train a classifier on a long-tailed dataset and record its per-class learning dynamics."""
+    """Train a classifier on a long-tailed dataset and record its per-class learning dynamics.
+
+    --seed draws the initialisation, the batch order and the augmentation; --subset-seed (default 0)
+    alone draws which samples the long-tailed subset keeps, so runs that differ only in --seed train
+    on the same samples. The run's config records both, and --cb-reduction.
+    """
     import contextlib
 
     from imbtui._threads import single_threaded_polars
@@ -182,17 +200,10 @@ def train(
     cfg = _train_config(ctx.params)
     writer = RunWriter(root, run_id=_check_run_id(run_id))
     rank = env_rank()  # under torchrun rank 0 writes and reports; the others train their share
-    first: dict[str, float] = {}
-
-    class Hooks(TrainProgress):
-        def on_epoch(self, epoch: int, summary: dict[str, float]) -> None:
-            super().on_epoch(epoch, summary)
-            if epoch == 1:
-                first.update(summary)
 
     _sigterm_interrupts()
     try:
-        with Hooks(quiet=quiet) if rank == 0 else contextlib.nullcontext(Silent()) as hooks:
+        with TrainProgress(quiet=quiet) if rank == 0 else contextlib.nullcontext(Silent()) as hooks:
             result = run_training(cfg, writer, hooks)
     except UserError:
         if rank > 0:  # every rank refuses the same input: rank 0 says so, once
@@ -203,7 +214,9 @@ def train(
         raise typer.Exit(130) from None
     if rank > 0:
         raise typer.Exit(0 if result.status == "finished" else 1)
-    out.print(summary_table(result.final, first or None))
+    final, first = _closing_results(root, result.run_id)
+    if final:
+        out.print(summary_table(final, first))
     where = root / "runs" / result.run_id
     out.print(f"run [bold]{result.run_id}[/bold] {result.status} after {result.steps} steps, "
               f"{result.seconds:.1f} s; stored in {where}")
@@ -222,12 +235,14 @@ def _train_config(params: dict):
         dataset=p["dataset"], data_dir=str(p["data_dir"]) if p["data_dir"] else None,
         profile=p["profile"], ratio=p["ratio"], minority_fraction=p["minority_fraction"],
         model=p["model"], loss=p["loss"], sampler=p["sampler"], drw=p["drw"],
-        loss_params=loss_params, epochs=p["epochs"], batch_size=p["batch_size"], lr=p["lr"],
+        loss_params=loss_params, cb_reduction=p["cb_reduction"], epochs=p["epochs"],
+        batch_size=p["batch_size"], lr=p["lr"],
         weight_decay=p["weight_decay"], warmup_epochs=p["warmup_epochs"], schedule=p["schedule"],
         milestones=_int_list(p["milestones"], "--milestones"), lr_decay=p["lr_decay"],
         augment=p["augment"], channels_last=p["channels_last"], bf16=p["bf16"],
-        compile=p["compile_model"], seed=p["seed"], device=p["device"], max_steps=p["max_steps"],
-        name=p["name"], sweep=p["sweep"], dynamics=p["dynamics"])
+        compile=p["compile_model"], seed=p["seed"], subset_seed=p["subset_seed"],
+        device=p["device"], max_steps=p["max_steps"], name=p["name"], sweep=p["sweep"],
+        dynamics=p["dynamics"])
 
 
 def _int_list(text: str | None, option: str) -> tuple[int, ...] | None:
@@ -309,13 +324,43 @@ class _ListsCommand(typer.core.TyperCommand):
         return super().parse_args(ctx, expand_lists(list(args)))
 
 
+def _closing_results(root, run_id: str) -> tuple[dict[str, float], dict[str, float] | None]:
+    """The run's final results and its epoch-1 training accuracy per group, read back from the
+    store's final_results and group_results views (the numbers every other command shows)."""
+    from imbtui.store import Store
+
+    con = Store(root).connect()
+    final = con.sql("SELECT * FROM final_results WHERE run_id = $run", params={"run": run_id}).pl()
+    first = con.sql("SELECT grp, acc FROM group_results WHERE run_id = $run AND epoch = 1 "
+                    "AND split = 'train'", params={"run": run_id}).pl()
+    if final.height == 0:
+        return {}, None
+    names = {"all": "balanced", "majority": "majority", "minority": "minority"}
+    epoch1 = {f"train_{names[g]}": a for g, a in first.iter_rows()} if first.height else None
+    return final.row(0, named=True), epoch1
+
+
+def _passed_value(args: list[str], option: str) -> str | None:
+    """The value given to `option` among the train options passed through after `--`."""
+    for i, arg in enumerate(args):
+        if arg == option and i + 1 < len(args):
+            return args[i + 1]
+        if arg.startswith(option + "="):
+            return arg.split("=", 1)[1]
+    return None
+
+
 @app.command(cls=_ListsCommand, context_settings={"allow_extra_args": True})
 def sweep(
     ctx: typer.Context,
     ratio: Annotated[Optional[list[float]], typer.Option(
         help="Ratios to run, e.g. --ratio 1 10 100 (default 100).", show_default=False)] = None,
     seed: Annotated[Optional[list[int]], typer.Option(
-        help="Seeds, e.g. --seed 0 1 2 (default 0).", show_default=False)] = None,
+        help="Seeds of the initialisation and batch order, e.g. --seed 0 1 2 (default 0).",
+        show_default=False)] = None,
+    subset_seed: Annotated[Optional[int], typer.Option(
+        min=0, help="Seed of the long-tailed subset, the same for every run (default 0).",
+        show_default=False)] = None,
     loss: Annotated[Optional[list[str]], typer.Option(
         help="Losses, e.g. --loss ce ldam (default ce).", show_default=False)] = None,
     sampler: Annotated[Optional[list[str]], typer.Option(
@@ -374,6 +419,8 @@ def sweep(
     [bold]imbtui sweep --ratio 1 10 100 --seed 0 1 2 --loss ce ldam --drw 24 --epochs 30 -j 2 --
     --lr 0.05[/bold]. The runs share a sweep id (config key "sweep"); the table at the end has
     each run's final balanced, majority and minority test accuracy, and their means over seeds.
+    The seeds vary the initialisation and batch order only: every run keeps the long-tailed subset
+    of --subset-seed (default 0), so the spread over seeds is the training's alone.
 
     [bold]--emit slurm --store /shared/runs --out sweep.sbatch[/bold] writes the grid as a Slurm
     array job (one task per run; -j N lets at most N run at once) to submit with [bold]sbatch
@@ -385,17 +432,20 @@ def sweep(
     from imbtui.console import err, frame_table, out
     from imbtui.store import resolve_store
     from imbtui.store.layout import new_run_id
+    from imbtui.store.schema import method_label
     from imbtui.sweep import Job, SweepRunner, compact_means, compact_runs, sweep_tables
 
     root = resolve_store(store)
-    fixed = _sweep_fixed_args(epochs, drw, device, max_steps, data_dir) + list(ctx.args)
+    fixed = (_sweep_fixed_args(epochs, drw, device, max_steps, data_dir, subset_seed)
+             + list(ctx.args))
     sweep_id = f"sweep-{new_run_id()}"
     jobs_list = []
     prefix = name if not name or name.endswith(("-", "_", ".")) else f"{name}-"
+    cb_reduction = _passed_value(ctx.args, "--cb-reduction")
     for ds, r, lo, sm, s in itertools.product(dataset or ["mnist1d"], ratio or [100.0],
                                               loss or ["ce"], sampler or ["none"], seed or [0]):
-        run_name = (f"{prefix or ''}{ds}-r{r:g}-{lo}{'-drw' if drw is not None else ''}"
-                    f"{'' if sm == 'none' else '-' + sm}-s{s}")
+        method = method_label(lo, drw, sm, cb_reduction)
+        run_name = f"{prefix or ''}{ds}-r{r:g}-{method}-s{s}"
         argv = ["--dataset", ds, "--ratio", f"{r:g}", "--loss", lo, "--sampler", sm,
                 "--seed", str(s), *fixed, "--name", run_name, "--store", str(root), "-q",
                 "--sweep", sweep_id, "--run-id", new_run_id()]
@@ -428,9 +478,10 @@ def sweep(
         raise typer.Exit(1)
 
 
-def _sweep_fixed_args(epochs, drw, device, max_steps, data_dir) -> list[str]:
+def _sweep_fixed_args(epochs, drw, device, max_steps, data_dir, subset_seed=None) -> list[str]:
     args = [] if epochs is None else ["--epochs", str(epochs)]
     args += [] if drw is None else ["--drw", str(drw)]
+    args += [] if subset_seed is None else ["--subset-seed", str(subset_seed)]
     args += ["--device", device.value]
     args += [] if max_steps is None else ["--max-steps", str(max_steps)]
     return args + ([] if data_dir is None else ["--data-dir", str(data_dir)])
@@ -503,17 +554,16 @@ def runs(store: StoreOpt = None,
          as_json: Annotated[bool, typer.Option("--json", help="Print a JSON array.")] = False) -> None:
     """List the runs in the store with their status and final accuracies."""
     from imbtui.console import frame_json, frame_table, out
-    from imbtui.queries import get_query
 
     st = _store(store)
     con = st.connect()
-    frame = con.sql(f"""
+    frame = con.sql("""
         SELECT r.run_id, r.name, r.status, r.dataset, r.profile, r.ratio, r.model, r.loss,
-               r.sampler, r.drw, r.method, r.seed, r.epoch_done, r.epochs, r.step_done,
-               r.total_steps,
-               s.test_balanced, s.test_majority, s.test_minority,
+               r.sampler, r.drw, r.method, r.seed, r.subset_seed, r.epoch_done, r.epochs,
+               r.step_done, r.total_steps,
+               f.* EXCLUDE (run_id, epoch),
                r.created_at, r.finished_at, r.heartbeat_at
-        FROM runs r LEFT JOIN ({get_query('run_summary').sql}) s USING (run_id)
+        FROM runs r LEFT JOIN final_results f USING (run_id)
         ORDER BY r.created_at, r.run_id""").pl()
     _warn(st)
     if as_json:
@@ -562,46 +612,59 @@ def _resolve_run(st, ref: str) -> str:
 
 @app.command()
 def show(run: Annotated[str, typer.Argument(help="Run id (or a unique prefix, or its name).")],
-         store: StoreOpt = None) -> None:
+         store: StoreOpt = None,
+         as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object: the run, "
+                                               "its config, classes and groups.")] = False
+         ) -> None:
     """Show one run: its config, class counts and groups, and final per-class and group accuracy."""
     import json
 
-    from imbtui.console import frame_table, out
+    from imbtui.console import frame_json, frame_table, out
 
     st = _store(store, must_exist=True)
     run_id = _resolve_run(st, run)
     meta = st.read_run(run_id) or {}
-    con = st.connect()
+    per_class, groups = _run_finals(st.connect(), run_id)
+    if as_json:
+        print(json.dumps({"run_id": run_id, "name": meta.get("name"),
+                          "status": meta.get("status"), "device": meta.get("device"),
+                          "message": meta.get("message"), "config": meta.get("config", {}),
+                          "classes": json.loads(frame_json(per_class)),
+                          "groups": json.loads(frame_json(groups))}, indent=1))
+        _warn(st)
+        return
     out.print(f"[bold]{run_id}[/bold]  {meta.get('name')}  status: {meta.get('status')}  "
               f"device: {meta.get('device')}")
     if meta.get("message"):
         out.print(f"message: {meta['message']}")
     out.print(json.dumps(meta.get("config", {}), indent=1))
-    per_class = con.sql("""
-        WITH last AS (SELECT max(epoch) AS epoch FROM epochs WHERE run_id = $run)
-        SELECT c.class_id AS "class", c.class_name AS "name", c.train_count AS "train n",
-               c.test_count AS "test n", c.grp AS "group", c.shot,
-               max(e.correct / e.n) FILTER (WHERE e.split = 'train') AS "train acc",
-               max(e.correct / e.n) FILTER (WHERE e.split = 'test') AS "test acc",
-               "train acc" - "test acc" AS gap
-        FROM classes c LEFT JOIN epochs e
-          ON e.run_id = c.run_id AND e.class_id = c.class_id AND e.epoch = (SELECT epoch FROM last)
-        WHERE c.run_id = $run
-        GROUP BY ALL ORDER BY c.class_id""", params={"run": run_id}).pl()
     # short headers, rank left out (the rows are in rank order): nine columns in 80 characters
     out.print(frame_table(per_class, title="classes (final epoch)"))
-    groups = con.sql("""
-        WITH last AS (SELECT max(epoch) AS epoch FROM epochs WHERE run_id = $run),
-        fin AS (SELECT * FROM epochs WHERE run_id = $run AND epoch = (SELECT epoch FROM last))
-        SELECT c.grp AS "group", count(*) AS classes, sum(c.train_count) AS "train n",
-               avg(tr.correct / tr.n) AS "train acc", avg(te.correct / te.n) AS "test acc",
-               "train acc" - "test acc" AS gap
-        FROM classes c
-        JOIN fin tr ON tr.class_id = c.class_id AND tr.split = 'train'
-        JOIN fin te ON te.class_id = c.class_id AND te.split = 'test'
-        WHERE c.run_id = $run GROUP BY c.grp ORDER BY c.grp""", params={"run": run_id}).pl()
     out.print(frame_table(groups, title="groups (final epoch; accuracy = mean over its classes)"))
     _warn(st)
+
+
+def _run_finals(con, run_id: str):
+    """Per class and per group: counts and final train / test accuracy and gap, from the
+    generalisation_gap analysis (the class_results and group_results views)."""
+    from imbtui.queries import get_query
+
+    gap = get_query("generalisation_gap")
+    con.register("final_gap", con.sql(gap.sql, params=gap.bind({"runs": [run_id]})).pl())
+    per_class = con.sql("""
+        SELECT g.class_id AS "class", c.class_name AS "name", c.train_count AS "train n",
+               c.test_count AS "test n", c.grp AS "group", c.shot,
+               g.train_acc AS "train acc", g.test_acc AS "test acc", g.gap
+        FROM final_gap g JOIN classes c ON c.run_id = g.run_id AND c.class_id = g.class_id
+        ORDER BY c.class_id""").pl()
+    groups = con.sql("""
+        SELECT g.grp AS "group", count(c.class_id) AS classes, g.train_count AS "train n",
+               g.train_acc AS "train acc", g.test_acc AS "test acc", g.gap
+        FROM final_gap g JOIN classes c ON c.run_id = g.run_id AND c.grp = g.grp
+        WHERE g.class_id IS NULL
+        GROUP BY ALL ORDER BY g.grp""").pl()
+    con.unregister("final_gap")
+    return per_class, groups
 
 
 # ==== sql =========================================================================================

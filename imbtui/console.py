@@ -165,15 +165,16 @@ class TrainProgress:
 
 
 def summary_table(final: dict[str, float], first: dict[str, float] | None = None) -> Table:
-    """Majority vs minority accuracy at the end (and after epoch 1), with the train-test gap."""
+    """Majority vs minority accuracy at the end (and after epoch 1), with the train-test gap:
+    `final` is a final_results row, `first` the epoch-1 training accuracy per group."""
     table = plain_table("majority vs minority")
     for col in ("group", "train acc", "test acc", "train-test gap"):
         table.add_column(col, justify="left" if col == "group" else "right")
     if first:
         table.add_column("train acc, epoch 1", justify="right")
     for grp in ("majority", "minority", "balanced"):
-        tr, te = final[f"train_{grp}"], final[f"test_{grp}"]
-        row = [grp, f"{tr:.3f}", f"{te:.3f}", f"{tr - te:+.3f}"]
+        tr, te, gap = final[f"train_{grp}"], final[f"test_{grp}"], final[f"gap_{grp}"]
+        row = [grp, f"{tr:.3f}", f"{te:.3f}", f"{gap:+.3f}"]
         if first:
             row.append(f"{first[f'train_{grp}']:.3f}")
         table.add_row(*row)

@@ -68,7 +68,7 @@ def _panel(ax, rows: pl.DataFrame, title: str) -> None:
     for grp, color in COLORS.items():
         for split, style in STYLES.items():
             line = rows.filter((pl.col("grp") == grp) & (pl.col("split") == split)).sort("epoch")
-            ax.plot(line["epoch"].to_list(), line["balanced_acc"].to_list(), style, color=color,
+            ax.plot(line["epoch"].to_list(), line["acc"].to_list(), style, color=color,
                     lw=1.3,
                     label=f"{grp} {split}")
     _shade_minority_gap(ax, rows)
@@ -83,7 +83,7 @@ def _panel(ax, rows: pl.DataFrame, title: str) -> None:
 def _shade_minority_gap(ax, rows: pl.DataFrame) -> None:
     """Shade the minority's train - test gap: memorisation without generalisation, at a glance."""
     mnr = rows.filter(pl.col("grp") == "minority")
-    acc = pl.col("balanced_acc")
+    acc = pl.col("acc")
     wide = (mnr.filter(pl.col("split") == "train").select("epoch", train=acc)
             .join(mnr.filter(pl.col("split") == "test").select("epoch", test=acc), on="epoch")
             .sort("epoch"))

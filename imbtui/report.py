@@ -105,8 +105,8 @@ def early_stats(curves: pl.DataFrame, early: int) -> pl.DataFrame:
     """
     window = curves.filter((pl.col("split") == "train") & pl.col("epoch").is_between(1, early))
     acc = window.group_by("run_id").agg(
-        early_majority=pl.col("balanced_acc").filter(pl.col("grp") == "majority").mean(),
-        early_minority=pl.col("balanced_acc").filter(pl.col("grp") == "minority").mean())
+        early_majority=pl.col("acc").filter(pl.col("grp") == "majority").mean(),
+        early_minority=pl.col("acc").filter(pl.col("grp") == "minority").mean())
     return acc.with_columns(early_gap=pl.col("early_majority") - pl.col("early_minority"))
 
 

@@ -152,31 +152,30 @@ class SweepRunner:
                 job.returncode = job.proc.wait()
 
 
+# the final accuracies are the store's final_results view (imbtui/store/semantic.py)
 SUMMARY_SQL = """
-SELECT r.name, r.run_id, r.status, r.dataset, r.ratio, r.loss, r.sampler, r.seed,
-       r.epoch_done AS epochs, s.test_balanced, s.test_majority, s.test_minority
-FROM runs r LEFT JOIN ({summary}) s USING (run_id)
+SELECT r.name, r.run_id, r.status, r.dataset, r.ratio, r.method, r.seed,
+       r.epoch_done AS epochs, f.test_balanced, f.test_majority, f.test_minority
+FROM runs r LEFT JOIN final_results f USING (run_id)
 WHERE json_extract_string(r.config, '$.sweep') = $sweep
-ORDER BY r.dataset, r.loss, r.sampler, r.ratio, r.seed, r.name
+ORDER BY r.dataset, r.method, r.ratio, r.seed, r.name
 """
 
 MEAN_SQL = """
-SELECT dataset, loss, sampler, ratio, count(*) AS seeds,
+SELECT dataset, method, ratio, count(*) AS seeds,
        avg(test_balanced) AS balanced, stddev_samp(test_balanced) AS balanced_sd,
        avg(test_majority) AS majority, avg(test_minority) AS minority,
        stddev_samp(test_minority) AS minority_sd
 FROM ({runs}) WHERE status = 'finished'
-GROUP BY ALL ORDER BY dataset, loss, sampler, ratio
+GROUP BY ALL ORDER BY dataset, method, ratio
 """
 
 
 def sweep_tables(store: Path, sweep_id: str):
     """Per-run final accuracies of one sweep, and their means over seeds (polars frames)."""
-    from imbtui.queries import get_query
-
     st = Store(store)
     con = st.connect()
-    runs_sql = SUMMARY_SQL.format(summary=get_query("run_summary").sql + "\n")
+    runs_sql = SUMMARY_SQL
     per_run = con.sql(runs_sql, params={"sweep": sweep_id}).pl()
     means = con.sql(MEAN_SQL.format(runs=runs_sql), params={"sweep": sweep_id}).pl()
     return per_run, means
@@ -198,7 +197,7 @@ def compact_means(means):
     def pm(mean: str, sd: str) -> pl.Expr:
         return pl.format("{}±{}", pl.col(mean).round(3), pl.col(sd).fill_null(0).round(3))
 
-    return means.select("dataset", "loss", "sampler", "ratio", "seeds",
+    return means.select("dataset", "method", "ratio", "seeds",
                         pm("balanced", "balanced_sd").alias("bal"),
                         pl.col("majority").round(3).alias("maj"),
                         pm("minority", "minority_sd").alias("min"))

@@ -6,14 +6,11 @@
 --   evaluated without augmentation, 'test' = the balanced test set), class_id, class_name,
 --   train_count, rank (0 = largest class), grp ('majority' | 'minority'),
 --   n (samples evaluated), correct, acc = correct / n, loss = mean cross-entropy,
---   p_true = mean probability given to the true class
+--   p_true = mean probability given to the true class (the `class_results` view; docs/store.md)
 SELECT
-    e.run_id, e.epoch, e.split, e.class_id, c.class_name, c.train_count, c.rank, c.grp,
-    e.n, e.correct,
-    e.correct / nullif(e.n, 0) AS acc,
-    e.loss_sum / nullif(e.n, 0) AS loss,
-    e.p_true_sum / nullif(e.n, 0) AS p_true
-FROM epochs e
+    k.run_id, k.epoch, k.split, k.class_id, c.class_name, k.train_count, k.rank, k.grp,
+    k.n, k.correct, k.acc, k.loss, k.p_true
+FROM class_results k
 JOIN classes c USING (run_id, class_id)
-WHERE len($runs) = 0 OR list_contains($runs, e.run_id)
-ORDER BY e.run_id, e.split, e.class_id, e.epoch
+WHERE len($runs) = 0 OR list_contains($runs, k.run_id)
+ORDER BY k.run_id, k.split, k.class_id, k.epoch

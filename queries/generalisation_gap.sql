@@ -3,37 +3,36 @@
 --   runs  VARCHAR[]  run ids to include; empty = every run  [default: []]
 -- columns:
 --   run_id, epoch (the run's last evaluated epoch), grp, class_id (NULL on a group's row),
---   train_count (the class's, or summed over the group), train_acc, test_acc (a class's accuracy;
---   on a group's row the mean over its classes), gap = train_acc - test_acc
---   (memorisation without generalisation shows as a minority gap far above the majority's. Group
---   rows average classes rather than pool samples: pooled over the long-tailed training set, the
---   group's larger classes would outweigh its smaller ones on the train side only, and that alone
---   opens a gap while the smallest classes are still unlearned)
-WITH sel AS (
-    SELECT * FROM epochs WHERE len($runs) = 0 OR list_contains($runs, run_id)
-),
-last AS (
-    SELECT run_id, max(epoch) AS epoch FROM sel GROUP BY run_id
+--   train_count (the class's, or summed over the group), train_acc, test_acc (class_results.acc;
+--   on a group's row group_results.acc, the mean over its classes), gap = train_acc - test_acc
+--   (memorisation without generalisation shows as a minority gap far above the majority's; the
+--   group rows are final_results' gap_majority and gap_minority)
+WITH last AS (
+    SELECT run_id, max(epoch) AS epoch FROM group_results
+    WHERE len($runs) = 0 OR list_contains($runs, run_id)
+    GROUP BY run_id
 ),
 per_class AS (
     SELECT
-        s.run_id, s.epoch, c.grp, s.class_id, c.train_count,
-        max(s.correct / nullif(s.n, 0)) FILTER (WHERE s.split = 'train') AS train_acc,
-        max(s.correct / nullif(s.n, 0)) FILTER (WHERE s.split = 'test') AS test_acc
-    FROM sel s
+        k.run_id, k.epoch, k.grp, k.class_id, k.train_count,
+        max(k.acc) FILTER (WHERE k.split = 'train') AS train_acc,
+        max(k.acc) FILTER (WHERE k.split = 'test') AS test_acc
+    FROM class_results k
     JOIN last USING (run_id, epoch)
-    JOIN classes c USING (run_id, class_id)
-    GROUP BY s.run_id, s.epoch, c.grp, s.class_id, c.train_count
+    GROUP BY ALL
 ),
-per_row AS (
+per_group AS (
     SELECT
-        run_id, epoch, grp, class_id,
-        sum(train_count)::BIGINT AS train_count,
-        avg(train_acc) AS train_acc,
-        avg(test_acc) AS test_acc
-    FROM per_class
-    GROUP BY GROUPING SETS ((run_id, epoch, grp, class_id), (run_id, epoch, grp))
+        g.run_id, g.epoch, g.grp, NULL::INTEGER AS class_id,
+        (SELECT sum(c.train_count) FROM classes c
+         WHERE c.run_id = g.run_id AND c.grp = g.grp)::BIGINT AS train_count,
+        max(g.acc) FILTER (WHERE g.split = 'train') AS train_acc,
+        max(g.acc) FILTER (WHERE g.split = 'test') AS test_acc
+    FROM group_results g
+    JOIN last USING (run_id, epoch)
+    WHERE g.grp <> 'all'
+    GROUP BY g.run_id, g.epoch, g.grp
 )
 SELECT run_id, epoch, grp, class_id, train_count, train_acc, test_acc, train_acc - test_acc AS gap
-FROM per_row
+FROM (SELECT * FROM per_class UNION ALL SELECT * FROM per_group)
 ORDER BY run_id, grp, class_id NULLS FIRST

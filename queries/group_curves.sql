@@ -2,22 +2,12 @@
 -- params:
 --   runs  VARCHAR[]  run ids to include; empty = every run  [default: []]
 -- columns:
---   run_id, epoch (0 = the untrained network), split ('train' | 'test'),
---   grp ('majority' | 'minority' | 'all'), classes, n (samples evaluated), correct,
---   acc = pooled correct / pooled n over the group's classes,
---   balanced_acc = mean of the group's per-class accuracies, loss = pooled mean cross-entropy
---   (on the long-tailed training set `acc` weighs large classes more; on the balanced test set the
---   two agree)
-SELECT
-    e.run_id, e.epoch, e.split, coalesce(c.grp, 'all') AS grp,
-    count(*) AS classes,
-    sum(e.n)::BIGINT AS n,
-    sum(e.correct)::BIGINT AS correct,
-    sum(e.correct) / nullif(sum(e.n), 0) AS acc,
-    avg(e.correct / nullif(e.n, 0)) AS balanced_acc,
-    sum(e.loss_sum) / nullif(sum(e.n), 0) AS loss
-FROM epochs e
-JOIN classes c USING (run_id, class_id)
-WHERE len($runs) = 0 OR list_contains($runs, e.run_id)
-GROUP BY GROUPING SETS ((e.run_id, e.epoch, e.split, c.grp), (e.run_id, e.epoch, e.split))
-ORDER BY e.run_id, e.split, grp, e.epoch
+--   the `group_results` view (docs/store.md): run_id, epoch (0 = the untrained network),
+--   split ('train' | 'test'), grp ('majority' | 'minority' | 'all'), classes, acc (the mean of
+--   the group's per-class accuracies; for `all`, balanced accuracy), loss (the mean of the
+--   classes' mean cross-entropy), n (samples evaluated), correct, pooled_acc = correct / n (large
+--   classes weigh more on the long-tailed training set)
+SELECT *
+FROM group_results
+WHERE len($runs) = 0 OR list_contains($runs, run_id)
+ORDER BY run_id, split, grp, epoch

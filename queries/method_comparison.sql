@@ -7,41 +7,26 @@
 --   include_unfinished  BOOLEAN    also count runs that are not `finished` (running, failed ...)  [default: false]
 -- columns:
 --   dataset, profile, model, epochs, ratio, loss, drw (deferred re-weighting epoch, NULL without),
---   sampler (one row per method and setting; seeds pooled), runs, test_balanced, test_majority, test_minority (means over the row's runs at their
---   last evaluated epoch, as in ratio_sweep), d_balanced, d_majority, d_minority = the same minus
+--   sampler (one row per method and setting; seeds pooled), runs, test_balanced, test_majority, test_minority (means over the row's runs of
+--   final_results' columns, as in ratio_sweep), d_balanced, d_majority, d_minority = the same minus
 --   the baseline's at the same dataset, profile, model, epochs and ratio (NULL without a baseline run;
 --   the baseline trains without deferred re-weighting)
 WITH sel AS (
-    SELECT * FROM runs
-    WHERE (len($runs) = 0 OR list_contains($runs, run_id))
-      AND ($include_unfinished OR status = 'finished')
-),
-last AS (
-    SELECT run_id, max(epoch) AS epoch FROM epochs GROUP BY run_id
-),
-final AS (
-    SELECT
-        e.run_id,
-        avg(e.correct / nullif(e.n, 0)) FILTER (WHERE e.split = 'test') AS test_balanced,
-        sum(e.correct) FILTER (WHERE e.split = 'test' AND c.grp = 'majority')
-            / sum(e.n) FILTER (WHERE e.split = 'test' AND c.grp = 'majority') AS test_majority,
-        sum(e.correct) FILTER (WHERE e.split = 'test' AND c.grp = 'minority')
-            / sum(e.n) FILTER (WHERE e.split = 'test' AND c.grp = 'minority') AS test_minority
-    FROM epochs e
-    JOIN last USING (run_id, epoch)
-    JOIN classes c USING (run_id, class_id)
-    GROUP BY e.run_id
+    SELECT r.*, f.* EXCLUDE (run_id)
+    FROM runs r
+    JOIN final_results f USING (run_id)
+    WHERE (len($runs) = 0 OR list_contains($runs, r.run_id))
+      AND ($include_unfinished OR r.status = 'finished')
 ),
 methods AS (
     SELECT
-        r.dataset, r.profile, r.model, r.epochs, r.ratio, r.loss, r.drw, r.sampler,
+        dataset, profile, model, epochs, ratio, loss, drw, sampler,
         count(*) AS runs,
-        avg(f.test_balanced) AS test_balanced,
-        avg(f.test_majority) AS test_majority,
-        avg(f.test_minority) AS test_minority
-    FROM sel r
-    JOIN final f USING (run_id)
-    GROUP BY r.dataset, r.profile, r.model, r.epochs, r.ratio, r.loss, r.drw, r.sampler
+        avg(test_balanced) AS test_balanced,
+        avg(test_majority) AS test_majority,
+        avg(test_minority) AS test_minority
+    FROM sel
+    GROUP BY dataset, profile, model, epochs, ratio, loss, drw, sampler
 )
 SELECT
     m.*,

@@ -5,44 +5,27 @@
 -- columns:
 --   dataset, profile, model, epochs, loss, drw (deferred re-weighting epoch, NULL without), sampler,
 --   ratio (one row per setting; seeds pooled),
---   runs (how many runs), seeds (their seeds, comma-separated), test_balanced (mean of per-class test accuracy),
---   test_majority, test_minority (pooled group test accuracy), train_minority,
---   minority_gap = train_minority - test_minority, each the mean over the row's runs at their last
---   evaluated epoch; test_balanced_sd = standard deviation of test_balanced across seeds
+--   runs (how many runs), seeds (their seeds, comma-separated), test_balanced, test_majority,
+--   test_minority, train_minority, minority_gap (final_results' test_balanced, ..., gap_minority:
+--   a group's accuracy is the mean of its classes'), each the mean over the row's runs;
+--   test_balanced_sd = standard deviation of test_balanced across seeds
 WITH sel AS (
-    SELECT * FROM runs
-    WHERE (len($runs) = 0 OR list_contains($runs, run_id))
-      AND ($include_unfinished OR status = 'finished')
-),
-last AS (
-    SELECT run_id, max(epoch) AS epoch FROM epochs GROUP BY run_id
-),
-final AS (
-    SELECT
-        e.run_id,
-        avg(e.correct / nullif(e.n, 0)) FILTER (WHERE e.split = 'test') AS test_balanced,
-        sum(e.correct) FILTER (WHERE e.split = 'test' AND c.grp = 'majority')
-            / sum(e.n) FILTER (WHERE e.split = 'test' AND c.grp = 'majority') AS test_majority,
-        sum(e.correct) FILTER (WHERE e.split = 'test' AND c.grp = 'minority')
-            / sum(e.n) FILTER (WHERE e.split = 'test' AND c.grp = 'minority') AS test_minority,
-        sum(e.correct) FILTER (WHERE e.split = 'train' AND c.grp = 'minority')
-            / sum(e.n) FILTER (WHERE e.split = 'train' AND c.grp = 'minority') AS train_minority
-    FROM epochs e
-    JOIN last USING (run_id, epoch)
-    JOIN classes c USING (run_id, class_id)
-    GROUP BY e.run_id
+    SELECT r.*, f.* EXCLUDE (run_id)
+    FROM runs r
+    JOIN final_results f USING (run_id)
+    WHERE (len($runs) = 0 OR list_contains($runs, r.run_id))
+      AND ($include_unfinished OR r.status = 'finished')
 )
 SELECT
-    r.dataset, r.profile, r.model, r.epochs, r.loss, r.drw, r.sampler, r.ratio,
+    dataset, profile, model, epochs, loss, drw, sampler, ratio,
     count(*) AS runs,
-    string_agg(r.seed::VARCHAR, ',' ORDER BY r.seed) AS seeds,
-    avg(f.test_balanced) AS test_balanced,
-    avg(f.test_majority) AS test_majority,
-    avg(f.test_minority) AS test_minority,
-    avg(f.train_minority) AS train_minority,
-    avg(f.train_minority - f.test_minority) AS minority_gap,
-    stddev_samp(f.test_balanced) AS test_balanced_sd
-FROM sel r
-JOIN final f USING (run_id)
-GROUP BY r.dataset, r.profile, r.model, r.epochs, r.loss, r.drw, r.sampler, r.ratio
-ORDER BY r.dataset, r.profile, r.model, r.epochs, r.loss, r.drw NULLS FIRST, r.sampler, r.ratio
+    string_agg(seed::VARCHAR, ',' ORDER BY seed) AS seeds,
+    avg(test_balanced) AS test_balanced,
+    avg(test_majority) AS test_majority,
+    avg(test_minority) AS test_minority,
+    avg(train_minority) AS train_minority,
+    avg(gap_minority) AS minority_gap,
+    stddev_samp(test_balanced) AS test_balanced_sd
+FROM sel
+GROUP BY dataset, profile, model, epochs, loss, drw, sampler, ratio
+ORDER BY dataset, profile, model, epochs, loss, drw NULLS FIRST, sampler, ratio

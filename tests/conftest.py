@@ -40,3 +40,26 @@ def torchrun_train(train_args: list[str], store: Path, nproc: int = 2,
     proc = subprocess.run(cmd, cwd=REPO, env=env, text=True, capture_output=True,
                           timeout=timeout)
     return proc.returncode, proc.stderr
+
+
+# ==== the numeric tests, run a second time under PyTorch's portable CPU kernels ===================
+# `make test` runs the whole suite, then these modules again with ATEN_CPU_CAPABILITY=default, which
+# turns off PyTorch's AVX2/AVX-512 kernels: a result that holds only under one kernel set (a cosine
+# an ulp above 1, a tolerance tuned to one CPU's summation order) fails here, not on a user's CPU.
+NUMERIC = {"test_augment", "test_dynamics", "test_dynamics_full", "test_geometry", "test_losses",
+           "test_models", "test_probes", "test_cosines_property", "test_samples",
+           "test_train_e2e"}
+
+
+@pytest.hookimpl(tryfirst=True)  # before `-m` selects by marker
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.path.stem in NUMERIC:
+            item.add_marker(pytest.mark.numeric)
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    import torch  # the header names the kernel set the run's numbers came from
+
+    return (f"torch {torch.__version__}, CPU kernels: {torch.backends.cpu.get_cpu_capability()}"
+            f" (ATEN_CPU_CAPABILITY={os.environ.get('ATEN_CPU_CAPABILITY', 'unset')})")

@@ -13,6 +13,7 @@ import imbtui
 from imbtui.errors import UserError
 from imbtui.store import RunWriter, StoreError
 from tests.test_queries import build_store
+from tests.tolerance import approx64
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +41,7 @@ def test_runs_lists_every_run_with_final_accuracy(root: Path) -> None:
     got = {r["run_id"]: r for r in runs.to_dicts()}
     assert set(got) == {"a", "b", "c", "d", "e"}
     # run a, last epoch, test correct 9 8 5 2 of 10: balanced 0.6, minority (5 + 2) / 20
-    assert (got["a"]["test_balanced"], got["a"]["test_minority"]) == pytest.approx((0.6, 0.35))
+    assert (got["a"]["test_balanced"], got["a"]["test_minority"]) == approx64((0.6, 0.35))
     assert (got["d"]["loss"], got["e"]["status"], got["c"]["ratio"]) == ("focal", "failed", 1.0)
 
 

@@ -12,6 +12,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from tests.tolerance import cos_tol, rel
 from trainer.dynamics import GradientProbe
 from trainer.losses import build_loss
 from trainer.loop import TrainConfig, train
@@ -63,19 +64,25 @@ def test_probe_matches_backward_passes_on_masked_losses(loss_name: str) -> None:
 
     minor = MINORITY[y]
     g_maj, g_min = flat_grad(model, share(~minor)), flat_grad(model, share(minor))
-    with torch.no_grad():  # the two shares add up to the batch loss
+    # Tolerances: every gradient entry is a float32 sum over the 64 samples (and, before the
+    # classifier, over the layer's fan-in), reached by different backward graphs here and in the
+    # probe; the norms and cosines then sum P squares / products.
+    p_count = sum(p.numel() for p in model.parameters())
+    fan = 64 + max(p.shape[-1] for p in model.parameters() if p.dim() > 1)
+    with torch.no_grad():  # the two shares add up to the batch loss (sums over 64 samples)
         assert float(share(~minor) + share(minor)) == pytest.approx(
-            float(objective(model(x), y, 1)), rel=1e-5)
+            float(objective(model(x), y, 1)), rel=rel(64))
     g_all = flat_grad(model, objective(model(x), y, 1))
-    np.testing.assert_allclose(g_maj + g_min, g_all, rtol=1e-4, atol=1e-6)
+    scale = np.abs(g_all).max()  # an entry's error is relative to the gradient's size, not its own
+    np.testing.assert_allclose(g_maj + g_min, g_all, rtol=0, atol=rel(fan) * scale)
 
     assert cols["step"].tolist() == [7, 7] and cols["grp"] == ["majority", "minority"]
     assert cols["n"].tolist() == [int((~minor).sum()), int(minor.sum())]
     assert cols["grad_norm"] == pytest.approx([np.linalg.norm(g_maj), np.linalg.norm(g_min)],
-                                              rel=1e-4)
-    assert cols["cos_to_batch"] == pytest.approx([cos(g_maj, g_all), cos(g_min, g_all)],
-                                                 rel=1e-4, abs=1e-6)
-    assert cols["cos_other"] == pytest.approx([cos(g_maj, g_min)] * 2, rel=1e-4, abs=1e-6)
+                                              rel=rel(fan + p_count))
+    tol = cos_tol(fan + p_count)
+    assert cols["cos_to_batch"] == pytest.approx([cos(g_maj, g_all), cos(g_min, g_all)], abs=tol)
+    assert cols["cos_other"] == pytest.approx([cos(g_maj, g_min)] * 2, abs=tol)
 
 
 def test_a_group_absent_from_the_batch_gives_null_cosines() -> None:
@@ -89,8 +96,12 @@ def test_a_group_absent_from_the_batch_gives_null_cosines() -> None:
     probe.record(0, 1, logits, y, list(model.parameters()))
     cols = probe.drain()
     assert cols["n"].tolist() == [16, 0]
-    assert cols["grad_norm"][1] == 0.0
-    assert cols["cos_to_batch"][0] == pytest.approx(1.0) and cols["cos_to_batch"][1] is None
+    assert cols["grad_norm"][1] == 0.0  # exactly zero: the group's gradient is masked out
+    # the majority's gradient is the whole batch's: a cosine of 1 up to the float32 round-off of
+    # two backward passes, and never above 1 (computed in float64 and clamped)
+    p_count = sum(p.numel() for p in model.parameters())
+    assert 1.0 - cos_tol(p_count) <= cols["cos_to_batch"][0] <= 1.0
+    assert cols["cos_to_batch"][1] is None
     assert cols["cos_other"] == [None, None]
 
 

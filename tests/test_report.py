@@ -18,6 +18,7 @@ from imbtui import report
 from imbtui.api import open_store
 from tests.conftest import imbtui
 from tests.test_queries import build_store
+from tests.tolerance import approx64
 
 
 # ==== on hand-set rows ===========================================================================
@@ -31,15 +32,15 @@ def test_findings_on_hand_set_rows(hand: Path) -> None:
     (a,) = report.findings(open_store(hand), ["a"], threshold=0.5, early=2).to_dicts()
     # train acc epoch 1: .8 .4 .2 0, epoch 2: 1 .9 .8 1 -> onsets 1 2 2 2
     assert (a["onset_spread"], a["unlearned"], a["epochs"]) == (1.0, 0, 2)
-    assert (a["onset_majority"], a["onset_minority"], a["onset_lag"]) == pytest.approx(
+    assert (a["onset_majority"], a["onset_minority"], a["onset_lag"]) == approx64(
         (1.5, 2.0, 0.5))
     # train acc, mean over the group's classes: majority epoch 1 (.8 + .4) / 2, epoch 2
     # (1 + .9) / 2; minority (.2 + 0) / 2, (.8 + 1) / 2
-    assert a["early_majority"] == pytest.approx((0.6 + 0.95) / 2)
-    assert a["early_minority"] == pytest.approx((0.1 + 0.9) / 2)
+    assert a["early_majority"] == approx64((0.6 + 0.95) / 2)
+    assert a["early_minority"] == approx64((0.1 + 0.9) / 2)
     # final gaps: majority (1 - .9 + .9 - .8) / 2, minority (.8 - .5 + 1 - .2) / 2
-    assert (a["gap_majority"], a["gap_minority"]) == pytest.approx((0.1, 0.55))
-    assert a["excess_gap"] == pytest.approx(0.45)
+    assert (a["gap_majority"], a["gap_minority"]) == approx64((0.1, 0.55))
+    assert a["excess_gap"] == approx64(0.45)
     assert (a["method"], a["ratio"]) == ("ce", 10.0)
 
 
@@ -47,8 +48,8 @@ def test_a_class_never_learned_counts_as_one_past_the_last_epoch(hand: Path) -> 
     (a,) = report.findings(open_store(hand), ["a"], threshold=0.85, early=1).to_dicts()
     # onsets at 0.85: 2 2 - 2 -> class 2 counts as epoch 3
     assert (a["onset_spread"], a["unlearned"]) == (1.0, 1)
-    assert (a["onset_majority"], a["onset_minority"]) == pytest.approx((2.0, 2.5))
-    assert (a["early_majority"], a["early_minority"]) == pytest.approx((0.6, 0.1))
+    assert (a["onset_majority"], a["onset_minority"]) == approx64((2.0, 2.5))
+    assert (a["early_majority"], a["early_minority"]) == approx64((0.6, 0.1))
 
 
 def test_changes_follow_ratio_and_method(hand: Path) -> None:
@@ -139,9 +140,9 @@ def test_report_numbers_match_the_raw_rows(real_store: Path) -> None:
         return sum(r["correct"] / r["n"] for r in sel) / len(sel)
 
     gap_min = class_mean("train", "minority", last) - class_mean("test", "minority", last)
-    assert imb["gap_minority"] == pytest.approx(gap_min)
+    assert imb["gap_minority"] == approx64(gap_min)
     early_min = (class_mean("train", "minority", 1) + class_mean("train", "minority", 2)) / 2
-    assert imb["early_minority"] == pytest.approx(early_min)
+    assert imb["early_minority"] == approx64(early_min)
     onsets = []
     for c in range(10):
         accs = sorted((r["epoch"], r["correct"] / r["n"]) for r in rows

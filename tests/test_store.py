@@ -153,14 +153,20 @@ def test_runs_view_names_each_runs_method(tmp_path: Path) -> None:
     configs = {"plain": {"loss": "ce"}, "drw": {"loss": "ldam", "drw": 160},
                "sampled": {"loss": "ce", "sampler": "class-balanced"},
                "both": {"loss": "focal", "drw": 0, "sampler": "sqrt"},
-               "no-sampler": {"loss": "ce", "sampler": "none"}, "unknown": {}}
+               "no-sampler": {"loss": "ce", "sampler": "none"}, "unknown": {},
+               # Cui et al.'s reduction of class-weighted losses is a variant with its own name;
+               # it changes nothing for an unweighted loss
+               "cb-mean": {"loss": "cb", "cb_reduction": "mean"},
+               "cb-default": {"loss": "cb", "cb_reduction": "weighted-mean"},
+               "ce-mean": {"loss": "ce", "cb_reduction": "mean"}}
     for run_id, config in configs.items():
         w = RunWriter(tmp_path, run_id=run_id, heartbeat_s=60)
         w.start({"name": run_id, "config": {"dataset": "toy", **config}})
         w.finish("finished")
     got = dict(Store(tmp_path).sql("SELECT run_id, method FROM runs").iter_rows())
     assert got == {"plain": "ce", "drw": "ldam-drw", "sampled": "ce+class-balanced",
-                   "both": "focal-drw+sqrt", "no-sampler": "ce", "unknown": "?"}
+                   "both": "focal-drw+sqrt", "no-sampler": "ce", "unknown": "?",
+                   "cb-mean": "cb-mean", "cb-default": "cb", "ce-mean": "ce"}
 
 
 def test_parts_hold_the_schema_types_whatever_the_caller_hands_over(tmp_path: Path) -> None:

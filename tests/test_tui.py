@@ -37,6 +37,7 @@ from imbtui.tui.data import (
 from imbtui.tui.messages import QueryDone, QueryFailed, RunLoaded, RunsLoaded
 from imbtui.tui.screenshots import settle
 from tests.conftest import imbtui
+from tests.tolerance import approx64
 
 
 # ==== fixtures ====================================================================================
@@ -79,22 +80,26 @@ def cursor(root: Path) -> duckdb.DuckDBPyConnection:
 # ==== data: a second computation from the raw parts ===============================================
 
 def expected_step_groups(root: Path, run_id: str, width: int) -> dict[str, dict[int, float]]:
-    """grp -> bucket -> accuracy, by plain Python loops over the stored step rows."""
+    """grp -> bucket -> accuracy, by plain Python loops over the stored step rows: each class's
+    accuracy over the bucket, then the mean over the group's classes seen in the bucket."""
     steps = parts(root, run_id, "steps").to_dicts()
     grp = {r["class_id"]: r["grp"] for r in parts(root, run_id, "classes").to_dicts()}
     meta = json.loads((root / "runs" / run_id / "run.json").read_text())
     span = max(meta["total_steps"], max(r["step"] for r in steps) + 1)
     width = min(width, span)
-    n: dict[tuple[str, int], int] = defaultdict(int)
-    correct: dict[tuple[str, int], int] = defaultdict(int)
+    n: dict[tuple[int, int], int] = defaultdict(int)
+    correct: dict[tuple[int, int], int] = defaultdict(int)
     for r in steps:
         b = min(r["step"] * width // span, width - 1)
-        n[grp[r["class_id"]], b] += r["n"]
-        correct[grp[r["class_id"]], b] += r["correct"]
-    out: dict[str, dict[int, float]] = defaultdict(dict)
-    for (g, b), count in n.items():
+        n[r["class_id"], b] += r["n"]
+        correct[r["class_id"], b] += r["correct"]
+    accs: dict[tuple[str, int], list[float]] = defaultdict(list)
+    for (c, b), count in n.items():
         if count:
-            out[g][b] = correct[g, b] / count
+            accs[grp[c], b].append(correct[c, b] / count)
+    out: dict[str, dict[int, float]] = defaultdict(dict)
+    for (g, b), values in accs.items():
+        out[g][b] = sum(values) / len(values)
     return out
 
 
@@ -124,10 +129,9 @@ def test_epoch_resolution_has_one_point_per_epoch(two_runs: Path) -> None:
     n_epochs = test["epoch"].max() + 1
     for g in ("majority", "minority"):
         assert len(got[g]) == n_epochs  # epochs 0..E, never stretched over 80 buckets
-        for e in range(n_epochs):
+        for e in range(n_epochs):  # the mean over the group's classes of their accuracies
             rows = [r for r in test.to_dicts() if r["epoch"] == e and grp[r["class_id"]] == g]
-            assert got[g][e] == pytest.approx(sum(r["correct"] for r in rows) /
-                                              sum(r["n"] for r in rows))
+            assert got[g][e] == approx64(sum(r["correct"] / r["n"] for r in rows) / len(rows))
 
 
 def test_class_curves_and_finals(two_runs: Path) -> None:
@@ -143,7 +147,7 @@ def test_class_curves_and_finals(two_runs: Path) -> None:
     for r in finals.to_dicts():
         tr = last.filter((pl.col("class_id") == r["class_id"]) & (pl.col("split") == "train"))
         te = last.filter((pl.col("class_id") == r["class_id"]) & (pl.col("split") == "test"))
-        assert r["train_acc"] == pytest.approx(tr["correct"][0] / tr["n"][0])
+        assert r["train_acc"] == approx64(tr["correct"][0] / tr["n"][0])
         assert r["gap"] == pytest.approx(tr["correct"][0] / tr["n"][0] -
                                          te["correct"][0] / te["n"][0])
 
@@ -318,8 +322,8 @@ def test_run_screen_shows_shared_axes_and_class_rows(two_runs: Path) -> None:
         assert maj.y_range == mnr.y_range == (0.0, 1.0)
         loss = screen.query_one("#metric-loss", MetricRow).query(SharedSparkline)
         assert loss[0].y_range == loss[1].y_range  # one axis for both groups
-        assert loss[0].y_range[1] == pytest.approx(max(v for s in (loss[0].data, loss[1].data)
-                                                       for v in s if v is not None))
+        assert loss[0].y_range[1] == max(v for s in (loss[0].data, loss[1].data)
+                                         for v in s if v is not None)  # the value itself
         classes = screen.query_one(ClassCurves)
         assert [c.train_count for c in classes.lines] == sorted(
             (c.train_count for c in classes.lines), reverse=True)
@@ -575,11 +579,12 @@ D_NEG = [[1, 1, 3, 2], [2, 0, 2, 4], [1, 1, 1, 1], [0, 4, 2, 4], [1, 1, 1, 1], [
 # epochs 1, 2, 3 are the same buckets; class 0: 5/8, 5/6, 1/2 · class 3: 0/6, 1/6, 1/2 (step 4)
 D_OWN = {"majority": [2 / 3, 1 / 2, 1 / 2], "minority": [1 / 12, 1 / 3, 1 / 2]}
 D_OWN_CLASS = {0: [5 / 8, 5 / 6, 1 / 2], 3: [0.0, 1 / 6, 1 / 2]}
-# geometry (train split; the test rows are there to be ignored): NC1 per class by epoch. Epoch 0
-# (untrained) is left out; at epoch 3 class 2 has no value (absent), so the minority is class 3.
-D_NC1 = {0: [9, 9, 9, 9], 1: [1.0, 0.6, 2.0, 3.0], 2: [0.5, 0.3, 1.5, 2.5],
+# geometry (train split; the test rows are there to be ignored): within_rel (the within/between
+# trace ratio) per class by epoch. Epoch 0 (untrained) is left out; at epoch 3 class 2 has no value
+# (absent), so the minority is class 3.
+D_WREL = {0: [9, 9, 9, 9], 1: [1.0, 0.6, 2.0, 3.0], 2: [0.5, 0.3, 1.5, 2.5],
          3: [0.2, 0.2, None, 1.0]}
-D_NC1_GROUP = {"majority": [None, 0.8, 0.4, 0.2], "minority": [None, 2.5, 2.0, 1.0]}
+D_WREL_GROUP = {"majority": [None, 0.8, 0.4, 0.2], "minority": [None, 2.5, 2.0, 1.0]}
 D_WCOS = {"majority": [0.0, -0.2, -0.3, -0.3], "minority": [0.0, 0.4, 0.8, 0.9]}
 # samples: (sample_id, class_id, [(epoch, step, correct), ...])
 D_SAMPLES = [
@@ -639,13 +644,14 @@ def _dyn_run(root: Path, run_id: str, full: bool) -> None:
 
 
 def _dyn_geometry(w: Any) -> None:
-    for e, nc1 in D_NC1.items():
+    for e, within_rel in D_WREL.items():
         for split in ("train", "test"):
             test = split == "test"
             w.write("geometry", {"epoch": [e] * 4, "step": [2 * e] * 4, "split": [split] * 4,
                                  "class_id": [0, 1, 2, 3], "n": [10] * 4,
                                  "mean_norm": [1.0] * 4, "within_var": [1.0] * 4,
-                                 "nc1": [50.0] * 4 if test else nc1, "cos_mean": [0.0] * 4,
+                                 "within_rel": [50.0] * 4 if test else within_rel,
+                                 "cos_mean": [0.0] * 4,
                                  "cos_max": [0.0] * 4, "shift": [None] * 4,
                                  "shift_rel": [None] * 4})
             w.write("geometry_summary", {
@@ -689,13 +695,13 @@ def test_geometry_by_hand(dyn_store: Path) -> None:
     cur = cursor(dyn_store)
     got = group_curves(cur, "full", 80, "epoch")
     for g in ("majority", "minority"):
-        approx_series(got["nc1"][g], D_NC1_GROUP[g])
+        approx_series(got["within_rel"][g], D_WREL_GROUP[g])
         approx_series(got["w_cos"][g], D_WCOS[g])
     # on the step axis (span 6, width 6) an epoch's point sits at its last step (2e, the last
     # epoch in the last bucket) and is carried to the right, like the test accuracy
     step = group_curves(cur, "full", 6, "step")["w_cos"]["minority"]
     approx_series(step, [0.0, 0.0, 0.4, 0.4, 0.8, 0.9])
-    per_class = class_curves(cur, "full", 80, "nc1", "epoch")
+    per_class = class_curves(cur, "full", 80, "within_rel", "epoch")
     approx_series(per_class[3], [None, 3.0, 2.5, 1.0])
     approx_series(per_class[2], [None, 2.0, 1.5, None])
 
@@ -752,13 +758,13 @@ def test_a_minimal_run_has_none_of_the_full_record(dyn_store: Path) -> None:
     for resolution in ("step", "epoch"):
         got = group_curves(cur, "minimal", 40, resolution)
         assert {"train_acc", "grad_norm"} <= set(got)
-        assert not {"grad_own", "nc1", "w_cos", "forgetting", "probe_grad"} & set(got)
-        for metric in ("grad_own", "nc1", "forgetting"):
+        assert not {"grad_own", "within_rel", "w_cos", "forgetting", "probe_grad"} & set(got)
+        for metric in ("grad_own", "within_rel", "forgetting"):
             assert class_curves(cur, "minimal", 40, metric, resolution) == {}
 
 
 def test_run_screen_shows_the_full_record_only_where_it_exists(dyn_store: Path) -> None:
-    new = ("grad_own", "w_cos", "nc1", "forgetting")
+    new = ("grad_own", "w_cos", "within_rel", "forgetting")
 
     async def script(app: ImbtuiApp, pilot: Pilot[None]) -> None:
         from imbtui.tui.screens.run import RunScreen
@@ -782,8 +788,8 @@ def test_run_screen_shows_the_full_record_only_where_it_exists(dyn_store: Path) 
                 await pilot.press("k")
                 await settle(pilot)
                 seen.add(screen.class_metric)
-            assert ({"grad_own", "nc1", "forgetting"} <= seen) is shown
-            assert not ({"grad_own", "nc1", "forgetting"} & seen) or shown
+            assert ({"grad_own", "within_rel", "forgetting"} <= seen) is shown
+            assert not ({"grad_own", "within_rel", "forgetting"} & seen) or shown
             await pilot.press("escape")
             await settle(pilot)
 

@@ -106,21 +106,22 @@ def write_run(root: Path, run_id: str, name: str, ratio: float, loss: str, statu
 
 
 def write_full_dynamics(w: RunWriter, n: list[int], ratio: float, epochs: int) -> None:
-    """Geometry (the minority's classifier rows merge, NC1 falls slower for small classes) and 20
-    training samples per class, presented once per epoch, correct by a fixed pseudo-random rule
-    at the class's accuracy (so some are forgotten)."""
+    """Geometry (the minority's classifier rows merge, within_rel falls slower for small classes)
+    and 20 training samples per class, presented once per epoch, correct by a fixed pseudo-random
+    rule at the class's accuracy (so some are forgotten)."""
     c_n = len(n)
     for e in range(epochs + 1):
         t = e / EPOCHS
-        nc1 = [2.0 * math.exp(-3 * t) * (1 + (1 - k / 1000)) for k in n]
+        rel = [2.0 * math.exp(-3 * t) * (1 + (1 - k / 1000)) for k in n]
         ones = [1.0] * c_n
         w.write("geometry", {"epoch": [e] * c_n, "step": [e * 100] * c_n, "split": ["train"] * c_n,
                              "class_id": list(range(c_n)), "n": n, "mean_norm": ones,
-                             "within_var": nc1, "nc1": nc1, "cos_mean": ones, "cos_max": ones,
-                             "shift": [None] * c_n, "shift_rel": [None] * c_n})
-        summary = {"nc1": sum(nc1) / c_n, "within_var": 1.0, "between_var": 1.0, "cos_mean": 0.0,
-                   "cos_std": 0.0, "norm_cv": 0.0, "majority_cos": 0.0, "minority_cos": 0.0,
-                   "w_cos_mean": 0.0, "w_majority_cos": -0.1 - 0.05 * t,
+                             "within_var": rel, "within_rel": rel, "cos_mean": ones,
+                             "cos_max": ones, "shift": [None] * c_n, "shift_rel": [None] * c_n})
+        summary = {"nc1": None, "within_rel": sum(rel) / c_n, "within_var": 1.0,
+                   "between_var": 1.0, "cos_mean": 0.0, "cos_std": 0.0, "norm_cv": 0.0,
+                   "majority_cos": 0.0, "minority_cos": 0.0, "w_cos_mean": 0.0,
+                   "w_majority_cos": -0.1 - 0.05 * t,
                    "w_minority_cos": 0.05 + 0.7 * t * (ratio > 1)}
         w.write("geometry_summary", {"epoch": [e], "step": [e * 100], "split": ["train"],
                                      **{k: [v] for k, v in summary.items()}})

@@ -2,7 +2,8 @@
 
 Every dataset arrives as whole arrays (no DataLoader): the loop moves them to the device once and
 batches by slicing a device-side permutation. The long-tailed training set is a class-wise prefix of a
-seeded shuffle of the balanced one; the test set is kept balanced.
+shuffle of the balanced one, seeded by the subset seed (TrainConfig.subset_seed, `--subset-seed`,
+default 0), not by the training seed; the test set is kept balanced.
 """
 
 from __future__ import annotations
@@ -122,13 +123,17 @@ class ArrayDataset:
         return np.bincount(self.y_test, minlength=self.n_classes).tolist()
 
 
-def long_tailed_indices(y: np.ndarray, counts: list[int], seed: int) -> np.ndarray:
-    """Indices of the long-tailed subset: the first counts[c] samples of class c in a seeded shuffle.
+def long_tailed_indices(y: np.ndarray, counts: list[int], subset_seed: int) -> np.ndarray:
+    """Indices of the long-tailed subset: the first counts[c] samples of class c in a shuffle seeded
+    by `subset_seed`.
 
-    Prefixes of one shuffle nest: the ratio-100 subset is contained in the ratio-10 one for one seed,
-    so runs across a ratio sweep differ only in what was removed.
+    Prefixes of one shuffle nest: the ratio-100 subset is contained in the ratio-10 one for one
+    subset seed, so runs across a ratio sweep differ only in what was removed. The loop passes
+    TrainConfig.subset_seed (default 0), never the training seed: runs that differ only in `--seed`
+    train on the same samples (as the LDAM-DRW code keeps its subset at rand_number=0), so their
+    spread is the training's alone.
     """
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(subset_seed)
     perm = rng.permutation(len(y))
     picked = []
     for c, want in enumerate(counts):

@@ -7,7 +7,8 @@ the part from the class's own samples and the part from the other classes' sampl
 and loss at its presentation, from the training forward pass. Every K steps (`GradientProbe`): the
 full-model gradient of the majority's and of the minority's share of the batch loss. Per epoch
 (`evaluate_features`, `geometry_tables`): the eval passes' per-class rows and the geometry of the
-penultimate features (NC1, class-mean norms and cosines, minority collapse, train-vs-test shift).
+penultimate features (NC1-NC3 as Papyan et al. 2020 define them, class-mean norms and cosines,
+minority collapse, train-vs-test shift).
 
 Everything is written into device buffers (`index_add_`, masked sums), never `.item()` / `.cpu()` /
 `bincount`, so a step never waits for the device; the buffers go to the host once per flush. Under
@@ -277,6 +278,24 @@ PROBE_STATS = ("n", "grad_norm", "cos_to_batch", "cos_other")
 GROUPS = ("majority", "minority")
 
 
+@torch.no_grad()
+def group_cosines(g: torch.Tensor, whole: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each group's gradient's cosine with the whole batch's, and the two groups' with each other.
+
+    `g` is (2, P): the majority's and the minority's gradients; `whole` (P,) the batch's. The dot
+    products and norms are taken in float64 (a float32 dot product of P terms is good only to
+    about P * 1.2e-7 relative, and which CPU or GPU kernel sums it changes the last bits), then
+    clamped to [-1, 1], since even float64 round-off can put the cosine of (near-)parallel vectors
+    an ulp past 1. NaN (a zero gradient: a group absent from the batch) stays NaN. Clamped in
+    float64, a cosine stays in [-1, 1] when stored as float32 (rounding is monotone, ±1 exact).
+    """
+    g, whole = g.double(), whole.double()
+    norms = g.norm(dim=1)
+    cos_batch = (g @ whole / (norms * whole.norm())).clamp(-1.0, 1.0)
+    cos_other = ((g[0] @ g[1]) / (norms[0] * norms[1])).clamp(-1.0, 1.0)
+    return cos_batch, cos_other.expand(2)
+
+
 class GradientProbe:
     """Every K steps: the full-model gradient of each group's share of the batch loss.
 
@@ -318,11 +337,12 @@ class GradientProbe:
             present = dist_sum_(minor.sum().float().reshape(1)) > 0
             g = torch.stack([g_maj, (whole - g_maj) * present])  # (2, P), all ranks'
             norms = g.norm(dim=1)
+            cos_batch, cos_other = group_cosines(g, whole)
             row = self.buf[len(self.steps)]
             row[:, 0] = torch.stack([(~minor).sum(), minor.sum()]).float()
             row[:, 1] = norms
-            row[:, 2] = g @ whole / (norms * whole.norm())
-            row[:, 3] = (g[0] @ g[1]) / (norms[0] * norms[1])
+            row[:, 2] = cos_batch
+            row[:, 3] = cos_other
         self.steps.append(step)
         self.epochs.append(epoch)
 
@@ -360,12 +380,14 @@ class WithFeatures(torch.nn.Module):
 
 @dataclass
 class FeatureSums:
-    """Per-class sums of the penultimate features over an eval pass: counts n (C,), sums of h
-    (C, D) and of ||h||^2 (C,). Sums, so that ranks' slices add up."""
+    """Sums of the penultimate features over an eval pass: per class, counts n (C,), sums of h
+    (C, D) and of ||h||^2 (C,); over every sample of the split, the (D, D) float64 sum of h h^T
+    (for the within-class covariance Sigma_W that NC1 needs). Sums, so that ranks' slices add up."""
 
     n: np.ndarray
     h: np.ndarray
     sq: np.ndarray
+    hh: np.ndarray
 
 
 def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, n_classes: int,
@@ -389,20 +411,26 @@ def evaluate_features(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, 
     model.eval()
     dev = x.device
     acc = torch.zeros(n_classes, 6, device=dev, dtype=torch.float64)
-    hsum = (torch.zeros(n_classes, model.fc.in_features, device=dev, dtype=torch.float64)
-            if features else None)
+    dim = model.fc.in_features
+    hsum = torch.zeros(n_classes, dim, device=dev, dtype=torch.float64) if features else None
+    hh = torch.zeros(dim, dim, device=dev, dtype=torch.float64) if features else None
     for i in range(0, len(x), batch_size):
         xb, yb = x[i:i + batch_size], y[i:i + batch_size]
         if prepare is not None:
             xb = prepare(xb)
         h, logits = model.forward_features(xb)
         h = h.float()
+        hd = h.double()  # float32 products are exact in float64; its sums round at 1.1e-16
         loss, correct, p_true, _, _ = per_sample_stats(logits, yb)
-        stats = torch.stack([torch.ones_like(loss), correct.float(), loss, p_true,
-                             h.norm(dim=1), (h * h).sum(1)], 1).double()
+        # ||h||^2 in float64: within_var = sq/n - ||mu_c||^2 cancels, and a float32 sum of D
+        # squares (D * 6e-8 relative) would leave little of a small class spread
+        stats = torch.cat([torch.stack([torch.ones_like(loss), correct.float(), loss, p_true,
+                                        h.norm(dim=1)], 1).double(),
+                           (hd * hd).sum(1, keepdim=True)], 1)
         acc.index_add_(0, yb, stats)
         if hsum is not None:
-            hsum.index_add_(0, yb, h.double())
+            hsum.index_add_(0, yb, hd)
+            hh.addmm_(hd.T, hd)  # sum_i h_i h_i^T, one (D, B) @ (B, D) product per batch
     model.train(was_training)
     dist_sum_(acc)
     a = acc.cpu().numpy()
@@ -413,7 +441,8 @@ def evaluate_features(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, 
             "p_true_sum": a[:, 3], "feature_norm": feat}
     if hsum is None:
         return rows, None
-    return rows, FeatureSums(n, dist_sum_(hsum).cpu().numpy(), a[:, 5])
+    return rows, FeatureSums(n, dist_sum_(hsum).cpu().numpy(), a[:, 5],
+                             dist_sum_(hh).cpu().numpy())
 
 
 def classifier_rows(fc: torch.nn.Linear) -> tuple[np.ndarray, np.ndarray]:
@@ -426,41 +455,86 @@ def classifier_rows(fc: torch.nn.Linear) -> tuple[np.ndarray, np.ndarray]:
 
 
 # ==== feature geometry ============================================================================
-# Papyan et al. 2020 (neural collapse), in the trace form that needs only per-class sums of h and of
-# ||h||^2: with class means mu_c and the global mean mu_G taken as the mean of the class means (each
-# class counts once, however many samples it has),
+# One centring for every centred quantity below: the split's global sample mean
+#   mu_G = (1/N) sum_i h_i   (each sample counts once: under imbalance the large classes weigh most)
+# as Papyan, Han & Donoho 2020 define it (mu_G = Ave_{i,c} h_{i,c}), as Zhu et al. 2021's reference
+# code computes it (github.com/tding1/Neural-Collapse, validate_NC.py: compute_info sums every
+# feature and divides by N), and as Fang et al. 2021's minority-collapse code centres the class
+# means (github.com/HornHehhf/LPM, minority_collapse.py: get_features subtracts np.mean of all the
+# training features). Papyan et al.'s companion notebook takes the mean of the class means instead,
+# which is the same on the balanced data it ran on, not under imbalance. Stores written before
+# this definition (their geometry_summary has no nc3) centred on the mean of the class means.
+# With class means mu_c, centred means m_c = mu_c - mu_G (the rows of M, (C, D)), C the classes
+# present in the split (absent ones are left out of everything; their rows are NULL), N its samples:
+#   Sigma_W = (1/N) sum_i (h_i - mu_c(i))(h_i - mu_c(i))^T
+#           = (sum_i h_i h_i^T - sum_c n_c mu_c mu_c^T) / N   (FeatureSums.hh and .h: sums)
+#   Sigma_B = (1/C) sum_c m_c m_c^T = M^T M / C
+#   nc1 = Tr(Sigma_W Sigma_B^+) / C: NC1 (Papyan et al. 2020), as the reference code computes it
+#     (np.trace(Sw @ inv_Sb) / C). Sigma_B^+ is the pseudo-inverse of rank C-1: the centred means
+#     span at most C-1 directions (sum_c n_c m_c = 0), and the reference inverts only the top C-1
+#     singular values of Sigma_B (scipy svds(Sb, k=C-1)); the round-off in the others would blow up
+#     a full inverse. Here from the SVD M = U S V^T (no squaring of M's condition number): with
+#     v_k, s_k the top min(C-1, D) right singular vectors and values of M,
+#     Sigma_B^+ = C sum_k v_k v_k^T / s_k^2, so nc1 = sum_k v_k^T Sigma_W v_k / s_k^2. A singular
+#     value zero to round-off (class means that coincide) is left out, as the Moore-Penrose
+#     pseudo-inverse leaves it out.
+#   NC2, equinorm: norm_cv = std_c ||m_c|| / mean_c ||m_c|| (population std, as Fang et al.'s
+#     np.std; Papyan et al.'s notebook uses torch.std, which divides by C-1: sqrt(C/(C-1)) larger).
+#   NC2, equiangularity: cos_std = std over the pairs c < c' of cos(m_c, m_c'), and Papyan et al.'s
+#     max-angle measure nc2_angle = mean_{c != c'} |cos(m_c, m_c') + 1/(C-1)| (their notebook's
+#     `coherence`, Fang et al.'s "avg cosine to -1/(C-1)"): 0 for a simplex ETF.
+#   nc3 = || W / ||W||_F - M / ||M||_F ||_F^2: NC3 self-duality (Papyan et al.'s notebook's
+#     W_M_dist), W the classifier's (C, D) weight matrix as stored, rows of absent classes left out.
+#     For LDAM's cosine classifier (trainer.models.NormedLinear) that is its raw weight, as is: the
+#     logits use its rows normalised, so its row norms do not matter to the model.
+# The variant that needs only per-class sums (the `nc1` of stores written before NC1 was defined as
+# above): a trace ratio, not NC1, so it has a name of its own. On the default MNIST-1D run at ratio
+# 100 NC1 is 3x (train) to 5x (test) the trace ratio after a few epochs, 20-40x after the first.
 #   within_var_c = tr Sigma_W,c = mean_i ||h_i - mu_c||^2 over the class's samples
-#   between_var  = tr Sigma_B   = mean_c ||mu_c - mu_G||^2
-#   nc1_c        = within_var_c / between_var;  nc1 = mean_c nc1_c = tr Sigma_W / tr Sigma_B
-# Cosines between centred class means (NC2: they approach -1/(C-1) and equal norms at collapse);
-# minority collapse (Fang et al. 2021): the mean pairwise cosine of the minority classes'
-# classifier rows w_c, which approaches 1 as the minority's rows merge; train-vs-test shift of each
-# class mean (Ye et al. 2020): ||mu_c(test) - mu_c(train)||, and that over the class's train spread
-# sqrt(within_var_c(train)).
+#   between_var  = tr Sigma_B   = mean_c ||m_c||^2
+#   within_rel_c = within_var_c / between_var;  within_rel = mean_c within_rel_c
+# Minority collapse (Fang et al. 2021): majority_cos / minority_cos, the mean pairwise cosine of the
+# group's centred class means m_c, and w_majority_cos / w_minority_cos, that of the group's
+# classifier rows w_c, uncentred as in their code (analyze_collapse on the raw weights): the
+# minority's approaches 1 as its rows merge. Train-vs-test shift of each class mean (Ye et al.
+# 2020): ||mu_c(test) - mu_c(train)||, and that over the class's train spread sqrt(within_var_c).
+# Every cosine comes from `pairwise_cosines` (float64, clipped to [-1, 1]); all of it in float64.
 
 @dataclass
 class ClassGeometry:
     n: np.ndarray
     mean: np.ndarray        # (C, D) class means, NaN rows for absent classes
     within: np.ndarray      # (C,) tr Sigma_W,c
-    centred: np.ndarray     # (C, D) mu_c - mu_G
+    centred: np.ndarray     # (C, D) mu_c - mu_G, mu_G the split's global sample mean
+    sigma_w: np.ndarray     # (D, D) Sigma_W, over every sample of the split
     present: np.ndarray     # (C,) bool
 
     @classmethod
     def of(cls, f: FeatureSums) -> ClassGeometry:
         present = f.n > 0
+        n = np.asarray(f.n, dtype=np.float64)
+        h = np.asarray(f.h, dtype=np.float64)
+        total = n[present].sum()
+        hp = h[present]
         with np.errstate(invalid="ignore", divide="ignore"):
-            mean = f.h / f.n[:, None]
-            within = np.maximum(f.sq / f.n - (mean * mean).sum(1), 0.0)  # round-off below 0
-        centred = mean - mean[present].mean(0) if present.any() else mean
-        return cls(f.n, mean, np.where(present, within, np.nan), centred, present)
+            mean = h / n[:, None]
+            within = np.maximum(f.sq / n - (mean * mean).sum(1), 0.0)  # round-off below 0
+            mu_g = hp.sum(0) / total
+            sigma_w = (np.asarray(f.hh, dtype=np.float64) - hp.T @ (hp / n[present, None])) / total
+        sigma_w = (sigma_w + sigma_w.T) / 2  # h^T h summed in blocks is symmetric to round-off
+        return cls(f.n, mean, np.where(present, within, np.nan), mean - mu_g, sigma_w, present)
 
 
 def pairwise_cosines(v: np.ndarray) -> np.ndarray:
-    """(K, K) cosines between the rows of v."""
+    """(K, K) cosines between the rows of v: in float64, then clipped to [-1, 1], since round-off
+    can put the cosine of (near-)parallel rows an ulp past 1. A zero row's cosines are NaN (NULL
+    in the store). Every feature- and classifier-row cosine of the geometry tables comes from here,
+    and their means over pairs stay in [-1, 1] (a rounded sum of k values in [-1, 1] stays in
+    [-k, k])."""
+    v = np.asarray(v, dtype=np.float64)
     with np.errstate(invalid="ignore", divide="ignore"):
         u = v / np.linalg.norm(v, axis=1, keepdims=True)
-    return u @ u.T
+    return np.clip(u @ u.T, -1.0, 1.0)
 
 
 def mean_pair_cos(cos: np.ndarray, members: np.ndarray) -> float:
@@ -472,9 +546,36 @@ def mean_pair_cos(cos: np.ndarray, members: np.ndarray) -> float:
     return float(sub[np.triu_indices(len(idx), 1)].mean())
 
 
-def split_geometry(g: ClassGeometry, minority: np.ndarray) -> tuple[dict, dict]:
-    """Per-class and summary geometry of one split."""
+def nc1_papyan(sigma_w: np.ndarray, m: np.ndarray) -> float:
+    """Tr(Sigma_W Sigma_B^+) / C with Sigma_B = M^T M / C, M the (C, D) centred class means, and
+    Sigma_B^+ of rank C-1 (see the section's head). NaN with fewer than two classes or no spread
+    between their means; never below 0 (Sigma_W from sums may be a round-off short of PSD)."""
+    c, d = m.shape
+    if c < 2 or not (np.isfinite(sigma_w).all() and np.isfinite(m).all()):
+        return float("nan")
+    _, s, vt = np.linalg.svd(m, full_matrices=False)
+    s, vt = s[:min(c - 1, d)], vt[:min(c - 1, d)]
+    keep = s > s[0] * max(c, d) * np.finfo(np.float64).eps  # np.linalg.matrix_rank's cut
+    if not keep.any():
+        return float("nan")
+    s, vt = s[keep], vt[keep]
+    along = np.einsum("kd,de,ke->k", vt, sigma_w, vt)  # v_k^T Sigma_W v_k
+    return max(0.0, float(along @ (1.0 / (s * s))))
+
+
+def self_duality(w: np.ndarray, m: np.ndarray) -> float:
+    """NC3: ||W/||W||_F - M/||M||_F||_F^2, in [0, 4]; NaN if either is zero."""
+    nw, nm = np.linalg.norm(w), np.linalg.norm(m)
+    if not (nw > 0 and nm > 0):
+        return float("nan")
+    return float(np.sum((w / nw - m / nm) ** 2))
+
+
+def split_geometry(g: ClassGeometry, minority: np.ndarray, weight: np.ndarray
+                   ) -> tuple[dict, dict]:
+    """Per-class and summary geometry of one split; `weight` is the (C, D) classifier matrix."""
     p = g.present
+    k = int(p.sum())
     norms = np.linalg.norm(g.centred, axis=1)
     between = float(np.mean(norms[p] ** 2)) if p.any() else float("nan")
     cos = pairwise_cosines(g.centred)
@@ -484,32 +585,38 @@ def split_geometry(g: ClassGeometry, minority: np.ndarray) -> tuple[dict, dict]:
     valid = ~np.isnan(off)
     others = valid.sum(1)
     with np.errstate(invalid="ignore", divide="ignore"):
-        nc1_c = g.within / between
+        within_rel = g.within / between
         cos_mean = np.where(others > 0, np.where(valid, off, 0.0).sum(1) / others, np.nan)
         cos_max = np.where(others > 0, np.where(valid, off, -np.inf).max(1), np.nan)
-        pairs = cos[np.ix_(p, p)][np.triu_indices(int(p.sum()), 1)]
+        pairs = cos[np.ix_(p, p)][np.triu_indices(k, 1)]
         summary = {
-            "nc1": float(np.mean(g.within[p]) / between) if p.any() else float("nan"),
+            "nc1": nc1_papyan(g.sigma_w, g.centred[p]),
+            "within_rel": float(np.mean(g.within[p]) / between) if p.any() else float("nan"),
             "within_var": float(np.mean(g.within[p])) if p.any() else float("nan"),
             "between_var": between,
             "cos_mean": float(pairs.mean()) if len(pairs) else float("nan"),
             "cos_std": float(pairs.std()) if len(pairs) else float("nan"),
             "norm_cv": float(norms[p].std() / norms[p].mean()) if p.any() else float("nan"),
+            "nc2_angle": (float(np.mean(np.abs(pairs + 1.0 / (k - 1)))) if len(pairs)
+                          else float("nan")),
+            "nc3": self_duality(weight[p], g.centred[p]),
             "majority_cos": mean_pair_cos(cos, p & ~minority),
             "minority_cos": mean_pair_cos(cos, p & minority),
         }
     per_class = {"n": g.n, "mean_norm": np.where(p, norms, np.nan), "within_var": g.within,
-                 "nc1": nc1_c, "cos_mean": np.where(p, cos_mean, np.nan),
+                 "within_rel": within_rel, "cos_mean": np.where(p, cos_mean, np.nan),
                  "cos_max": np.where(p, cos_max, np.nan)}
     return per_class, summary
 
 
 def geometry_tables(train: FeatureSums, test: FeatureSums, weight: np.ndarray,
                     minority: np.ndarray, epoch: int, step: int) -> tuple[dict, dict]:
-    """The `geometry` (epoch, split, class) and `geometry_summary` (epoch, split) table columns."""
+    """The `geometry` (epoch, split, class) and `geometry_summary` (epoch, split) table columns.
+    `weight` is the classifier's (C, D) weight matrix (`fc.weight`, a NormedLinear's as is)."""
     minority = np.asarray(minority, dtype=bool)
+    weight = np.asarray(weight, dtype=np.float64)
     g = {"train": ClassGeometry.of(train), "test": ClassGeometry.of(test)}
-    wcos = pairwise_cosines(np.asarray(weight, dtype=np.float64))
+    wcos = pairwise_cosines(weight)
     every = np.ones(len(minority), dtype=bool)
     classifier = {"w_cos_mean": mean_pair_cos(wcos, every),
                   "w_majority_cos": mean_pair_cos(wcos, ~minority),
@@ -521,7 +628,7 @@ def geometry_tables(train: FeatureSums, test: FeatureSums, weight: np.ndarray,
     summary: dict[str, list] = {}
     c = len(minority)
     for split in ("train", "test"):
-        rows, summ = split_geometry(g[split], minority)
+        rows, summ = split_geometry(g[split], minority, weight)
         none = np.full(c, np.nan)
         rows["shift"] = shift if split == "test" else none
         rows["shift_rel"] = shift_rel if split == "test" else none

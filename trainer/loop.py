@@ -5,7 +5,8 @@ it into batches. Per-class step dynamics accumulate in a device buffer (trainer.
 sink once per flush; per-epoch evaluations of the training set (eval mode, no augmentation) and the
 balanced test set follow every epoch, and epoch 0 records the untrained network. `dynamics="full"`
 adds each sample's presentations and the gradient probes (written once per epoch) and the feature
-geometry of every evaluation.
+geometry of every evaluation. Two seeds: `subset_seed` picks which samples the long-tailed subset keeps
+(`training_subset`), `seed` the initialisation, the batch order and the augmentation.
 """
 
 from __future__ import annotations
@@ -23,12 +24,13 @@ import torch
 
 from trainer import distributed
 from trainer.augment import AUGMENTS, Augment, normalizer
-from trainer.data import DataError, class_table, dataset_counts, load_dataset, long_tailed_indices
+from trainer.data import (ArrayDataset, DataError, class_table, dataset_counts, load_dataset,
+                          long_tailed_indices)
 from trainer.dynamics import (SHARED_STATS, STEP_STATS, GradientProbe, SampleRecorder,
                               StepRecorder, WithFeatures, classifier_grad_split, classifier_rows,
                               evaluate_features, geometry_tables)
 from trainer.losses import DEFAULTS as LOSS_DEFAULTS
-from trainer.losses import LOSSES, build_loss
+from trainer.losses import CB_REDUCTIONS, LOSSES, build_loss
 from trainer.models import DEFAULT_MODEL, build_model, n_params
 from trainer.samplers import SAMPLERS, Sampler
 from trainer.sink import NullSink, Sink
@@ -52,6 +54,10 @@ class TrainConfig:
     drw: int | None = None           # deferred re-weighting: class-balanced weights after N epochs
     loss_params: dict[str, float] = field(default_factory=dict)  # beta, gamma, tau, max_margin,
     #                                  scale, drw_beta (trainer.losses.DEFAULTS)
+    cb_reduction: str = "weighted-mean"  # class-weighted losses (weighted-ce, cb, the DRW phase):
+    #                                  sum w*l / sum w (LDAM-DRW's code, PyTorch's weight=) or
+    #                                  "mean": sum w*l / N (Cui et al.'s code); not focal
+    #                                  (trainer.losses.CB_REDUCTIONS)
     # optimisation: SGD with momentum, linear warm-up, then cosine decay to 0 or steps at
     # milestones. None takes the dataset's recipe (RECIPES).
     epochs: int | None = None
@@ -70,7 +76,10 @@ class TrainConfig:
     compile: bool = False            # torch.compile the training forward pass
     check_sync: bool = False         # CUDA: fail on any host synchronisation inside a step (tests)
     # run
-    seed: int = 0
+    seed: int = 0                    # the initialisation, the batch order and the augmentation
+    subset_seed: int = 0             # which samples the long-tailed subset keeps: fixed across
+    #                                  seeds (as LDAM-DRW's rand_number=0), so a seed's spread is
+    #                                  the training's alone
     device: str = "auto"             # auto | cpu | cuda
     max_steps: int | None = None     # stop after this many optimizer steps (smoke tests)
     name: str | None = None
@@ -135,6 +144,11 @@ def check_config(cfg: TrainConfig, image: bool) -> None:
         raise DataError(f"--lr-decay must be a positive factor, got {cfg.lr_decay}")
     if cfg.loss not in LOSSES:
         raise DataError(f"unknown loss {cfg.loss!r}: choose one of {', '.join(LOSSES)}")
+    if cfg.subset_seed < 0:
+        raise DataError(f"--subset-seed must be >= 0, got {cfg.subset_seed}")
+    if cfg.cb_reduction not in CB_REDUCTIONS:
+        raise DataError(f"unknown --cb-reduction {cfg.cb_reduction!r}: choose one of "
+                        f"{', '.join(CB_REDUCTIONS)}")
     if cfg.dynamics not in DYNAMICS:
         raise DataError(f"unknown --dynamics {cfg.dynamics!r}: choose one of {', '.join(DYNAMICS)}")
     if cfg.probe_every < 1:
@@ -161,7 +175,8 @@ def check_run(cfg: TrainConfig, load: Callable[..., Any] = load_dataset) -> list
     if cfg.batch_size > sum(counts):
         raise DataError(f"--batch-size {cfg.batch_size} exceeds the {sum(counts)} training samples")
     build_model(cfg.resolved_model(), tuple(ds.x_train.shape[1:]), ds.n_classes)
-    build_loss(cfg.loss, counts, torch.device("cpu"), cfg.drw, **cfg.loss_params)
+    build_loss(cfg.loss, counts, torch.device("cpu"), cfg.drw, cfg.cb_reduction,
+               **cfg.loss_params)
     return counts
 
 
@@ -273,8 +288,7 @@ def _train(cfg: TrainConfig, sink: Sink, hooks: Hooks) -> RunResult:
 
     # -- data: long-tailed training set, balanced test set, all on the device ---------------------
     ds = load_dataset(cfg.dataset, cfg.data_dir)
-    counts = dataset_counts(ds, cfg.ratio, cfg.profile, cfg.minority_fraction)
-    idx = long_tailed_indices(ds.y_train, counts, cfg.seed)
+    counts, idx = training_subset(cfg, ds)
     x_tr = torch.from_numpy(ds.x_train[idx]).to(device)
     y_tr = torch.from_numpy(ds.y_train[idx]).to(device)
     x_te = torch.from_numpy(ds.x_test).to(device)
@@ -301,7 +315,7 @@ def _train(cfg: TrainConfig, sink: Sink, hooks: Hooks) -> RunResult:
     # the training forward returns (features, logits); DDP under torchrun: gradients averaged
     forward = distributed.wrap(WithFeatures(model), device)
     forward = torch.compile(forward) if cfg.compile else forward
-    criterion = build_loss(cfg.loss, counts, device, cfg.drw, **cfg.loss_params)
+    criterion = build_loss(cfg.loss, counts, device, cfg.drw, cfg.cb_reduction, **cfg.loss_params)
     opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
                           weight_decay=cfg.weight_decay)
     gen = torch.Generator(device=device).manual_seed(cfg.seed)
@@ -475,6 +489,14 @@ def _train(cfg: TrainConfig, sink: Sink, hooks: Hooks) -> RunResult:
                      model)
 
 
+def training_subset(cfg: TrainConfig, ds: ArrayDataset) -> tuple[list[int], np.ndarray]:
+    """The profile's class counts and the indices (rows of ds's training arrays) of the long-tailed
+    subset. Drawn with cfg.subset_seed alone: cfg.seed (initialisation, batch order) plays no part,
+    so runs that differ only in their seed train on the same samples."""
+    counts = dataset_counts(ds, cfg.ratio, cfg.profile, cfg.minority_fraction)
+    return counts, long_tailed_indices(ds.y_train, counts, cfg.subset_seed)
+
+
 def eval_batch_size(device: torch.device, sample_numel: int) -> int:
     """Batch size of the eval passes. Large batches keep a GPU busy. On a CPU a batch whose
     activations stay in cache is much faster: about 400k input values per batch, a power of two
@@ -487,10 +509,11 @@ def eval_batch_size(device: torch.device, sample_numel: int) -> int:
 
 
 def default_name(cfg: TrainConfig) -> str:
-    name = f"{cfg.dataset}-{cfg.profile}{cfg.ratio:g}-{cfg.loss}"
-    if cfg.drw is not None:
-        name += "-drw"
-    return name if cfg.sampler == "none" else f"{name}-{cfg.sampler}"
+    """A run's name when none is given: dataset, profile and ratio, then the method label."""
+    from imbtui.store.schema import method_label
+
+    method = method_label(cfg.loss, cfg.drw, cfg.sampler, cfg.cb_reduction)
+    return f"{cfg.dataset}-{cfg.profile}{cfg.ratio:g}-{method}"
 
 
 def _write_rows(sink: Sink, tables: dict[str, dict[str, Any] | None],

@@ -2,24 +2,41 @@
 
 The recorded dynamics always use the plain per-sample cross-entropy of the model's logits
 (trainer.dynamics), so curves stay comparable across methods; the objective here is only what the
-optimiser sees. With class weights w, every loss is the weighted mean sum_i w_{y_i} l_i / sum_i w_{y_i}
-(PyTorch's `cross_entropy(weight=...)` convention, the one Cao et al.'s DRW uses). Under torchrun
-the sums in that mean run over the global batch: each rank divides its own sum_i w_i l_i by the
-weight sum of all ranks (trainer.distributed.mean_divisor), not by its own, so DDP's averaged
-gradient is the single-process one. An unweighted mean stays per rank: every rank holds the same
-number of samples (the loop drops the last partial batch and refuses a batch that does not split).
+optimiser sees. Each loss follows its reference implementation, or the difference is a named option.
+
+Class weights w (weighted-ce, cb, and the DRW phase) multiply each sample's loss l_i, and the
+batch is reduced as `reduction` (TrainConfig.cb_reduction, `--cb-reduction`) says:
+
+  weighted-mean  sum_i w_{y_i} l_i / sum_i w_{y_i} (the default): PyTorch's
+                 `cross_entropy(weight=...)` with reduction='mean', which is what the LDAM-DRW code
+                 (kaidic/LDAM-DRW, cifar_train.py) uses for its CE, LDAM and re-weighted losses.
+  mean           sum_i w_{y_i} l_i / N: Cui et al. 2019's own code (richardaecn/class-balanced-loss,
+                 src/cifar_main.py: `tf.losses.softmax_cross_entropy(..., weights=w_i)`, whose
+                 default reduction SUM_BY_NONZERO_WEIGHTS divides by N, as every w > 0).
+
+Under torchrun a weighted mean's sums run over the global batch: each rank divides its own
+sum_i w_i l_i by the weight sum of all ranks (trainer.distributed.mean_divisor), not by its own, so
+DDP's averaged gradient is the single-process one. A plain mean (and `mean` above) stays per rank:
+every rank holds the same number of samples (the loop drops the last partial batch and refuses a
+batch that does not split).
 
   ce                plain cross-entropy
   weighted-ce       w_c proportional to 1 / n_c (inverse class frequency)
   cb                class-balanced (Cui et al. 2019): w_c proportional to (1 - b) / (1 - b^n_c)
-  focal             (1 - p_y)^gamma * CE (Lin et al. 2017)
+  focal             mean_i (1 - exp(-v_i))^gamma * v_i, v_i = w_{y_i} * CE_i (Lin et al. 2017),
+                    as kaidic/LDAM-DRW losses.py `FocalLoss(weight=w)`: the class weight (DRW
+                    only) sits inside the focal factor and the batch reduction is always the
+                    plain mean, so `reduction` does not apply to focal
   ldam              CE of s*cos - s*m_y at the true class, m_c proportional to n_c^(-1/4), largest
                     `max_margin` (Cao et al. 2019); the model's classifier is the cosine one
   balanced-softmax  CE of z_c + log n_c (Ren et al. 2020)
   logit-adjusted    CE of z_c + tau * log(n_c / N) (Menon et al. 2021)
 
-`drw=E` (deferred re-weighting, Cao et al.): after E epochs the loss takes the class-balanced
-weights with b = `drw_beta` (0.9999), replacing any it had. Weights are normalised to sum to C.
+`drw=E` (deferred re-weighting, Cao et al.): the first E epochs train unweighted (as the reference's
+beta 0, whose weights are all 1); from epoch E + 1 on (epochs count from 1) the loss takes the
+class-balanced weights with b = `drw_beta` (0.9999), replacing any it had, reduced as `reduction`
+says (focal: as above). This is the reference's `idx = epoch // 160` with its epochs counted from 0:
+`--drw 160` re-weights the last 40 of 200 epochs. Weights are normalised to sum to C.
 """
 
 from __future__ import annotations
@@ -36,6 +53,8 @@ from trainer.data import DataError
 LOSSES = ("ce", "weighted-ce", "cb", "focal", "ldam", "balanced-softmax", "logit-adjusted")
 DEFAULTS = {"beta": 0.9999, "gamma": 1.0, "tau": 1.0, "max_margin": 0.5, "scale": 30.0,
             "drw_beta": 0.9999}
+# How a class-weighted loss reduces its batch (module docstring); the first is the default.
+CB_REDUCTIONS = ("weighted-mean", "mean")
 
 
 # ==== per-class constants =========================================================================
@@ -66,28 +85,46 @@ def log_prior(counts: Sequence[int]) -> np.ndarray:
 
 # ==== the objective ===============================================================================
 
-def weighted_mean(per_sample: torch.Tensor, y: torch.Tensor,
-                  weight: torch.Tensor | None) -> torch.Tensor:
+def weighted_mean(per_sample: torch.Tensor, y: torch.Tensor, weight: torch.Tensor | None,
+                  reduction: str = "weighted-mean") -> torch.Tensor:
+    """The batch's loss: sum_i w_i l_i / sum_i w_i (`weighted-mean`) or / N (`mean`)."""
     if weight is None:
         return per_sample.mean()
     w = weight[y]
+    if reduction == "mean":  # Cui et al.: / N, per rank (every rank holds N samples)
+        return (w * per_sample).mean()
     # the global batch's weight sum, not this rank's: ranks' shares of it differ under DDP
     return (w * per_sample).sum() / distributed.mean_divisor(w.sum())
+
+
+def focal_loss(logits: torch.Tensor, y: torch.Tensor, gamma: float,
+               weight: torch.Tensor | None) -> torch.Tensor:
+    """kaidic/LDAM-DRW losses.py `FocalLoss(weight, gamma)`: v = CE weighted per sample (inside the
+    focal factor), then mean over the batch of (1 - exp(-v))^gamma * v."""
+    v = F.cross_entropy(logits, y, weight=weight, reduction="none")
+    return ((1.0 - torch.exp(-v)) ** gamma * v).mean()
 
 
 class Objective:
     """(logits, y, epoch) -> scalar loss. Per-class tensors are built once, on the device."""
 
     def __init__(self, name: str, counts: Sequence[int], device: torch.device,
-                 drw: int | None = None, **params: float) -> None:
+                 drw: int | None = None, reduction: str = CB_REDUCTIONS[0],
+                 **params: float) -> None:
         if name not in LOSSES:
             raise DataError(f"unknown loss {name!r}: choose one of {', '.join(LOSSES)}")
+        if reduction not in CB_REDUCTIONS:
+            raise DataError(f"unknown --cb-reduction {reduction!r}: choose one of "
+                            f"{', '.join(CB_REDUCTIONS)}")
         unknown = sorted(set(params) - set(DEFAULTS))
         if unknown:
             raise DataError(f"unknown loss parameter {unknown[0]!r}: known are "
                             f"{', '.join(DEFAULTS)}")
         p = {**DEFAULTS, **params}
+        if not p["gamma"] >= 0:  # the reference asserts it: a negative gamma rewards mistakes
+            raise DataError(f"focal gamma must be >= 0, got {p['gamma']}")
         self.name, self.drw, self.gamma, self.scale = name, drw, p["gamma"], p["scale"]
+        self.reduction = reduction
 
         def t(a: np.ndarray) -> torch.Tensor:
             return torch.as_tensor(a, dtype=torch.float32, device=device)
@@ -118,15 +155,16 @@ class Objective:
             # (F.one_hot would check the labels' range on the host: a sync on CUDA)
             true = y[:, None] == torch.arange(logits.shape[1], device=y.device)
             logits = logits - true * (self.scale * self.margin[y])[:, None]
-        ce = F.cross_entropy(logits, y, reduction="none")
         if self.name == "focal":
-            ce = (1.0 - torch.exp(-ce)).pow(self.gamma) * ce
-        return weighted_mean(ce, y, weight)
+            return focal_loss(logits, y, self.gamma, weight)
+        ce = F.cross_entropy(logits, y, reduction="none")
+        return weighted_mean(ce, y, weight, self.reduction)
 
 
 LossFn = Objective
 
 
 def build_loss(name: str, counts: list[int], device: torch.device, drw: int | None = None,
-               **params: float) -> Objective:
-    return Objective(name, counts, device, drw, **params)
+               reduction: str = CB_REDUCTIONS[0], **params: float) -> Objective:
+    """The objective `name` for these class counts; `reduction` is TrainConfig.cb_reduction."""
+    return Objective(name, counts, device, drw, reduction, **params)

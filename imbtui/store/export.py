@@ -1,8 +1,10 @@
 """`imbtui export --duckdb FILE`: selected runs as one standalone DuckDB database file.
 
 For sharing a result, or for any DuckDB client (the duckdb CLI, R, a notebook): the file holds real
-tables named like the store's views (runs, classes, steps, epochs, probes, samples) plus `export_info`,
-and needs neither imbtui nor the store. The store is only read; the file is built under a temporary
+tables named like the store's tables (runs, classes, steps, epochs, probes, samples, geometry,
+geometry_summary), the semantic layer's views and macros over them (final_results, group_results,
+...: the same definitions as in the store, imbtui/store/semantic.py) and `export_info`, and needs
+neither imbtui nor the store. The store is only read; the file is built under a temporary
 name beside FILE and renamed into place, so a killed export leaves no half-written database.
 """
 
@@ -17,6 +19,7 @@ import duckdb
 from imbtui.store.layout import StoreError, iso, utcnow
 from imbtui.store.reader import KEY_COLUMNS, QueryError, Store, _sql_str, first_line, run_read_only
 from imbtui.store.schema import TABLES
+from imbtui.store.semantic import create_views
 
 
 def select_runs(store: Store, con: duckdb.DuckDBPyConnection, run_ids: Sequence[str] | None,
@@ -89,4 +92,6 @@ def _fill(con: duckdb.DuckDBPyConnection, tmp: Path, ids: list[str], root: Path)
                     f"('runs', {_sql_str(str(len(ids)))})) AS t(key, value)")
     finally:
         con.execute("DETACH export_db")
+    with duckdb.connect(str(tmp)) as out:  # the semantic layer, over the file's own tables
+        create_views(out)
     return counts

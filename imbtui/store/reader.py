@@ -24,7 +24,8 @@ import polars as pl
 
 from imbtui.errors import UserError
 from imbtui.store.layout import RUN_ID_RE, StoreError, check_run_id, runs_dir, scan_table
-from imbtui.store.schema import RUN_COLUMNS, TABLES, duck_type, method_label
+from imbtui.store.schema import RENAMED, RUN_COLUMNS, TABLES, duck_type, method_label
+from imbtui.store.semantic import create_views
 
 STALE_AFTER_S = 60.0  # a running run whose heartbeat is older than this is shown as crashed
 STALE_ENV = "IMBTUI_STALE_AFTER_S"  # override, e.g. for clocks that disagree on a shared filesystem
@@ -252,8 +253,11 @@ class Store:
             "finished_at": _parse_ts(meta.get("finished_at")),
             "heartbeat_at": beat,
             "config": json.dumps(config, sort_keys=True, default=str),
-            "method": method_label(values.get("loss"), values.get("drw"), values.get("sampler")),
+            "method": method_label(values.get("loss"), values.get("drw"), values.get("sampler"),
+                                   values.get("cb_reduction")),
         })
+        if "subset_seed" not in config:  # runs made before --subset-seed drew it from --seed
+            values["subset_seed"] = values.get("seed")
         return tuple(values.get(k) for k in RUN_COLUMNS)
 
     # -- connection ------------------------------------------------------------------------------
@@ -281,6 +285,7 @@ class Store:
         for table in TABLES:
             build = self._load_table if table in CACHED_TABLES else self._create_view
             every += self._relisting(con, table, ids, build)
+        create_views(con)  # the semantic layer over the stored tables
         self._views[id(con)] = (chosen, every)
 
     def _relisting(self, con: duckdb.DuckDBPyConnection, table: str, ids: list[str],
@@ -417,9 +422,12 @@ def _scan_sql(table: str, files: list[Path], with_part: bool = False) -> str:
     groups: dict[frozenset[str], list[Path]] = {}
     for p in files:
         groups.setdefault(part_columns(p), []).append(p)
+    marker, moved = RENAMED.get(table, (None, {}))
     selects = []
     for columns, paths in groups.items():
-        cols = ", ".join(f"CAST({c if c in columns else 'NULL'} AS {duck_type(t)}) AS {c}"
+        # a part written before a column's rename (it lacks the marker) reads it from the old name
+        src = {c: moved.get(c, c) if marker and marker not in columns else c for c in schema}
+        cols = ", ".join(f"CAST({src[c] if src[c] in columns else 'NULL'} AS {duck_type(t)}) AS {c}"
                          for c, t in schema.items())
         listing = ", ".join(_sql_str(str(p)) for p in paths)
         flag = ", filename=true" if with_part else ""

@@ -77,7 +77,10 @@ TABLES: dict[str, dict[str, pl.DataType]] = {
         "pos": pl.Int32(),  # position in the (global) batch: a sampler with replacement may
         #                     present one sample twice in a step
     },
-    # Feature geometry per epoch, split and class, from the eval passes (trainer.dynamics).
+    # Feature geometry per epoch, split and class, from the eval passes (trainer.dynamics, section
+    # "feature geometry": formulas and sources). "Centred" is minus the split's global sample mean
+    # mu_G = (1/N) sum_i h_i (Papyan et al. 2020's mu_G; Fang et al. 2021's code centres on it too).
+    # Parts written before nc3 existed centred on the mean of the class means instead.
     "geometry": {
         "run_id": pl.String(),
         "epoch": pl.Int32(),
@@ -87,29 +90,42 @@ TABLES: dict[str, dict[str, pl.DataType]] = {
         "n": pl.Int64(),
         "mean_norm": pl.Float64(),   # ||mu_c - mu_G||
         "within_var": pl.Float64(),  # tr Sigma_W,c = mean ||h - mu_c||^2
-        "nc1": pl.Float64(),         # within_var / tr Sigma_B
+        "within_rel": pl.Float64(),  # within_var / tr Sigma_B: the class's within-class variability
+        #                              relative to the between-class spread (a trace ratio, not
+        #                              NC1: see geometry_summary.nc1; older parts called it nc1)
         "cos_mean": pl.Float64(),    # mean cosine of the centred class mean to the others
         "cos_max": pl.Float64(),     # ... and to the nearest one
         "shift": pl.Float64(),       # test rows: ||mu_c(test) - mu_c(train)||
         "shift_rel": pl.Float64(),   # test rows: shift / sqrt(within_var(train))
     },
-    # One row per epoch and split: neural-collapse and minority-collapse summaries.
+    # One row per epoch and split: neural-collapse (Papyan et al. 2020) and minority-collapse
+    # (Fang et al. 2021) summaries, over the classes present in the split (C of them), centred
+    # on mu_G as above.
     "geometry_summary": {
         "run_id": pl.String(),
         "epoch": pl.Int32(),
         "step": pl.Int64(),
         "split": pl.String(),
+        # NC1 = Tr(Sigma_W Sigma_B^+) / C (Papyan et al. 2020): Sigma_W = (1/N) sum_i (h_i -
+        # mu_c)(h_i - mu_c)^T over every sample, Sigma_B = (1/C) sum_c (mu_c - mu_G)(mu_c - mu_G)^T,
+        # ^+ its pseudo-inverse of rank C-1 (as the reference code's svds(Sb, k=C-1)). NULL in
+        # older parts, whose nc1 was the trace ratio now called within_rel.
         "nc1": pl.Float64(),
-        "within_var": pl.Float64(),
-        "between_var": pl.Float64(),
-        "cos_mean": pl.Float64(),
-        "cos_std": pl.Float64(),
-        "norm_cv": pl.Float64(),
-        "majority_cos": pl.Float64(),
-        "minority_cos": pl.Float64(),
-        "w_cos_mean": pl.Float64(),
-        "w_majority_cos": pl.Float64(),
-        "w_minority_cos": pl.Float64(),
+        "within_rel": pl.Float64(),   # mean_c within_rel_c = within_var / between_var (not NC1)
+        "within_var": pl.Float64(),   # mean_c tr Sigma_W,c (each class once)
+        "between_var": pl.Float64(),  # tr Sigma_B = mean_c ||mu_c - mu_G||^2
+        "cos_mean": pl.Float64(),     # mean pairwise cosine of the centred class means
+        "cos_std": pl.Float64(),      # NC2 equiangularity: the std of those cosines
+        "norm_cv": pl.Float64(),      # NC2 equinorm: std_c / mean_c of ||mu_c - mu_G|| (ddof 0)
+        "nc2_angle": pl.Float64(),    # NC2 max-angle: mean_{c != c'} |cos + 1/(C-1)| (0: an ETF)
+        "nc3": pl.Float64(),          # NC3 self-duality: ||W/||W||_F - M/||M||_F||_F^2, W the C x D
+        #                               classifier weight as stored (LDAM's NormedLinear's too),
+        #                               M the centred class means (rows mu_c - mu_G)
+        "majority_cos": pl.Float64(),  # minority collapse (Fang et al.): mean pairwise cosine of
+        "minority_cos": pl.Float64(),  # the group's class means, centred on mu_G as their code does
+        "w_cos_mean": pl.Float64(),      # mean pairwise cosine of the classifier rows, uncentred
+        "w_majority_cos": pl.Float64(),  # (as Fang et al.'s code): every class, the majority's,
+        "w_minority_cos": pl.Float64(),  # the minority's (rising toward 1: minority collapse)
     },
 }
 
@@ -119,6 +135,18 @@ ADDED: dict[str, frozenset[str]] = {
     "steps": frozenset({"grad_pos", "grad_neg"}),
     "probes": frozenset({"cos_other"}),
     "samples": frozenset({"pos"}),
+    "geometry": frozenset({"within_rel"}),
+    "geometry_summary": frozenset({"within_rel", "nc2_angle", "nc3"}),
+}
+
+# Columns whose name changed meaning: table -> (marker, {column: its column in older parts}). A part
+# without the marker column was written before the change; there `column` reads from the old
+# column, or is NULL where that is None (the old name meant something else). The per-class trace
+# ratio was stored as `nc1` before `nc1` became Papyan et al.'s NC1 (a summary column only); an old
+# summary's `nc1` is that trace ratio, so it reads as within_rel and its NC1 is NULL.
+RENAMED: dict[str, tuple[str, dict[str, str | None]]] = {
+    "geometry": ("within_rel", {"within_rel": "nc1"}),
+    "geometry_summary": ("nc3", {"within_rel": "nc1", "nc1": None}),
 }
 
 # polars dtype -> DuckDB type name, for the empty views.
@@ -150,10 +178,18 @@ ARROW_TABLES: dict[str, list[tuple[str, pa.DataType]]] = {
 }
 
 
-def method_label(loss: str | None, drw: int | None, sampler: str | None) -> str:
-    """The method a run trained with, as every table and screen names it: the loss, `-drw` with
-    deferred re-weighting, `+sampler` with a sampler (ce, ldam-drw, ce+class-balanced)."""
+WEIGHTED_LOSSES = ("weighted-ce", "cb")  # losses whose class weights `cb_reduction` averages
+
+
+def method_label(loss: str | None, drw: int | None, sampler: str | None,
+                 cb_reduction: str | None = None) -> str:
+    """The method a run trained with, as every table, screen and default run name names it: the
+    loss, `-drw` with deferred re-weighting, `-mean` when its class weights are averaged over the
+    batch size (`--cb-reduction mean`, Cui et al.'s reduction) rather than the weight sum,
+    `+sampler` with a sampler (ce, ldam-drw, cb-mean, ce+class-balanced)."""
     label = (loss or "?") + ("-drw" if drw is not None else "")
+    if cb_reduction == "mean" and (loss in WEIGHTED_LOSSES or drw is not None):
+        label += "-mean"
     return label if sampler in (None, "", "none") else f"{label}+{sampler}"
 
 
@@ -179,7 +215,9 @@ RUN_COLUMNS: dict[str, pl.DataType] = {
     "epochs": pl.Int32(),
     "batch_size": pl.Int32(),
     "lr": pl.Float64(),
-    "seed": pl.Int64(),
+    "seed": pl.Int64(),          # initialisation, batch order, augmentation
+    "subset_seed": pl.Int64(),   # which samples the long-tailed subset keeps
+    "cb_reduction": pl.String(),  # how class-weighted losses average a batch
     "device": pl.String(),
     "epoch_done": pl.Int32(),
     "step_done": pl.Int64(),

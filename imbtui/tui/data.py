@@ -2,9 +2,11 @@
 
 No Textual here: every function runs inside a thread worker (or a benchmark, or a test) and returns
 plain Python / polars values that a message carries back to the UI thread. Curves are downsampled in
-SQL to the width they are drawn at: steps are bucketed with `floor(step * width / span)` and the
-bucket's *sums* are divided (accuracy = sum(correct) / sum(n)), so a 20,000-step run never reaches
-Python as 20,000 rows.
+SQL to the width they are drawn at: steps are bucketed with `floor(step * width / span)`, so a
+20,000-step run never reaches Python as 20,000 rows. Every accuracy, loss and confidence comes from
+the store's semantic layer (imbtui/store/semantic.py): per class, the bucket's sums divided
+(class_buckets, class_results); per group, the mean over the group's classes (group_buckets,
+group_results), the definition every command uses.
 """
 
 from __future__ import annotations
@@ -43,12 +45,17 @@ class Metric:
 
 
 METRICS: tuple[Metric, ...] = (
-    Metric("train_acc", "train accuracy", "unit", "sum(correct) / sum(n) on training batches "
-           "(step) or the eval pass over the training set (epoch)"),
-    Metric("test_acc", "test accuracy", "unit", "accuracy on the balanced test set, per epoch"),
-    Metric("loss", "train loss", "zero", "mean cross-entropy of the group's training samples"),
-    Metric("confidence", "confidence", "unit", "mean predicted probability of the true class"),
-    Metric("margin", "margin", "free", "mean true logit minus the best other logit (steps only)"),
+    Metric("train_acc", "train accuracy", "unit", "mean over the group's classes of each class's "
+           "accuracy: sum(correct) / sum(n) over the bucket's training batches (step; a class "
+           "absent from them is left out) or the eval pass over the training set (epoch)"),
+    Metric("test_acc", "test accuracy", "unit", "mean over the group's classes of each class's "
+           "accuracy on the balanced test set, per epoch"),
+    Metric("loss", "train loss", "zero", "mean over the group's classes of each class's mean "
+           "cross-entropy on training samples"),
+    Metric("confidence", "confidence", "unit", "mean over the group's classes of each class's "
+           "mean predicted probability of the true class"),
+    Metric("margin", "margin", "free", "mean over the group's classes of each class's mean true "
+           "logit minus the best other logit (steps only)"),
     Metric("grad_norm", "gradient norm", "zero", "norm of the gradient of the group's classifier "
            "rows (last layer), mean over the bucket's steps"),
     Metric("grad_own", "own-grad share", "unit", "how much of the group's classifier-row gradient "
@@ -67,10 +74,13 @@ METRICS: tuple[Metric, ...] = (
            "(Fang et al. 2021) shows as the minority's rising toward 1", per_class=False),
     Metric("feature_norm", "feature norm", "zero", "mean penultimate-feature norm of the group's "
            "training samples (epochs)"),
-    Metric("nc1", "NC1", "zero", "within-class over between-class variability of the training "
-           "features (geometry.nc1 = tr Sigma_W,c / tr Sigma_B), mean over the group's classes, "
+    Metric("within_rel", "within/between", "zero", "each class's within-class variability of "
+           "the training features relative to the between-class spread (geometry.within_rel = "
+           "tr Sigma_W,c / tr Sigma_B, a trace ratio, not NC1), mean over the group's classes, "
            "per epoch from epoch 1 (the untrained network's is off the scale); falls toward 0 as "
-           "the features collapse onto their class means"),
+           "the features collapse onto their class means. NC1 itself (Papyan et al. 2020, "
+           "Tr(Sigma_W Sigma_B^+)/C) is one number per split, not per group: "
+           "geometry_summary.nc1, `imbtui query geometry`"),
     Metric("probe_grad", "model grad norm", "zero", "full-model gradient norm of the group's loss "
            "(gradient probes)", per_class=False),
     Metric("probe_cos", "grad cosine", "sym", "cosine between the group's full-model gradient and "
@@ -228,15 +238,15 @@ def delete_run(root: Path, run_id: str) -> None:
 # ==== the runs table ==============================================================================
 
 def runs_table(cur: duckdb.DuckDBPyConnection) -> pl.DataFrame:
-    """One row per run: identity, progress and final balanced / majority / minority test accuracy."""
-    summary = get_query("run_summary").sql
-    return cur.sql(f"""
+    """One row per run: identity, progress and final balanced / majority / minority test accuracy
+    (the store's final_results view)."""
+    return cur.sql("""
         SELECT r.run_id, r.name, r.status, r.recorded_status, r.dataset, r.profile, r.ratio,
                r.model, r.loss, r.sampler, r.drw, r.method, r.epoch_done, r.epochs, r.step_done,
                r.total_steps,
                r.created_at, r.heartbeat_at, r.message,
-               s.test_balanced, s.test_majority, s.test_minority
-        FROM runs r LEFT JOIN ({summary}) s USING (run_id)
+               f.test_balanced, f.test_majority, f.test_minority
+        FROM runs r LEFT JOIN final_results f USING (run_id)
         ORDER BY r.created_at, r.run_id""").pl()
 
 
@@ -294,37 +304,41 @@ _GRAD_SPLIT = ("sum(s.grad_pos) FILTER (WHERE isfinite(s.grad_pos + s.grad_neg))
 
 _STEP_GROUP_SQL = """
 WITH per_step AS (
-    SELECT s.step, c.grp, sum(s.n) AS n, sum(s.correct) AS correct, sum(s.loss_sum) AS loss_sum,
-           sum(s.p_true_sum) AS p_true_sum, sum(s.margin_sum) AS margin_sum,
-           sum(s.pred_count) AS pred_count, sqrt(sum(s.grad_norm * s.grad_norm)) AS grad,
-           {split}
+    SELECT s.step, c.grp, sum(s.n) AS n, sum(s.pred_count) AS pred_count,
+           sqrt(sum(s.grad_norm * s.grad_norm)) AS grad, {split}
     FROM steps s JOIN classes c ON c.run_id = s.run_id AND c.class_id = s.class_id
     WHERE s.run_id = $run AND c.run_id = $run
     GROUP BY s.step, c.grp
 ), b AS (
     SELECT grp, least(floor(step * $width / $span), $width - 1)::BIGINT AS bucket, sum(n) AS n,
-           sum(correct) AS correct, sum(loss_sum) AS loss_sum, sum(p_true_sum) AS p_true_sum,
-           sum(margin_sum) AS margin_sum, sum(pred_count) AS pred_count, avg(grad) AS grad,
+           sum(pred_count) AS pred_count, avg(grad) AS grad,
            sum(g_pos) AS g_pos, sum(g_neg) AS g_neg
     FROM per_step GROUP BY ALL
 )
-SELECT grp, bucket, correct / nullif(n, 0) AS train_acc, loss_sum / nullif(n, 0) AS loss,
-       p_true_sum / nullif(n, 0) AS confidence, margin_sum / nullif(n, 0) AS margin,
-       grad AS grad_norm, pred_count / nullif(sum(n) OVER (PARTITION BY bucket), 0) AS pred_share,
-       g_pos / nullif(g_pos + g_neg, 0) AS grad_own
-FROM b ORDER BY grp, bucket
+SELECT b.grp, b.bucket, g.acc AS train_acc, g.loss, g.p_true AS confidence, g.margin,
+       b.grad AS grad_norm,
+       b.pred_count / nullif(sum(b.n) OVER (PARTITION BY b.bucket), 0) AS pred_share,
+       b.g_pos / nullif(b.g_pos + b.g_neg, 0) AS grad_own
+FROM b LEFT JOIN group_buckets($run, $width, $span) g USING (grp, bucket)
+ORDER BY b.grp, b.bucket
 """.replace("{split}", _GRAD_SPLIT)
 
 _EPOCH_GROUP_SQL = """
-SELECT c.grp, e.split, least(floor(e.{axis} * $width / $span), $width - 1)::BIGINT AS bucket,
-       sum(e.correct) / nullif(sum(e.n), 0) AS acc, sum(e.loss_sum) / nullif(sum(e.n), 0) AS loss,
-       sum(e.p_true_sum) / nullif(sum(e.n), 0) AS confidence,
-       avg(e.weight_norm) AS weight_norm,
-       sum(e.feature_norm * e.n) / nullif(sum(e.n) FILTER (WHERE e.feature_norm IS NOT NULL), 0)
-           AS feature_norm
-FROM epochs e JOIN classes c ON c.run_id = e.run_id AND c.class_id = e.class_id
-WHERE e.run_id = $run AND c.run_id = $run
-GROUP BY ALL ORDER BY ALL
+WITH g AS (
+    SELECT grp, split, least(floor({axis} * $width / $span), $width - 1)::BIGINT AS bucket,
+           avg(acc) AS acc, avg(loss) AS loss, avg(p_true) AS confidence
+    FROM group_results WHERE run_id = $run AND grp <> 'all'
+    GROUP BY ALL
+), norms AS (
+    SELECT c.grp, e.split, least(floor(e.{axis} * $width / $span), $width - 1)::BIGINT AS bucket,
+           avg(e.weight_norm) AS weight_norm,
+           sum(e.feature_norm * e.n) / nullif(sum(e.n) FILTER (WHERE e.feature_norm IS NOT NULL),
+                                              0) AS feature_norm
+    FROM epochs e JOIN classes c ON c.run_id = e.run_id AND c.class_id = e.class_id
+    WHERE e.run_id = $run AND c.run_id = $run
+    GROUP BY ALL
+)
+SELECT * FROM g FULL JOIN norms USING (grp, split, bucket) ORDER BY ALL
 """
 
 _EPOCH_STEPS_SQL = """
@@ -355,12 +369,13 @@ FROM probes WHERE run_id = $run GROUP BY ALL ORDER BY ALL
 
 
 # Feature geometry, from the eval pass over the training set (geometry rows carry the step the
-# epoch ended at, like epochs rows, so a step axis places them where the epochs' points are). NC1
-# leaves out epoch 0: the untrained network's features have no class structure (NC1 ~ 15 on the
-# default run against ~0.5 after one epoch) and would flatten the trained epochs on a shared axis.
+# epoch ended at, like epochs rows, so a step axis places them where the epochs' points are).
+# within_rel leaves out epoch 0: the untrained network's features have no class structure (an order
+# of magnitude above the trained epochs' on the default run) and would flatten them on a shared axis.
 _GEOMETRY_SQL = """
 WITH nc AS (
-    SELECT c.grp, g.epoch, g.step, avg(g.nc1) FILTER (WHERE isfinite(g.nc1)) AS nc1
+    SELECT c.grp, g.epoch, g.step,
+           avg(g.within_rel) FILTER (WHERE isfinite(g.within_rel)) AS within_rel
     FROM geometry g JOIN classes c ON c.run_id = g.run_id AND c.class_id = g.class_id
     WHERE g.run_id = $run AND c.run_id = $run AND g.split = 'train' AND g.epoch > 0
     GROUP BY ALL
@@ -370,31 +385,28 @@ WITH nc AS (
     FROM geometry_summary WHERE run_id = $run AND split = 'train'
 )
 SELECT grp, least(floor({axis} * $width / $span), $width - 1)::BIGINT AS bucket,
-       avg(nc1) AS nc1, avg(w_cos) FILTER (WHERE isfinite(w_cos)) AS w_cos
+       avg(within_rel) AS within_rel, avg(w_cos) FILTER (WHERE isfinite(w_cos)) AS w_cos
 FROM nc FULL JOIN wc USING (grp, epoch, step)
 GROUP BY ALL ORDER BY ALL
 """
 
 _CLASS_GEOMETRY_SQL = """
 SELECT class_id, least(floor({axis} * $width / $span), $width - 1)::BIGINT AS bucket,
-       avg(nc1) FILTER (WHERE isfinite(nc1)) AS nc1
+       avg(within_rel) FILTER (WHERE isfinite(within_rel)) AS within_rel
 FROM geometry WHERE run_id = $run AND split = 'train' AND epoch > 0
 GROUP BY ALL ORDER BY ALL
 """
 
-# Forgetting events (Toneva et al. 2019) with queries/memorisation.sql's definition: a sample's
-# presentations in step order (a wrong one first within a step), an event where the previous one
-# was correct and this one is wrong. The window sorts every presentation of the run (2.5 M rows:
+# Forgetting events (Toneva et al. 2019): the store's sample_presentations view marks each one (a
+# sample's presentations in step order, a wrong one first within a step; an event where the
+# previous one was correct and this one is wrong). The window sorts every presentation of the run (2.5 M rows:
 # 0.2-0.4 s on two cores), so its per (class, epoch) counts are kept: see `forgetting_counts`.
 _FORGET_COUNTS_SQL = """
-WITH pres AS (
-    SELECT class_id, epoch, step, correct,
-           lag(correct) OVER (PARTITION BY sample_id ORDER BY step, correct) AS prev
-    FROM samples WHERE run_id = $run
-)
 SELECT class_id, epoch, max(step) + 1 AS step,
-       count(*) FILTER (WHERE prev AND NOT correct) AS forgets, count(prev) AS eligible
-FROM pres GROUP BY class_id, epoch
+       count(*) FILTER (WHERE forgotten) AS forgets,
+       count(*) FILTER (WHERE presentation > 1) AS eligible
+FROM sample_presentations WHERE run_id = $run
+GROUP BY class_id, epoch
 """
 
 _FORGET_GROUP_SQL = """
@@ -487,7 +499,7 @@ def group_curves(cur: duckdb.DuckDBPyConnection, run_id: str, width: int,
     probes = cur.sql(_PROBE_SQL.format(axis=axis), params=params).pl()
     _collect(probes, ("probe_grad", "probe_cos"), width, out, fill=False)
     geometry = cur.sql(_GEOMETRY_SQL.format(axis=axis), params=params).pl()
-    _collect(geometry, ("nc1", "w_cos"), width, out, fill=resolution == "step")
+    _collect(geometry, ("within_rel", "w_cos"), width, out, fill=resolution == "step")
     forgetting = _forgetting(cur, _FORGET_GROUP_SQL, params, axis)
     if forgetting is not None:
         _collect(forgetting, ("forgetting",), width, out, fill=resolution == "step")
@@ -497,23 +509,23 @@ def group_curves(cur: duckdb.DuckDBPyConnection, run_id: str, width: int,
 _CLASS_STEP_SQL = """
 WITH b AS (
     SELECT class_id, least(floor(step * $width / $span), $width - 1)::BIGINT AS bucket, sum(n) AS n,
-           sum(correct) AS correct, sum(loss_sum) AS loss_sum, sum(p_true_sum) AS p_true_sum,
            sum(pred_count) AS pred_count, avg(grad_norm) AS grad_norm, {split}
     FROM steps s WHERE run_id = $run GROUP BY ALL
 )
-SELECT class_id, bucket, correct / nullif(n, 0) AS train_acc, loss_sum / nullif(n, 0) AS loss,
-       p_true_sum / nullif(n, 0) AS confidence, grad_norm,
-       pred_count / nullif(sum(n) OVER (PARTITION BY bucket), 0) AS pred_share,
-       g_pos / nullif(g_pos + g_neg, 0) AS grad_own
-FROM b ORDER BY ALL
+SELECT b.class_id, b.bucket, k.acc AS train_acc, k.loss, k.p_true AS confidence, b.grad_norm,
+       b.pred_count / nullif(sum(b.n) OVER (PARTITION BY b.bucket), 0) AS pred_share,
+       b.g_pos / nullif(b.g_pos + b.g_neg, 0) AS grad_own
+FROM b LEFT JOIN class_buckets($run, $width, $span) k USING (class_id, bucket)
+ORDER BY ALL
 """.replace("{split}", _GRAD_SPLIT)
 
 _CLASS_EPOCH_SQL = """
-SELECT class_id, split, least(floor({axis} * $width / $span), $width - 1)::BIGINT AS bucket,
-       sum(correct) / nullif(sum(n), 0) AS acc, sum(loss_sum) / nullif(sum(n), 0) AS loss,
-       sum(p_true_sum) / nullif(sum(n), 0) AS confidence, avg(weight_norm) AS weight_norm,
-       avg(feature_norm) AS feature_norm
-FROM epochs WHERE run_id = $run GROUP BY ALL ORDER BY ALL
+SELECT k.class_id, k.split, least(floor(k.{axis} * $width / $span), $width - 1)::BIGINT AS bucket,
+       avg(k.acc) AS acc, avg(k.loss) AS loss, avg(k.p_true) AS confidence,
+       avg(e.weight_norm) AS weight_norm, avg(e.feature_norm) AS feature_norm
+FROM class_results k
+JOIN epochs e USING (run_id, epoch, split, class_id)
+WHERE k.run_id = $run GROUP BY ALL ORDER BY ALL
 """
 
 _CLASS_EPOCH_STEPS_SQL = """
@@ -539,9 +551,9 @@ def class_curves(cur: duckdb.DuckDBPyConnection, run_id: str, width: int, metric
     epoch_metric = metric in ("test_acc", "weight_norm", "feature_norm") or (
         resolution == "epoch" and metric in ("train_acc", "loss", "confidence"))
     fill = resolution == "step"  # per-epoch points carried across a step axis
-    if metric in ("nc1", "forgetting"):
+    if metric in ("within_rel", "forgetting"):
         frame = (cur.sql(_CLASS_GEOMETRY_SQL.format(axis=axis), params=params).pl()
-                 if metric == "nc1" else _forgetting(cur, _FORGET_CLASS_SQL, params, axis))
+                 if metric == "within_rel" else _forgetting(cur, _FORGET_CLASS_SQL, params, axis))
         if frame is not None:
             _collect(frame, (metric,), width, out, key="class_id",  # type: ignore[arg-type]
                      fill=fill)
@@ -560,18 +572,17 @@ def class_curves(cur: duckdb.DuckDBPyConnection, run_id: str, width: int, metric
 
 
 def class_finals(cur: duckdb.DuckDBPyConnection, run_id: str) -> pl.DataFrame:
-    """Per class, largest first: counts, group, and final-epoch train / test accuracy and gap."""
-    return cur.sql("""
-        WITH last AS (SELECT max(epoch) AS epoch FROM epochs WHERE run_id = $run)
+    """Per class, largest first: counts, group, and final-epoch train / test accuracy and gap (the
+    generalisation_gap analysis, over the class_results view)."""
+    gap = get_query("generalisation_gap")
+    return cur.sql(f"""
+        WITH g AS ({gap.sql}
+        )
         SELECT c.class_id, c.class_name, c.train_count, c.test_count, c.rank, c.grp, c.shot,
-               max(e.correct / nullif(e.n, 0)) FILTER (WHERE e.split = 'train') AS train_acc,
-               max(e.correct / nullif(e.n, 0)) FILTER (WHERE e.split = 'test') AS test_acc,
-               train_acc - test_acc AS gap
-        FROM classes c LEFT JOIN epochs e
-          ON e.run_id = c.run_id AND e.class_id = c.class_id
-         AND e.epoch = (SELECT epoch FROM last)
+               g.train_acc, g.test_acc, g.gap
+        FROM classes c LEFT JOIN g ON g.class_id = c.class_id
         WHERE c.run_id = $run
-        GROUP BY ALL ORDER BY c.rank, c.class_id""", params={"run": run_id}).pl()
+        ORDER BY c.rank, c.class_id""", params={"run": run_id, "runs": [run_id]}).pl()
 
 
 def run_meta(cur: duckdb.DuckDBPyConnection, run_id: str) -> dict[str, Any]:

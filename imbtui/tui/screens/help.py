@@ -34,9 +34,12 @@ Majority curves are blue, minority curves orange. The two curves of one row, and
 curves on the compare screen, share **one y-axis** (its range is written beside the metric):
 accuracies, confidence and prediction share are always drawn on 0–1, so a minority curve at
 0.1 sits at the bottom while a majority curve at 0.85 sits near the top. A live run's curves
-grow from left to right across the run's planned length. Step resolution buckets the recorded
-steps to the screen width and divides the bucket's sums (accuracy = Σcorrect / Σn); epoch
-resolution shows one point per epoch (train metrics from the eval pass over the training set).
+grow from left to right across the run's planned length. A group's accuracy, loss and
+confidence are the mean over its classes of each class's own, as in every command. Step
+resolution buckets the recorded steps to the screen width and divides each class's sums over the
+bucket (accuracy = Σcorrect / Σn; a class absent from all of the bucket's batches is left out of
+its group's mean); epoch resolution shows one point per epoch (train metrics from the eval pass
+over the training set).
 A row shows only when the run recorded its data: a `--dynamics minimal` run has no gradient
 split, feature geometry, gradient probes or per-sample rows, so it shows none of their rows.
 

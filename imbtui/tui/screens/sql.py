@@ -30,15 +30,14 @@ if TYPE_CHECKING:
     from imbtui.tui.app import ImbtuiApp
 
 WELCOME = """\
--- Read-only SQL over the run store (DuckDB). Views: runs, classes, steps, epochs, probes, samples.
+-- Read-only SQL over the run store (DuckDB). Stored: runs, classes, steps, epochs, probes, samples,
+-- geometry; defined: class_results, group_results, final_results, sample_events (docs/store.md).
 -- Ctrl+R runs · Ctrl+O named queries · Ctrl+T history · Ctrl+S export · F1 help
--- Test accuracy of the majority and the minority classes at each run's last epoch:
-SELECT r.name, r.ratio, c.grp, sum(e.correct) / sum(e.n) AS test_acc
-FROM epochs e
-JOIN classes c USING (run_id, class_id)
+-- Each run's final test accuracy of the majority and the minority (mean over their classes):
+SELECT r.name, r.ratio, f.test_majority, f.test_minority, f.gap_minority
+FROM final_results f
 JOIN runs r USING (run_id)
-WHERE e.split = 'test' AND e.epoch = r.epoch_done
-GROUP BY ALL ORDER BY r.ratio, c.grp;
+ORDER BY r.ratio, r.name;
 """
 
 

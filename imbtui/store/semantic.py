@@ -1,0 +1,333 @@
+"""The semantic layer: every quantity the study talks about, defined once as a view of the store.
+
+The stored tables (`schema.TABLES`) hold sums and counts; the views here turn them into the numbers a
+researcher reads — a class's accuracy, a group's accuracy, a run's final results, a sample's
+learning events — and every surface (the trainer's closing summary, `imbtui runs`, `show`,
+`report`, `sweep`, the named queries, the browse app, the figures, the Python API and
+`export --duckdb`) selects them from these views instead of computing them again. Two screens that
+show one number therefore show the same number.
+
+Definitions that matter for imbalance:
+
+- A group's accuracy (majority, minority, or `all` classes = balanced accuracy) is the mean over the
+  group's classes of per-class accuracy, so a large class does not outweigh a small one on the
+  long-tailed training set. Pooling the group's samples gives another number; it is offered only
+  under a name that says so (`pooled_acc`).
+- A run's final results are those of its last evaluated epoch; the best epoch's test accuracy, which
+  papers often report, is a separate column named as such.
+
+Each view is a `View`: its SQL, the key of a row, and a description of every column. The store
+reference (`docs/store.md`) is generated from these same objects (`reference_markdown`), and a test
+holds the page to them, so the documentation cannot drift from the definitions.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import duckdb
+
+
+@dataclass(frozen=True)
+class View:
+    """A derived view: `columns` maps each output column, in order, to its definition."""
+
+    name: str
+    key: tuple[str, ...]
+    doc: str
+    columns: dict[str, str]
+    sql: str
+
+
+CLASS_RESULTS = View(
+    name="class_results",
+    key=("run_id", "epoch", "split", "class_id"),
+    doc="Each class's results at each evaluated epoch (epoch 0 = the untrained network), on the "
+        "training set evaluated without augmentation and on the balanced test set.",
+    columns={
+        "run_id": "the run",
+        "epoch": "evaluated epoch (0 = before training)",
+        "step": "the step the epoch ended at (0 for epoch 0)",
+        "split": "'train' or 'test'",
+        "class_id": "the class",
+        "grp": "'majority' or 'minority' (see `classes`)",
+        "shot": "'many', 'medium' or 'few' (see `classes`)",
+        "rank": "0 = largest class in the training set",
+        "train_count": "the class's training samples",
+        "n": "samples of the class evaluated",
+        "correct": "of them classified correctly",
+        "acc": "correct / n (NULL when n = 0)",
+        "loss": "mean cross-entropy of the class's samples: loss_sum / n",
+        "p_true": "mean probability given to the true class: p_true_sum / n",
+    },
+    sql="""
+SELECT e.run_id, e.epoch, e.step, e.split, e.class_id, c.grp, c.shot, c.rank, c.train_count,
+       e.n, e.correct,
+       e.correct / nullif(e.n, 0) AS acc,
+       e.loss_sum / nullif(e.n, 0) AS loss,
+       e.p_true_sum / nullif(e.n, 0) AS p_true
+FROM epochs e
+JOIN classes c USING (run_id, class_id)""")
+
+GROUP_RESULTS = View(
+    name="group_results",
+    key=("run_id", "epoch", "split", "grp"),
+    doc="Each group's results at each evaluated epoch: the majority, the minority, and `all` "
+        "classes (whose `acc` is the balanced accuracy). A group's accuracy is the mean of its "
+        "classes' accuracies; the pooled accuracy is a separate column.",
+    columns={
+        "run_id": "the run",
+        "epoch": "evaluated epoch (0 = before training)",
+        "step": "the step the epoch ended at",
+        "split": "'train' or 'test'",
+        "grp": "'majority', 'minority' or 'all'",
+        "classes": "the group's classes with samples evaluated (n > 0)",
+        "acc": "mean over the group's classes of class_results.acc (for `all`: balanced accuracy)",
+        "loss": "mean over the group's classes of class_results.loss",
+        "p_true": "mean over the group's classes of class_results.p_true (confidence)",
+        "n": "samples evaluated, summed over the group's classes",
+        "correct": "of them classified correctly",
+        "pooled_acc": "correct / n: the group's samples pooled, so large classes weigh more "
+                      "(on the balanced test set it equals `acc` when every class has n > 0)",
+    },
+    sql="""
+SELECT run_id, epoch, any_value(step) AS step, split, coalesce(grp, 'all') AS grp,
+       count(acc)::INTEGER AS classes,
+       avg(acc) AS acc,
+       avg(loss) AS loss,
+       avg(p_true) AS p_true,
+       sum(n)::BIGINT AS n,
+       sum(correct)::BIGINT AS correct,
+       sum(correct) / nullif(sum(n), 0) AS pooled_acc
+FROM class_results
+GROUP BY GROUPING SETS ((run_id, epoch, split, grp), (run_id, epoch, split))""")
+
+FINAL_RESULTS = View(
+    name="final_results",
+    key=("run_id",),
+    doc="One row per run with an evaluated epoch: its results at the last evaluated epoch "
+        "(group accuracies as in group_results), and the best epoch's balanced test accuracy.",
+    columns={
+        "run_id": "the run",
+        "epoch": "the last evaluated epoch",
+        "train_balanced": "balanced training accuracy (group_results.acc of `all`, train)",
+        "train_majority": "the majority's training accuracy (mean over its classes)",
+        "train_minority": "the minority's training accuracy (mean over its classes)",
+        "test_balanced": "balanced test accuracy",
+        "test_majority": "the majority's test accuracy (mean over its classes)",
+        "test_minority": "the minority's test accuracy (mean over its classes)",
+        "gap_balanced": "train_balanced - test_balanced",
+        "gap_majority": "train_majority - test_majority",
+        "gap_minority": "train_minority - test_minority: memorisation without generalisation "
+                        "shows as a minority gap far above the majority's",
+        "best_epoch": "the first epoch >= 1 with the highest balanced test accuracy",
+        "best_test_balanced": "balanced test accuracy at best_epoch (what papers often report; "
+                              "chosen on the test set, so an optimistic number)",
+    },
+    sql="""
+WITH last AS (
+    SELECT run_id, max(epoch) AS epoch FROM group_results GROUP BY run_id
+),
+fin AS (
+    SELECT
+        g.run_id, any_value(g.epoch) AS epoch,
+        max(g.acc) FILTER (WHERE g.split = 'train' AND g.grp = 'all') AS train_balanced,
+        max(g.acc) FILTER (WHERE g.split = 'train' AND g.grp = 'majority') AS train_majority,
+        max(g.acc) FILTER (WHERE g.split = 'train' AND g.grp = 'minority') AS train_minority,
+        max(g.acc) FILTER (WHERE g.split = 'test' AND g.grp = 'all') AS test_balanced,
+        max(g.acc) FILTER (WHERE g.split = 'test' AND g.grp = 'majority') AS test_majority,
+        max(g.acc) FILTER (WHERE g.split = 'test' AND g.grp = 'minority') AS test_minority
+    FROM group_results g
+    JOIN last USING (run_id, epoch)
+    GROUP BY g.run_id
+),
+test AS (
+    SELECT run_id, epoch, acc FROM group_results
+    WHERE split = 'test' AND grp = 'all' AND epoch >= 1 AND acc IS NOT NULL
+),
+best AS (
+    SELECT t.run_id, min(t.epoch) AS best_epoch, any_value(m.top) AS best_test_balanced
+    FROM test t
+    JOIN (SELECT run_id, max(acc) AS top FROM test GROUP BY run_id) m
+      ON m.run_id = t.run_id AND t.acc = m.top
+    GROUP BY t.run_id
+)
+SELECT f.run_id, f.epoch,
+       f.train_balanced, f.train_majority, f.train_minority,
+       f.test_balanced, f.test_majority, f.test_minority,
+       f.train_balanced - f.test_balanced AS gap_balanced,
+       f.train_majority - f.test_majority AS gap_majority,
+       f.train_minority - f.test_minority AS gap_minority,
+       b.best_epoch, b.best_test_balanced
+FROM fin f
+LEFT JOIN best b USING (run_id)""")
+
+SAMPLE_PRESENTATIONS = View(
+    name="sample_presentations",
+    key=("run_id", "sample_id", "presentation"),
+    doc="Each presentation of each training sample (the `samples` table), numbered in order, with "
+        "its forgetting event (Toneva et al. 2019: correct at the sample's previous presentation, "
+        "wrong at this one). A sample drawn twice in one step by a sampler with replacement counts "
+        "its wrong presentation first.",
+    columns={
+        "run_id": "the run",
+        "sample_id": "index into the dataset's original training arrays",
+        "class_id": "the sample's class",
+        "epoch": "epoch of the presentation",
+        "step": "step of the presentation",
+        "presentation": "1, 2, ...: the sample's presentations in order of step",
+        "correct": "classified correctly by the training forward pass",
+        "forgotten": "a forgetting event: correct at the previous presentation, wrong at this one",
+    },
+    sql="""
+SELECT run_id, sample_id, class_id, epoch, step,
+       row_number() OVER w AS presentation,
+       correct,
+       coalesce(lag(correct) OVER w AND NOT correct, false) AS forgotten
+FROM samples
+WINDOW w AS (PARTITION BY run_id, sample_id ORDER BY step, correct)""")
+
+SAMPLE_EVENTS = View(
+    name="sample_events",
+    key=("run_id", "sample_id"),
+    doc="Each training sample's learning events over the run, as Toneva et al. 2019 count them "
+        "(reference code: mtoneva/example_forgetting, order_examples_by_forgetting.py): a sample "
+        "never classified correctly is given the largest forgetting count, its number of "
+        "presentations, so it sorts as the most forgettable, not as unforgettable.",
+    columns={
+        "run_id": "the run",
+        "sample_id": "index into the dataset's original training arrays",
+        "class_id": "the sample's class",
+        "grp": "the class's group",
+        "presentations": "how often the sample was presented",
+        "never_learned": "never classified correctly at a presentation",
+        "first_learned_epoch": "epoch of the first correct presentation (NULL if never learned)",
+        "stable_epoch": "epoch of the first presentation after the last wrong one, from which on "
+                        "the sample stays correct (NULL if its last presentation is wrong)",
+        "forgetting_events": "presentations that are forgetting events (sample_presentations)",
+        "forgetting_count": "forgetting_events, or presentations if never learned (Toneva et "
+                            "al.'s count, by which they sort samples)",
+        "unforgettable": "learned and never forgotten (forgetting_count = 0)",
+    },
+    sql="""
+WITH per_sample AS (
+    SELECT run_id, sample_id, any_value(class_id) AS class_id,
+           count(*) AS presentations,
+           count(*) FILTER (WHERE correct) = 0 AS never_learned,
+           min(epoch) FILTER (WHERE correct) AS first_learned_epoch,
+           max(presentation) FILTER (WHERE NOT correct) AS last_wrong,
+           list(epoch ORDER BY presentation) AS epochs,
+           count(*) FILTER (WHERE forgotten) AS forgetting_events
+    FROM sample_presentations
+    GROUP BY run_id, sample_id
+)
+SELECT s.run_id, s.sample_id, s.class_id, c.grp, s.presentations, s.never_learned,
+       s.first_learned_epoch,
+       s.epochs[coalesce(s.last_wrong, 0) + 1] AS stable_epoch,
+       s.forgetting_events,
+       CASE WHEN s.never_learned THEN s.presentations ELSE s.forgetting_events END
+           AS forgetting_count,
+       NOT s.never_learned AND s.forgetting_events = 0 AS unforgettable
+FROM per_sample s
+JOIN classes c USING (run_id, class_id)""")
+
+# In dependency order: a view may read the stored tables and the views before it.
+VIEWS: tuple[View, ...] = (CLASS_RESULTS, GROUP_RESULTS, FINAL_RESULTS, SAMPLE_PRESENTATIONS,
+                           SAMPLE_EVENTS)
+
+
+@dataclass(frozen=True)
+class Macro:
+    """A table macro: a view with parameters (DuckDB `CREATE MACRO ... AS TABLE`)."""
+
+    name: str
+    params: dict[str, str]
+    doc: str
+    columns: dict[str, str]
+    sql: str
+
+
+CLASS_BUCKETS = Macro(
+    name="class_buckets",
+    params={"run": "the run id", "width": "how many buckets",
+            "span": "the steps the buckets cover (usually the run's total steps)"},
+    doc="A run's training steps cut into `width` equal buckets (step s falls in bucket "
+        "floor(s * width / span)), with each class's results over the bucket's training batches: "
+        "the curves of the app at step resolution.",
+    columns={
+        "class_id": "the class",
+        "grp": "its group",
+        "bucket": "0 .. width - 1",
+        "n": "the class's samples in the bucket's batches",
+        "acc": "correct / n over the bucket (NULL if the class was in none of its batches)",
+        "loss": "loss_sum / n over the bucket",
+        "p_true": "p_true_sum / n over the bucket",
+        "margin": "margin_sum / n over the bucket",
+    },
+    sql="""
+SELECT s.class_id, any_value(c.grp) AS grp,
+       least(floor(s.step * width / span), width - 1)::BIGINT AS bucket,
+       sum(s.n)::BIGINT AS n,
+       sum(s.correct) / nullif(sum(s.n), 0) AS acc,
+       sum(s.loss_sum) / nullif(sum(s.n), 0) AS loss,
+       sum(s.p_true_sum) / nullif(sum(s.n), 0) AS p_true,
+       sum(s.margin_sum) / nullif(sum(s.n), 0) AS margin
+FROM steps s
+JOIN classes c ON c.run_id = s.run_id AND c.class_id = s.class_id
+WHERE s.run_id = run AND c.run_id = run
+GROUP BY s.class_id, bucket""")
+
+GROUP_BUCKETS = Macro(
+    name="group_buckets",
+    params=CLASS_BUCKETS.params,
+    doc="Each group's results over the buckets of class_buckets, defined as group_results "
+        "defines them: the mean over the group's classes. A class absent from every batch of a "
+        "bucket (n = 0: a small class in a few short batches) is left out of that bucket's mean "
+        "rather than counted as 0.",
+    columns={
+        "grp": "'majority' or 'minority'",
+        "bucket": "0 .. width - 1",
+        "classes": "the group's classes present in the bucket's batches",
+        "n": "the group's samples in the bucket's batches",
+        "acc": "mean over the present classes of class_buckets.acc",
+        "loss": "mean over the present classes of class_buckets.loss",
+        "p_true": "mean over the present classes of class_buckets.p_true",
+        "margin": "mean over the present classes of class_buckets.margin",
+    },
+    sql="""
+SELECT grp, bucket, count(acc)::INTEGER AS classes, sum(n)::BIGINT AS n,
+       avg(acc) AS acc, avg(loss) AS loss, avg(p_true) AS p_true, avg(margin) AS margin
+FROM class_buckets(run, width, span)
+GROUP BY grp, bucket""")
+
+MACROS: tuple[Macro, ...] = (CLASS_BUCKETS, GROUP_BUCKETS)
+
+
+def create_views(con: duckdb.DuckDBPyConnection) -> None:
+    """(Re)create every semantic view and macro on a connection whose stored-table views exist."""
+    for view in VIEWS:
+        con.execute(f"CREATE OR REPLACE VIEW {view.name} AS {view.sql}")
+    for macro in MACROS:
+        args = ", ".join(macro.params)
+        con.execute(f"CREATE OR REPLACE MACRO {macro.name}({args}) AS TABLE {macro.sql}")
+
+
+def reference_markdown() -> str:
+    """The semantic layer's section of docs/store.md: each view and macro, its key or parameters
+    and every column."""
+    out = []
+    for view in VIEWS:
+        out += [f"### `{view.name}`", "", view.doc, "",
+                f"One row per {', '.join(view.key)}.", "",
+                "| column | definition |", "|---|---|"]
+        out += [f"| `{c}` | {d} |" for c, d in view.columns.items()]
+        out.append("")
+    for macro in MACROS:
+        call = f"{macro.name}({', '.join(macro.params)})"
+        out += [f"### `{call}`", "", macro.doc, "",
+                "Parameters: " + "; ".join(f"`{p}` {d}" for p, d in macro.params.items()) + ".",
+                "", f"Use it as a table: `SELECT * FROM {call}`.", "",
+                "| column | definition |", "|---|---|"]
+        out += [f"| `{c}` | {d} |" for c, d in macro.columns.items()]
+        out.append("")
+    return "\n".join(out)
