@@ -11,11 +11,13 @@ import os
 import sys
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 
+from imbtui.cli_options import values_of, with_options
 from imbtui.errors import UserError
+from trainer.options import AXES, OPTION, OPTIONS
 
 app = typer.Typer(
     name="imbtui",
@@ -90,92 +92,12 @@ def _warn(store) -> None:
 
 # ==== train =======================================================================================
 
-@app.command()
 def train(
     ctx: typer.Context,
-    ratio: Annotated[float, typer.Option(min=1.0, help="Imbalance ratio: largest class / smallest "
-                                         "class (1 = balanced).")] = 100.0,
-    dataset: Annotated[str, typer.Option(
-        help="mnist1d (generated offline and cached), or through torchvision: cifar10, cifar100, "
-             "mnist, fashion-mnist.")] = "mnist1d",
-    profile: Annotated[Profile, typer.Option(help="exp: n_i = n_max * R^(-i/(C-1)) (Cao et al.); "
-                                             "step: a fraction of classes get n_max / R.")
-                       ] = Profile.exp,
-    minority_fraction: Annotated[float, typer.Option(
-        help="step profile: fraction of classes that are small (0 < mu < 1).")] = 0.5,
-    data_dir: Annotated[Optional[Path], typer.Option(
-        help="Folder of the torchvision datasets (downloaded there on first use). Default: "
-             "$IMBTUI_DATA, else the cache's data/ folder.", show_default=False)] = None,
-    model: Annotated[Optional[str], typer.Option(
-        help="cnn1d, mlp, resnet32 or cnn (default: the dataset's: cnn1d for mnist1d, resnet32 "
-             "for CIFAR, cnn for MNIST and Fashion-MNIST).", show_default=False)] = None,
-    loss: Annotated[str, typer.Option(
-        help="Training objective: ce, weighted-ce, cb, focal, ldam, balanced-softmax, "
-             "logit-adjusted.")] = "ce",
-    sampler: Annotated[str, typer.Option(
-        help="Batch sampling: none (shuffle), class-balanced, square-root.")] = "none",
-    drw: Annotated[Optional[int], typer.Option(
-        min=0, help="Deferred re-weighting: class-balanced weights (beta 0.9999) after this many "
-                    "epochs (LDAM-DRW: --loss ldam --drw 160).", show_default=False)] = None,
-    beta: Annotated[Optional[float], typer.Option(
-        help="cb loss: beta of the effective number (default 0.9999).", show_default=False)] = None,
-    gamma: Annotated[Optional[float], typer.Option(
-        help="focal loss: gamma (default 1).", show_default=False)] = None,
-    tau: Annotated[Optional[float], typer.Option(
-        help="logit-adjusted loss: tau (default 1).", show_default=False)] = None,
-    cb_reduction: Annotated[CbReduction, typer.Option(
-        help="How a class-weighted loss (weighted-ce, cb, the --drw phase) averages a batch: "
-             "weighted-mean = sum w*l / sum w (PyTorch's weight=, the LDAM-DRW code); mean = sum "
-             "w*l / N (Cui et al.'s class-balanced loss code). Focal always takes its reference's "
-             "plain mean, the weight inside.")] = CbReduction.weighted_mean,
-    epochs: Annotated[Optional[int], typer.Option(
-        min=1, help="Passes over the long-tailed training set (default: the dataset's recipe: 30; "
-                    "CIFAR 200).", show_default=False)] = None,
-    batch_size: Annotated[Optional[int], typer.Option(
-        min=1, help="Samples per step (default 128).", show_default=False)] = None,
-    lr: Annotated[Optional[float], typer.Option(
-        help="Peak learning rate of SGD with momentum 0.9 (default: 0.05 with 1 warm-up epoch and "
-             "cosine decay; CIFAR 0.1, 5 warm-up epochs, x0.01 after epochs 160 and 180).",
-        show_default=False)] = None,
-    weight_decay: Annotated[Optional[float], typer.Option(
-        help="Weight decay (default 5e-4; CIFAR 2e-4).", show_default=False)] = None,
-    warmup_epochs: Annotated[Optional[float], typer.Option(
-        help="Linear warm-up length in epochs (default 1; CIFAR 5).", show_default=False)] = None,
-    schedule: Annotated[Optional[str], typer.Option(
-        help="cosine or step (default cosine; CIFAR step).", show_default=False)] = None,
-    milestones: Annotated[Optional[str], typer.Option(
-        help="step schedule: comma-separated epochs after which lr is multiplied by --lr-decay "
-             "(CIFAR: 160,180, scaled to --epochs).", show_default=False)] = None,
-    lr_decay: Annotated[Optional[float], typer.Option(
-        help="step schedule: factor per milestone (CIFAR 0.01).", show_default=False)] = None,
-    augment: Annotated[Optional[str], typer.Option(
-        help="none, crop, flip or crop-flip (pad-4 random crop, horizontal flip; on the device). "
-             "Default: crop-flip for CIFAR, none otherwise.", show_default=False)] = None,
-    channels_last: Annotated[bool, typer.Option(
-        help="Image models in channels_last memory order (faster convolutions).")] = True,
-    bf16: Annotated[bool, typer.Option("--bf16", help="bfloat16 autocast for forward passes.")
-                    ] = False,
-    compile_model: Annotated[bool, typer.Option(
-        "--compile", help="torch.compile the training forward pass.")] = False,
-    seed: Annotated[int, typer.Option(help="Seed for the initialisation, the batch order and the "
-                                      "augmentation (not the subset: --subset-seed).")] = 0,
-    subset_seed: Annotated[int, typer.Option(
-        min=0, help="Seed for which samples the long-tailed subset keeps; fixed when --seed "
-                    "varies, so runs of different seeds train on the same samples.")] = 0,
-    device: Annotated[Device, typer.Option(help="Where to train.")] = Device.auto,
-    max_steps: Annotated[Optional[int], typer.Option(min=1, help="Stop after N optimizer steps "
-                                                     "(smoke tests).", show_default=False)] = None,
-    name: Annotated[Optional[str], typer.Option(help="A name for the run (default: dataset, "
-                                                "profile, ratio and loss).", show_default=False)
-                    ] = None,
-    dynamics: Annotated[Dynamics, typer.Option(
-        help="What to record: full = per-step and per-epoch per-class rows, feature geometry, "
-             "gradient probes and every sample's presentations; minimal = per-step and "
-             "per-epoch per-class rows only; off = nothing.")] = Dynamics.full,
     store: StoreOpt = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
-    sweep: Annotated[Optional[str], typer.Option(hidden=True)] = None,
     run_id: Annotated[Optional[str], typer.Option(hidden=True)] = None,
+    **options: Any,
 ) -> None:
     """Train a classifier on a long-tailed dataset and record its per-class learning dynamics.
 
@@ -226,32 +148,13 @@ def train(
 
 
 def _train_config(params: dict):
-    """The TrainConfig of `imbtui train`'s parsed options (also used by sweep to check its runs)."""
-    from trainer.loop import TrainConfig
+    """The TrainConfig of parsed training options ({option name: value})."""
+    from trainer.config import TrainConfig
 
-    p = {k: getattr(v, "value", v) for k, v in params.items()}  # enums -> their values
-    loss_params = {k: p[k] for k in ("beta", "gamma", "tau") if p.get(k) is not None}
-    return TrainConfig(
-        dataset=p["dataset"], data_dir=str(p["data_dir"]) if p["data_dir"] else None,
-        profile=p["profile"], ratio=p["ratio"], minority_fraction=p["minority_fraction"],
-        model=p["model"], loss=p["loss"], sampler=p["sampler"], drw=p["drw"],
-        loss_params=loss_params, cb_reduction=p["cb_reduction"], epochs=p["epochs"],
-        batch_size=p["batch_size"], lr=p["lr"],
-        weight_decay=p["weight_decay"], warmup_epochs=p["warmup_epochs"], schedule=p["schedule"],
-        milestones=_int_list(p["milestones"], "--milestones"), lr_decay=p["lr_decay"],
-        augment=p["augment"], channels_last=p["channels_last"], bf16=p["bf16"],
-        compile=p["compile_model"], seed=p["seed"], subset_seed=p["subset_seed"],
-        device=p["device"], max_steps=p["max_steps"], name=p["name"], sweep=p["sweep"],
-        dynamics=p["dynamics"])
+    return TrainConfig.from_options(values_of(params, OPTIONS))
 
 
-def _int_list(text: str | None, option: str) -> tuple[int, ...] | None:
-    if text is None:
-        return None
-    try:
-        return tuple(int(v) for v in text.replace(",", " ").split())
-    except ValueError:
-        raise UserError(f"{option} takes whole numbers separated by commas, got {text!r}") from None
+app.command()(with_options(train, OPTIONS))
 
 
 def _check_run_id(run_id: str | None) -> str | None:
@@ -264,20 +167,9 @@ def _check_run_id(run_id: str | None) -> str | None:
 
 # ==== data ========================================================================================
 
-@app.command()
 def data(
-    dataset: Annotated[str, typer.Option(
-        help="mnist1d, cifar10, cifar100, mnist or fashion-mnist.")] = "mnist1d",
-    ratio: Annotated[float, typer.Option(min=1.0, help="Imbalance ratio: largest class / smallest "
-                                         "class (1 = balanced).")] = 100.0,
-    profile: Annotated[Profile, typer.Option(help="exp or step (see imbtui train --help).")
-                       ] = Profile.exp,
-    minority_fraction: Annotated[float, typer.Option(
-        help="step profile: fraction of classes that are small (0 < mu < 1).")] = 0.5,
-    data_dir: Annotated[Optional[Path], typer.Option(
-        help="Folder of the torchvision datasets (default: $IMBTUI_DATA, else the cache's data/).",
-        show_default=False)] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    **options: Any,
 ) -> None:
     """Show a long-tailed dataset's class counts, groups and test counts, without training."""
     import json
@@ -287,11 +179,13 @@ def data(
     from imbtui.console import frame_table, out
     from trainer.data import class_table, dataset_counts, load_dataset
 
+    v = values_of(options, DATA_OPTIONS)
+    dataset, ratio, profile = v["dataset"], v["ratio"], v["profile"]
+    minority_fraction, data_dir = v["minority_fraction"], v["data_dir"]
     ds = load_dataset(dataset, str(data_dir) if data_dir else None)
-    counts = dataset_counts(ds, ratio, profile.value, minority_fraction)
-    classes = class_table(counts, ds.test_sizes(), ds.class_names, profile.value,
-                          minority_fraction)
-    info = {"dataset": dataset, "profile": profile.value, "ratio": ratio,
+    counts = dataset_counts(ds, ratio, profile, minority_fraction)
+    classes = class_table(counts, ds.test_sizes(), ds.class_names, profile, minority_fraction)
+    info = {"dataset": dataset, "profile": profile, "ratio": ratio,
             "minority_fraction": minority_fraction, "n_classes": ds.n_classes,
             "n_train": sum(counts), "n_test": sum(ds.test_sizes()), "counts": counts,
             "test_counts": ds.test_sizes(), "groups": [c.grp for c in classes],
@@ -301,13 +195,18 @@ def data(
         print(json.dumps(info))
         return
     frame = pl.DataFrame([vars(c) for c in classes])
-    out.print(frame_table(frame, title=f"{dataset}, {profile.value} profile, ratio {ratio:g}"))
+    out.print(frame_table(frame, title=f"{dataset}, {profile} profile, ratio {ratio:g}"))
     for grp in ("majority", "minority"):
         members = [c for c in classes if c.grp == grp]
         out.print(f"{grp}: {len(members)} classes, {sum(c.train_count for c in members):,} "
                   f"training samples")
     out.print(f"{info['n_train']:,} training samples (of {sum(ds.class_sizes()):,}); "
               f"{info['n_test']:,} test samples, balanced")
+
+
+DATA_OPTIONS = tuple(OPTION[n] for n in ("dataset", "ratio", "profile", "minority_fraction",
+                                          "data_dir"))
+app.command()(with_options(data, DATA_OPTIONS))
 
 
 # ==== sweep =======================================================================================
@@ -340,45 +239,11 @@ def _closing_results(root, run_id: str) -> tuple[dict[str, float], dict[str, flo
     return final.row(0, named=True), epoch1
 
 
-def _passed_value(args: list[str], option: str) -> str | None:
-    """The value given to `option` among the train options passed through after `--`."""
-    for i, arg in enumerate(args):
-        if arg == option and i + 1 < len(args):
-            return args[i + 1]
-        if arg.startswith(option + "="):
-            return arg.split("=", 1)[1]
-    return None
-
-
-@app.command(cls=_ListsCommand, context_settings={"allow_extra_args": True})
 def sweep(
     ctx: typer.Context,
-    ratio: Annotated[Optional[list[float]], typer.Option(
-        help="Ratios to run, e.g. --ratio 1 10 100 (default 100).", show_default=False)] = None,
-    seed: Annotated[Optional[list[int]], typer.Option(
-        help="Seeds of the initialisation and batch order, e.g. --seed 0 1 2 (default 0).",
-        show_default=False)] = None,
-    subset_seed: Annotated[Optional[int], typer.Option(
-        min=0, help="Seed of the long-tailed subset, the same for every run (default 0).",
-        show_default=False)] = None,
-    loss: Annotated[Optional[list[str]], typer.Option(
-        help="Losses, e.g. --loss ce ldam (default ce).", show_default=False)] = None,
-    sampler: Annotated[Optional[list[str]], typer.Option(
-        help="Samplers (default none).", show_default=False)] = None,
-    dataset: Annotated[Optional[list[str]], typer.Option(
-        help="Datasets (default mnist1d).", show_default=False)] = None,
     jobs: Annotated[int, typer.Option(
         "--jobs", "-j", min=1, help="Runs at once, each its own process (one per GPU when there "
                                     "are several).")] = 1,
-    epochs: Annotated[Optional[int], typer.Option(
-        min=1, help="Epochs per run (default: the dataset's recipe).", show_default=False)] = None,
-    drw: Annotated[Optional[int], typer.Option(
-        min=0, help="Deferred re-weighting after this many epochs.", show_default=False)] = None,
-    device: Annotated[Device, typer.Option(help="Where to train.")] = Device.auto,
-    max_steps: Annotated[Optional[int], typer.Option(
-        min=1, help="Stop each run after N steps.", show_default=False)] = None,
-    data_dir: Annotated[Optional[Path], typer.Option(
-        help="Folder of the torchvision datasets.", show_default=False)] = None,
     name: Annotated[Optional[str], typer.Option(
         help="Prefix of the run names (--name abl gives abl-mnist1d-r100-ce-s0).",
         show_default=False)] = None,
@@ -412,11 +277,12 @@ def sweep(
     setup: Annotated[Optional[str], typer.Option(
         help="Shell line each task runs first, e.g. 'source ~/venv/bin/activate'.",
         show_default=False, rich_help_panel=_SLURM)] = None,
+    **options: Any,
 ) -> None:
     """Train every combination of ratios x seeds x losses (x samplers x datasets) into one store.
 
-    Any other `imbtui train` option goes after `--` and applies to every run, e.g.
-    [bold]imbtui sweep --ratio 1 10 100 --seed 0 1 2 --loss ce ldam --drw 24 --epochs 30 -j 2 --
+    Every `imbtui train` option is an option here too and applies to every run, e.g.
+    [bold]imbtui sweep --ratio 1 10 100 --seed 0 1 2 --loss ce ldam --drw 24 --epochs 30 -j 2
     --lr 0.05[/bold]. The runs share a sweep id (config key "sweep"); the table at the end has
     each run's final balanced, majority and minority test accuracy, and their means over seeds.
     The seeds vary the initialisation and batch order only: every run keeps the long-tailed subset
@@ -426,35 +292,19 @@ def sweep(
     array job (one task per run; -j N lets at most N run at once) to submit with [bold]sbatch
     sweep.sbatch[/bold] and watch with [bold]imbtui browse --store /shared/runs[/bold].
     """
-    import dataclasses
-    import itertools
-
     from imbtui.console import err, frame_table, out
     from imbtui.store import resolve_store
     from imbtui.store.layout import new_run_id
-    from imbtui.store.schema import method_label
-    from imbtui.sweep import Job, SweepRunner, compact_means, compact_runs, sweep_tables
+    from imbtui.sweep import SweepRunner, compact_means, compact_runs, sweep_tables
 
     root = resolve_store(store)
-    fixed = (_sweep_fixed_args(epochs, drw, device, max_steps, data_dir, subset_seed)
-             + list(ctx.args))
-    sweep_id = f"sweep-{new_run_id()}"
-    jobs_list = []
-    prefix = name if not name or name.endswith(("-", "_", ".")) else f"{name}-"
-    cb_reduction = _passed_value(ctx.args, "--cb-reduction")
-    for ds, r, lo, sm, s in itertools.product(dataset or ["mnist1d"], ratio or [100.0],
-                                              loss or ["ce"], sampler or ["none"], seed or [0]):
-        method = method_label(lo, drw, sm, cb_reduction)
-        run_name = f"{prefix or ''}{ds}-r{r:g}-{method}-s{s}"
-        argv = ["--dataset", ds, "--ratio", f"{r:g}", "--loss", lo, "--sampler", sm,
-                "--seed", str(s), *fixed, "--name", run_name, "--store", str(root), "-q",
-                "--sweep", sweep_id, "--run-id", new_run_id()]
-        jobs_list.append(Job(run_name, argv[-1], argv))
     _check_emit(ctx.params)
+    sweep_id = f"sweep-{new_run_id()}"
+    configs = _sweep_configs(values_of(options, SWEEP_OPTIONS), name, sweep_id)
+    jobs_list = _sweep_jobs(configs, root)
+    n_gpus = _check_sweep(configs, any_device=emit is Emit.slurm)
     if emit is Emit.slurm:
-        _check_sweep(ctx, [dataclasses.replace(j, argv=_any_device(j.argv)) for j in jobs_list])
         return _write_slurm(jobs_list, root, sweep_id, ctx.params)
-    n_gpus = _check_sweep(ctx, jobs_list)
     err.print(f"{sweep_id}: {len(jobs_list)} runs, {min(jobs, len(jobs_list))} at a time, into "
               f"{root}")
     if dry_run:
@@ -478,18 +328,50 @@ def sweep(
         raise typer.Exit(1)
 
 
-def _sweep_fixed_args(epochs, drw, device, max_steps, data_dir, subset_seed=None) -> list[str]:
-    args = [] if epochs is None else ["--epochs", str(epochs)]
-    args += [] if drw is None else ["--drw", str(drw)]
-    args += [] if subset_seed is None else ["--subset-seed", str(subset_seed)]
-    args += ["--device", device.value]
-    args += [] if max_steps is None else ["--max-steps", str(max_steps)]
-    return args + ([] if data_dir is None else ["--data-dir", str(data_dir)])
+SWEEP_OPTIONS = tuple(o for o in OPTIONS if o.sweep)
+app.command(cls=_ListsCommand)(with_options(sweep, SWEEP_OPTIONS, lists=AXES))
 
 
-def _check_sweep(ctx: typer.Context, jobs: list) -> int:
-    """Parse and check every run as `imbtui train` would, before any starts; returns the GPU count
-    (a typo fails once, in one line, instead of in every run)."""
+def _sweep_configs(values: dict[str, Any], prefix: str | None, sweep_id: str) -> list:
+    """One TrainConfig per combination of the axes' values (an axis not given: its default),
+    named by dataset, ratio, method and seed."""
+    import dataclasses
+    import itertools
+
+    from imbtui.store.schema import method_label
+    from trainer.config import TrainConfig
+
+    axes = {a: values.pop(a) or [OPTION[a].default] for a in AXES}
+    prefix = prefix if not prefix or prefix.endswith(("-", "_", ".")) else f"{prefix}-"
+    configs = []
+    for combo in itertools.product(*axes.values()):
+        cfg = TrainConfig.from_options({**values, **dict(zip(axes, combo))})
+        method = method_label(cfg.loss, cfg.drw, cfg.sampler, cfg.cb_reduction)
+        name = f"{prefix or ''}{cfg.dataset}-r{cfg.ratio:g}-{method}-s{cfg.seed}"
+        configs.append(dataclasses.replace(cfg, name=name, sweep=sweep_id))
+    return configs
+
+
+def _sweep_jobs(configs: list, root: Path) -> list:
+    """Each config as the `imbtui train` arguments of its process (or its Slurm task)."""
+    from imbtui.store.layout import new_run_id
+    from imbtui.sweep import Job
+    from trainer.options import to_argv
+
+    jobs = []
+    for cfg in configs:
+        run_id = new_run_id()
+        argv = [*to_argv(cfg.option_values(), always=AXES), "--store", str(root), "-q",
+                "--run-id", run_id]
+        jobs.append(Job(cfg.name, run_id, argv))
+    return jobs
+
+
+def _check_sweep(configs: list, any_device: bool = False) -> int:
+    """Check every run as `imbtui train` would, before any starts; returns the GPU count (a typo
+    fails once, in one line, instead of in every run). `any_device`: checked with --device auto,
+    as a login node that writes a Slurm script has no GPU."""
+    import dataclasses
     import functools
 
     import torch
@@ -498,10 +380,8 @@ def _check_sweep(ctx: typer.Context, jobs: list) -> int:
     from trainer.loop import check_run
 
     load = functools.lru_cache(maxsize=None)(load_dataset)
-    train_cmd = ctx.parent.command.get_command(ctx.parent, "train")
-    for job in jobs:
-        params = train_cmd.make_context("train", list(job.argv), parent=ctx.parent).params
-        check_run(_train_config(params), load=load)
+    for cfg in configs:
+        check_run(dataclasses.replace(cfg, device="auto") if any_device else cfg, load=load)
     return torch.cuda.device_count()
 
 
@@ -516,11 +396,6 @@ def _check_emit(params: dict) -> None:
         flag = "--" + {"out_file": "out", "time_limit": "time"}.get(given[0], given[0]).replace(
             "_", "-")
         raise UserError(f"{flag} is an option of the Slurm script: add --emit slurm")
-
-
-def _any_device(argv: list[str]) -> list[str]:
-    """The runs checked with --device auto: a login node that writes the script has no GPU."""
-    return [("auto" if i and argv[i - 1] == "--device" else a) for i, a in enumerate(argv)]
 
 
 def _write_slurm(jobs: list, root: Path, sweep_id: str, p: dict) -> None:

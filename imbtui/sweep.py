@@ -22,7 +22,9 @@ from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedCo
 
 from imbtui.store import Store
 
-LIST_OPTIONS = ("--dataset", "--ratio", "--seed", "--loss", "--sampler")
+from trainer.options import AXES, OPTION  # noqa: E402  (declarations only: nothing heavy)
+
+LIST_OPTIONS = tuple(OPTION[a].cli_flag for a in AXES)  # the sweep's axes take several values
 POLL_S = 0.5
 
 

@@ -128,7 +128,7 @@ def test_sweep_keeps_one_subset_seed_for_every_run(small_cli, tmp_path, capsys) 
 
     store = tmp_path / "s"
     assert small_cli(["sweep", "--ratio", "4", "--seed", "0", "1", "2", "--subset-seed", "4",
-                      "--epochs", "1", "--store", str(store), "--dry-run", "--",
+                      "--epochs", "1", "--store", str(store), "--dry-run",
                       "--cb-reduction", "mean"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     assert [(a["--seed"], a["--subset-seed"], a["--cb-reduction"])

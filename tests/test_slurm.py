@@ -43,7 +43,7 @@ def emit(tmp_path: Path, *extra: str, store: Path | None = None) -> tuple[Path, 
     script = tmp_path / "sweep.sbatch"
     rc = main(["sweep", "--ratio", *RATIOS, "--seed", *SEEDS, "--loss", *LOSSES,
                "--epochs", "3", "--store", str(store), "--emit", "slurm", "--out", str(script),
-               *extra, "--", "--lr", "0.05"])
+               *extra, "--lr", "0.05"])
     assert rc == 0
     return script, store
 

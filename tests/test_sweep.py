@@ -46,7 +46,7 @@ def test_child_env_spreads_gpus_and_cpu_threads(monkeypatch: pytest.MonkeyPatch)
 
 def test_dry_run_lists_the_grid(tmp_path: Path) -> None:
     proc = imbtui("sweep", "--ratio", "1", "100", "--seed", "0", "1", "--loss", "ce", "ldam",
-                  "--drw", "1", "--epochs", "2", "--store", str(tmp_path / "s"), "--dry-run", "--",
+                  "--drw", "1", "--epochs", "2", "--store", str(tmp_path / "s"), "--dry-run",
                   "--lr", "0.02")
     lines = proc.stdout.strip().splitlines()
     assert len(lines) == 8
@@ -80,7 +80,7 @@ def test_sweep_runs_in_parallel_into_one_store(tmp_path: Path) -> None:
 @pytest.mark.parametrize("args, needle", [
     (["--loss", "ce", "nope"], "unknown loss 'nope'"),
     (["--ratio", "1", "100000"], "leaves class"),
-    (["--", "--no-such-option"], "No such option: --no-such-option"),
+    (["--no-such-option"], "No such option: --no-such-option"),
 ])
 def test_bad_runs_are_refused_before_any_starts(tmp_path: Path, args: list[str],
                                                 needle: str) -> None:
@@ -99,7 +99,7 @@ def test_interrupted_sweep_keeps_finished_runs(tmp_path: Path) -> None:
         # batch 32: four times the steps of the default, so that the second run is still
         # training when the Ctrl-C comes (up to half a second after it is seen running)
         [sys.executable, "-m", "imbtui", "sweep", "--ratio", "100", "--seed", "0", "1", "2",
-         "--epochs", "2", "--store", str(store), "-q", "--", "--batch-size", "32"], cwd=REPO,
+         "--epochs", "2", "--store", str(store), "-q", "--batch-size", "32"], cwd=REPO,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 240
     while time.time() < deadline:

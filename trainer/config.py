@@ -1,8 +1,9 @@
-"""A training run's configuration: every option, its default or recipe default, and its checks.
+"""A training run's configuration and its checks.
 
-`TrainConfig` holds one run's options; `RECIPES` what each dataset's None fields become
-(`resolve_config`); `check_config` refuses values and combinations that cannot work, before anything
-is written.
+`TrainConfig` holds one run's options (declared, with their help, choices and defaults, in
+trainer/options.py); `resolve_config` fills the recipe options a run left None from its dataset's
+recipe; `check_config` refuses values and combinations that cannot work, before anything is
+written.
 """
 
 from __future__ import annotations
@@ -12,34 +13,39 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from trainer.augment import AUGMENTS
 from trainer.data import DataError
-from trainer.losses import CB_REDUCTIONS, LOSSES
-from trainer.models import DEFAULT_MODEL
-from trainer.samplers import SAMPLERS
+from trainer.options import (AUGMENTS, CB_REDUCTIONS, CIFAR_LT, DEFAULT_MODEL,  # noqa: F401
+                             DEVICES, DYNAMICS, LOSS_PARAMS, LOSSES, OPTION, OPTIONS, PROFILES,
+                             RECIPES, SAMPLERS, SCHEDULES, _SMALL, parse_ints)
 
 
 # ==== configuration ===============================================================================
 
+def _default(name: str) -> Any:
+    """An option's default, as trainer/options.py declares it."""
+    return OPTION[name].default
+
+
 @dataclass
 class TrainConfig:
+    """One run's options. Each field that is a command-line option takes its default from
+    trainer/options.py (where its help text and choices are); a recipe option left None takes the
+    dataset's recipe (`resolve_config`). The rest are set by code, never by a flag."""
+
     # data and imbalance
-    dataset: str = "mnist1d"
+    dataset: str = _default("dataset")
     data_dir: str | None = None
-    profile: str = "exp"             # exp | step
-    ratio: float = 100.0             # largest class / smallest class
-    minority_fraction: float = 0.5   # step profile only: fraction of classes that are small
+    profile: str = _default("profile")
+    ratio: float = _default("ratio")
+    minority_fraction: float = _default("minority_fraction")
     # model and method
     model: str | None = None         # None: the dataset's default
-    loss: str = "ce"                 # trainer.losses.LOSSES
-    sampler: str = "none"            # none | class-balanced | square-root
+    loss: str = _default("loss")
+    sampler: str = _default("sampler")
     drw: int | None = None           # deferred re-weighting: class-balanced weights after N epochs
     loss_params: dict[str, float] = field(default_factory=dict)  # beta, gamma, tau, max_margin,
     #                                  scale, drw_beta (trainer.losses.DEFAULTS)
-    cb_reduction: str = "weighted-mean"  # class-weighted losses (weighted-ce, cb, the DRW phase):
-    #                                  sum w*l / sum w (LDAM-DRW's code, PyTorch's weight=) or
-    #                                  "mean": sum w*l / N (Cui et al.'s code); not focal
-    #                                  (trainer.losses.CB_REDUCTIONS)
+    cb_reduction: str = _default("cb_reduction")
     # optimisation: SGD with momentum, linear warm-up, then cosine decay to 0 or steps at
     # milestones. None takes the dataset's recipe (RECIPES).
     epochs: int | None = None
@@ -48,28 +54,25 @@ class TrainConfig:
     momentum: float = 0.9
     weight_decay: float | None = None
     warmup_epochs: float | None = None
-    schedule: str | None = None      # cosine | step
+    schedule: str | None = None
     milestones: tuple[int, ...] | None = None  # step: lr *= lr_decay after each of these epochs
     lr_decay: float | None = None
-    augment: str | None = None       # none | crop | flip | crop-flip (pad-4 crop; images only)
+    augment: str | None = None
     # speed: the same results on any device, only faster
-    channels_last: bool = True       # image models: NHWC convolutions
-    bf16: bool = False               # bfloat16 autocast for forward passes
-    compile: bool = False            # torch.compile the training forward pass
+    channels_last: bool = _default("channels_last")
+    bf16: bool = _default("bf16")
+    compile: bool = _default("compile")
     check_sync: bool = False         # CUDA: fail on any host synchronisation inside a step (tests)
     # run
-    seed: int = 0                    # the initialisation, the batch order and the augmentation
-    subset_seed: int = 0             # which samples the long-tailed subset keeps: fixed across
-    #                                  seeds (as LDAM-DRW's rand_number=0), so a seed's spread is
-    #                                  the training's alone
-    device: str = "auto"             # auto | cpu | cuda
-    max_steps: int | None = None     # stop after this many optimizer steps (smoke tests)
+    seed: int = _default("seed")
+    subset_seed: int = _default("subset_seed")
+    device: str = _default("device")
+    max_steps: int | None = None
     name: str | None = None
     sweep: str | None = None         # id shared by the runs of one `imbtui sweep`
     # recording
-    dynamics: str = "full"           # full: + probes, samples, geometry; minimal: steps + epochs
-    #                                  rows; off: none (benchmarks)
-    probe_every: int = 100           # full: a gradient probe (1 extra backward pass) every N steps
+    dynamics: str = _default("dynamics")
+    probe_every: int = _default("probe_every")
     flush_steps: int = 200           # flush the step buffer at least every N steps...
     flush_seconds: float = 1.0       # ...or every S seconds, so live readers stay <= ~S s behind
     extra: dict[str, Any] = field(default_factory=dict)
@@ -82,19 +85,25 @@ class TrainConfig:
         except KeyError:
             raise DataError(f"no default model for dataset {self.dataset!r}; pass --model") from None
 
+    @classmethod
+    def from_options(cls, values: dict[str, Any]) -> TrainConfig:
+        """The config of parsed option values ({option name: value}, as trainer/options.py names
+        them): loss parameters gather into loss_params, --milestones text becomes epochs."""
+        fields = {f.name for f in dataclasses.fields(cls)}
+        kwargs: dict[str, Any] = {k: v for k, v in values.items() if k in fields}
+        kwargs["loss_params"] = {k: values[k] for k in LOSS_PARAMS if values.get(k) is not None}
+        if isinstance(kwargs.get("milestones"), str):
+            kwargs["milestones"] = parse_ints(kwargs["milestones"], "--milestones")
+        if kwargs.get("data_dir") is not None:
+            kwargs["data_dir"] = str(kwargs["data_dir"])
+        return cls(**kwargs)
 
-# The recipe per dataset: what every None field of TrainConfig becomes.
-_SMALL = {"epochs": 30, "batch_size": 128, "lr": 0.05, "weight_decay": 5e-4, "warmup_epochs": 1.0,
-          "schedule": "cosine", "milestones": (), "lr_decay": 0.1, "augment": "none"}
-# The standard long-tailed CIFAR recipe (Cao et al. 2019): 200 epochs, batch 128, SGD lr 0.1 with 5
-# linear warm-up epochs, x0.01 after epoch 160 and again after 180, weight decay 2e-4, pad-4 random
-# crop and horizontal flip.
-CIFAR_LT = {"epochs": 200, "batch_size": 128, "lr": 0.1, "weight_decay": 2e-4, "warmup_epochs": 5.0,
-            "schedule": "step", "milestones": (160, 180), "lr_decay": 0.01, "augment": "crop-flip"}
-RECIPES: dict[str, dict[str, Any]] = {"mnist1d": _SMALL, "mnist": _SMALL, "fashion-mnist": _SMALL,
-                                      "cifar10": CIFAR_LT, "cifar100": CIFAR_LT}
-SCHEDULES = ("cosine", "step")
-DYNAMICS = ("full", "minimal", "off")  # full = everything; minimal = steps + epochs rows; off = none
+    def option_values(self) -> dict[str, Any]:
+        """{option name: value} of this config: what `to_argv` turns back into `imbtui train`
+        arguments (a sweep's runs, a Slurm task's)."""
+        values = {o.name: getattr(self, o.name) for o in OPTIONS if hasattr(self, o.name)}
+        values.update(self.loss_params)
+        return values
 
 
 def resolve_config(cfg: TrainConfig) -> TrainConfig:
@@ -131,6 +140,10 @@ def check_config(cfg: TrainConfig, image: bool) -> None:
     if cfg.cb_reduction not in CB_REDUCTIONS:
         raise DataError(f"unknown --cb-reduction {cfg.cb_reduction!r}: choose one of "
                         f"{', '.join(CB_REDUCTIONS)}")
+    if cfg.profile not in PROFILES:
+        raise DataError(f"unknown --profile {cfg.profile!r}: choose one of {', '.join(PROFILES)}")
+    if cfg.device not in DEVICES:
+        raise DataError(f"unknown --device {cfg.device!r}: choose one of {', '.join(DEVICES)}")
     if cfg.dynamics not in DYNAMICS:
         raise DataError(f"unknown --dynamics {cfg.dynamics!r}: choose one of {', '.join(DYNAMICS)}")
     if cfg.probe_every < 1:

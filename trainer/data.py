@@ -19,7 +19,7 @@ import numpy as np
 
 from imbtui.errors import UserError
 
-PROFILES = ("exp", "step")
+from trainer.options import DATASETS, PROFILES  # noqa: E402  (the one list of names)
 SHOT_MANY, SHOT_FEW = 100, 20  # many > 100, medium 20..100, few < 20 (training samples)
 
 
@@ -199,7 +199,6 @@ def _generate_mnist1d(path: Path, per_class: int, train_per_class: int) -> None:
     atomic_write_bytes(path, buf.getvalue())
 
 
-DATASETS = ("mnist1d", "cifar10", "cifar100", "mnist", "fashion-mnist")
 
 
 def load_dataset(name: str, data_dir: str | None = None) -> ArrayDataset:

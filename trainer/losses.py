@@ -50,11 +50,11 @@ import torch.nn.functional as F
 from trainer import distributed
 from trainer.data import DataError
 
-LOSSES = ("ce", "weighted-ce", "cb", "focal", "ldam", "balanced-softmax", "logit-adjusted")
+from trainer.options import CB_REDUCTIONS, LOSSES  # noqa: E402  (the one list of names)
 DEFAULTS = {"beta": 0.9999, "gamma": 1.0, "tau": 1.0, "max_margin": 0.5, "scale": 30.0,
             "drw_beta": 0.9999}
-# How a class-weighted loss reduces its batch (module docstring); the first is the default.
-CB_REDUCTIONS = ("weighted-mean", "mean")
+# CB_REDUCTIONS: how a class-weighted loss reduces its batch (module docstring); the first is the
+# default.
 
 
 # ==== per-class constants =========================================================================

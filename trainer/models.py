@@ -138,14 +138,22 @@ def cnn(in_channels: int, n_classes: int, width: int = 32, normed: bool = False)
 
 # ==== registry ====================================================================================
 
-MODELS = ("cnn1d", "mlp", "resnet32", "cnn")
-DEFAULT_MODEL = {"mnist1d": "cnn1d", "cifar10": "resnet32", "cifar100": "resnet32",
-                 "mnist": "cnn", "fashion-mnist": "cnn"}
+from trainer.options import DEFAULT_MODEL, MODELS  # noqa: E402  (the one list of names)
 
 
 def build_model(name: str, input_shape: tuple[int, ...], n_classes: int,
-                normed: bool = False) -> Classifier:
-    """`input_shape` is one sample's shape as stored: (L,) for 1D data, (H, W, C) for images."""
+                normed: bool = False, scale: float | None = None) -> Classifier:
+    """`input_shape` is one sample's shape as stored: (L,) for 1D data, (H, W, C) for images.
+    `scale` (what the loss asks for: trainer.losses.classifier_scale) gives the model a cosine
+    classifier s * cos(h, w_c) with s = scale; `normed` alone, one with NormedLinear's default s."""
+    model = _architecture(name, input_shape, n_classes, normed or scale is not None)
+    if scale is not None:
+        model.fc.scale = scale
+    return model
+
+
+def _architecture(name: str, input_shape: tuple[int, ...], n_classes: int,
+                  normed: bool) -> Classifier:
     if name == "cnn1d":
         if len(input_shape) != 1:
             raise DataError(f"model cnn1d needs 1D inputs (mnist1d), got shape {input_shape}")

@@ -17,7 +17,7 @@ import torch
 
 from trainer.data import DataError
 
-SAMPLERS = ("none", "class-balanced", "square-root")
+from trainer.options import SAMPLERS  # noqa: E402  (the one list of names)
 
 
 def class_probabilities(counts: Sequence[int], name: str) -> np.ndarray:
