@@ -312,11 +312,12 @@ def test_cb_reduction_applies_to_every_class_weighted_loss_and_the_drw_phase() -
 
 
 def test_cb_reduction_names_match_the_cli() -> None:
-    from imbtui.cli import CbReduction
-    from trainer.losses import CB_REDUCTIONS
+    from imbtui.cli_options import choice_enum
     from trainer.loop import TrainConfig
+    from trainer.losses import CB_REDUCTIONS
+    from trainer.options import OPTION
 
-    assert tuple(m.value for m in CbReduction) == CB_REDUCTIONS
+    assert tuple(m.value for m in choice_enum(OPTION["cb_reduction"])) == CB_REDUCTIONS
     assert TrainConfig().cb_reduction == CB_REDUCTIONS[0] == "weighted-mean"
 
 

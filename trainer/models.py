@@ -138,7 +138,7 @@ def cnn(in_channels: int, n_classes: int, width: int = 32, normed: bool = False)
 
 # ==== registry ====================================================================================
 
-from trainer.options import DEFAULT_MODEL, MODELS  # noqa: E402  (the one list of names)
+from trainer.options import MODELS  # noqa: E402  (the one list of names)
 
 
 def build_model(name: str, input_shape: tuple[int, ...], n_classes: int,
