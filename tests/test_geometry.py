@@ -425,10 +425,18 @@ def test_geometry_query_over_a_hand_built_store(tmp_path) -> None:
 
 @pytest.fixture(scope="module")
 def old_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The bundled sample store, written before NC1 meant Papyan et al.'s: per-class `nc1` (the
-    trace ratio), no within_rel / nc2_angle / nc3. A copy, so nothing can touch the original."""
+    """A copy of the bundled sample store with its geometry parts rewritten the way the trainer
+    wrote them before NC1 meant Papyan et al.'s: the trace ratio stored as `nc1` (per class and in
+    the summary), no within_rel / nc2_angle / nc3 columns."""
+    import polars as pl
+
     root = tmp_path_factory.mktemp("old") / "store"
     shutil.copytree(SAMPLE_RUNS, root)
+    for part in root.glob("runs/*/geometry*/*.parquet"):
+        frame = pl.read_parquet(part)
+        if part.parent.name == "geometry_summary":
+            frame = frame.drop("nc1", "nc2_angle", "nc3")
+        frame.rename({"within_rel": "nc1"}).write_parquet(part)
     return root
 
 
@@ -443,6 +451,9 @@ def test_an_old_store_opens_and_its_geometry_queries_run(old_store: Path) -> Non
     assert rows and all(r["nc2_angle"] is None and r["nc3"] is None for r in rows)
     summary = store.sql("SELECT * FROM geometry_summary").to_dicts()
     assert summary and all(r["nc2_angle"] is None and r["nc3"] is None for r in summary)
+    assert len(store.warnings) == 1  # one line says which columns read as NULL, and why
+    assert all(c in store.warnings[0] for c in ("geometry_summary.nc1", "nc2_angle", "nc3"))
+    assert "within_rel" not in store.warnings[0]  # read from the old nc1, not NULL
     session = StoreSession(old_store)
     session.refresh()
     run_id = rows[0]["run_id"]

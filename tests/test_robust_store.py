@@ -25,6 +25,7 @@ from imbtui.cli import main
 from imbtui.store import RunWriter, Store, StoreError
 from imbtui.store.doctor import diagnose, quarantine
 from imbtui.store.layout import scan_table
+from imbtui.store.semantic import VIEWS
 
 C = 3  # classes per synthetic run
 
@@ -443,9 +444,15 @@ def test_export_writes_a_standalone_duckdb_file(tmp_path: Path,
     assert files_digest(root) == before
     assert [p.name for p in dest.parent.iterdir()] == ["runs.duckdb"]  # no temp file left
     with duckdb.connect(str(dest), read_only=True) as con:
-        tables = {r[0] for r in con.sql("SHOW TABLES").fetchall()}
-        assert tables == {"runs", "classes", "steps", "epochs", "probes", "samples",
-                          "geometry", "geometry_summary", "export_info"}
+        kinds = dict(con.sql("SELECT table_name, table_type FROM information_schema.tables"
+                             ).fetchall())
+        assert {t for t, k in kinds.items() if k == "BASE TABLE"} == {
+            "runs", "classes", "steps", "epochs", "probes", "samples", "geometry",
+            "geometry_summary", "export_info"}
+        # the semantic layer travels with the data, as views over the file's own tables
+        assert {t for t, k in kinds.items() if k == "VIEW"} == {v.name for v in VIEWS}
+        ours = Store(root).sql("SELECT * FROM final_results ORDER BY run_id")
+        assert con.sql("SELECT * FROM final_results ORDER BY run_id").pl().equals(ours)
         assert con.sql("SELECT run_id, status FROM runs ORDER BY run_id").fetchall() == [
             ("a", "finished"), ("b", "finished")]
         for table in ("steps", "classes"):

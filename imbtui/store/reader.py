@@ -24,7 +24,8 @@ import polars as pl
 
 from imbtui.errors import UserError
 from imbtui.store.layout import RUN_ID_RE, StoreError, check_run_id, runs_dir, scan_table
-from imbtui.store.schema import RENAMED, RUN_COLUMNS, TABLES, duck_type, method_label
+from imbtui.store.schema import (ADDED, RENAMED, RUN_COLUMNS, TABLES, duck_type,
+                                  method_label)
 from imbtui.store.semantic import create_views
 
 STALE_AFTER_S = 60.0  # a running run whose heartbeat is older than this is shown as crashed
@@ -282,10 +283,16 @@ class Store:
         for rid in ids:
             self._check_run_folder(rid)
         every: list[Path] = []
+        older: set[str] = set()
         for table in TABLES:
             build = self._load_table if table in CACHED_TABLES else self._create_view
-            every += self._relisting(con, table, ids, build)
+            files = self._relisting(con, table, ids, build)
+            every += files
+            older |= _older_columns(table, files)
         create_views(con)  # the semantic layer over the stored tables
+        if older:
+            self._warn(f"some runs were recorded before these columns existed: "
+                       f"{', '.join(sorted(older))}; they read as NULL for those runs")
         self._views[id(con)] = (chosen, every)
 
     def _relisting(self, con: duckdb.DuckDBPyConnection, table: str, ids: list[str],
@@ -405,6 +412,22 @@ def _cache_footers(con: duckdb.DuckDBPyConnection) -> None:
         con.execute("SET parquet_metadata_cache = true")
     except duckdb.Error:
         pass  # a DuckDB without the setting reads the footers each time: slower, still correct
+
+
+def _older_columns(table: str, files: list[Path]) -> set[str]:
+    """`table.column` of each column added to the schema after some of these parts were written
+    (schema.ADDED; a renamed column's new meaning, schema.RENAMED): NULL in those parts."""
+    added = set(ADDED.get(table, ()))
+    marker, moved = RENAMED.get(table, (None, {}))
+    missing: set[str] = set()
+    for p in files:
+        columns = part_columns(p)
+        if marker and marker not in columns:  # read from their old names where they had one
+            filled = {c for c, old in moved.items() if old is not None and old in columns}
+            missing |= (added - columns - filled) | {c for c, old in moved.items() if old is None}
+        else:
+            missing |= added - columns
+    return {f"{table}.{c}" for c in missing}
 
 
 def _scan_sql(table: str, files: list[Path], with_part: bool = False) -> str:
