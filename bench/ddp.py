@@ -38,6 +38,10 @@ def arm(args: argparse.Namespace) -> None:
     class Clock(Hooks):
         def __init__(self) -> None:
             self.t0 = self.t1 = 0.0
+            self.backend: str | None = None
+
+        def on_start(self, info: dict) -> None:
+            self.backend = distributed.backend()  # while the run's process group exists
 
         def on_epoch(self, epoch: int, summary: dict[str, float]) -> None:
             if epoch == 1:
@@ -54,10 +58,10 @@ def arm(args: argparse.Namespace) -> None:
         samples = (result.steps - result.steps // 2) * args.batch_size  # epoch 2's steps
         Path(args.result).write_text(json.dumps({
             "samples_per_s": samples / (clock.t1 - clock.t0), "steps": result.steps,
-            "status": result.status}))
+            "status": result.status, "backend": clock.backend}))
 
 
-def launch(args: argparse.Namespace, ddp: bool, tmp: Path, k: int) -> float:
+def launch(args: argparse.Namespace, ddp: bool, tmp: Path, k: int) -> dict:
     out = tmp / f"{'ddp' if ddp else 'plain'}-{k}.json"
     common = [str(Path(__file__).resolve()), "--arm", "--store", str(tmp / "store"),
               "--result", str(out), "--dataset", args.dataset, "--ratio", str(args.ratio),
@@ -68,7 +72,7 @@ def launch(args: argparse.Namespace, ddp: bool, tmp: Path, k: int) -> float:
     # torchrun gives each rank one thread unless told otherwise: the plain arm gets the same
     env = {"OMP_NUM_THREADS": "1", **os.environ}
     subprocess.run(cmd, check=True, cwd=ROOT, env=env)
-    return json.loads(out.read_text())["samples_per_s"]
+    return json.loads(out.read_text())
 
 
 def main() -> None:
@@ -87,15 +91,18 @@ def main() -> None:
     if args.arm:
         return arm(args)
     rates: dict[str, list[float]] = {"plain": [], "ddp": []}
+    backend = None
     with tempfile.TemporaryDirectory() as tmp:
         for k in range(args.repeats):  # alternate, so drift hits both arms alike
-            rates["plain"].append(launch(args, False, Path(tmp), k))
-            rates["ddp"].append(launch(args, True, Path(tmp), k))
+            rates["plain"].append(launch(args, False, Path(tmp), k)["samples_per_s"])
+            got = launch(args, True, Path(tmp), k)
+            rates["ddp"].append(got["samples_per_s"])
+            backend = got.get("backend")
     plain, ddp = statistics.median(rates["plain"]), statistics.median(rates["ddp"])
     print(f"{args.dataset} ratio {args.ratio:g}, model {args.model or 'default'}, global batch "
           f"{args.batch_size}, device {args.device}, {args.repeats} repeats (median)")
     print(f"plain:            {plain:12.0f} samples/s")
-    print(f"ddp (world {args.nproc}):    {ddp:12.0f} samples/s")
+    print(f"ddp (world {args.nproc}):    {ddp:12.0f} samples/s  (backend: {backend})")
     print(f"ddp_over_plain={ddp / plain:.3f}")
 
 

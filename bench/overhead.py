@@ -20,6 +20,8 @@ Two shapes of training:
     python bench/overhead.py --epochs 5 --repeats 1           # a quick look
     python bench/overhead.py --shape resnet32 --arms off full # ResNet-32 shapes (GPU: --device cuda)
     python bench/overhead.py --threads 1 --sink null          # recording without the store writes
+    python bench/overhead.py --shape resnet32 --arms off full --device cpu --ratio 4 \
+        --per-class 8 --test-per-class 2 --batch-size 4 --epochs 1 --repeats 1   # a smoke run
 
 On a CPU shared with other work, `--threads 1` keeps torch's thread pool from spinning against the
 other processes.
@@ -81,10 +83,11 @@ def cifar_shaped(root: Path, per_class: int, test_per_class: int, seed: int = 0)
 def config(args: argparse.Namespace, data: Path) -> TrainConfig:
     if args.shape == "resnet32":
         return TrainConfig(dataset="cifar10", data_dir=str(data), ratio=args.ratio,
-                           epochs=args.epochs or 11, batch_size=128, model="resnet32",
-                           device=args.device, bf16=args.bf16)
+                           epochs=args.epochs or 11, batch_size=args.batch_size or 128,
+                           model="resnet32", device=args.device, bf16=args.bf16)
     return TrainConfig(dataset=args.dataset, ratio=args.ratio, epochs=args.epochs,
-                       model=args.model, device=args.device, bf16=args.bf16)
+                       batch_size=args.batch_size, model=args.model, device=args.device,
+                       bf16=args.bf16)
 
 
 def load() -> str:
@@ -101,6 +104,8 @@ def main() -> None:
     ap.add_argument("--model", default=None)
     ap.add_argument("--device", default="auto")
     ap.add_argument("--bf16", action="store_true")
+    ap.add_argument("--batch-size", type=int, default=None,
+                    help="default: the dataset's recipe (128); resnet32: 128")
     ap.add_argument("--per-class", type=int, default=500, help="resnet32: images per class")
     ap.add_argument("--test-per-class", type=int, default=100, help="resnet32: test images")
     ap.add_argument("--arms", nargs="+", default=None, help="levels to compare (default: all)")

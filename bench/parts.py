@@ -48,7 +48,7 @@ def writer_way(table: str, cols: dict) -> bytes:
 
 
 def polars_way(table: str, cols: dict) -> bytes:
-    """As the writer encoded parts until the fourth session."""
+    """The same part through polars' DataFrame and write_parquet: the baseline."""
     schema = TABLES[table]
     n = max(len(v) for v in cols.values() if not isinstance(v, str))
     data = {c: cols.get(c, [None] * n) for c in schema if c != "run_id"}

@@ -22,7 +22,7 @@ file (`imbtui export --duckdb`), which is what a single-file store would give.
 Last line: write_rows_per_s=<writer rows per second> query_ms=<slowest browse query, median ms>.
 The write rate is over all runs; the rates of blocks of 25 consecutive runs are printed beside it
 with the bare baseline's, because a shared machine's speed drifts during the minute of writing
-(by 2x on the development VM, for both arms alike) and the ratio to bare polars is what holds.
+(by up to 2x on a shared virtual machine, for both arms alike) and the ratio to bare polars is what holds.
 Targets: >= 1,000,000 rows/s written; <= 150 ms per browse query.
 """
 

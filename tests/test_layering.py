@@ -19,7 +19,8 @@ def imported(modules: list[str]) -> set[str]:
 
 
 @pytest.mark.parametrize("module", ["trainer.loop", "trainer.data", "imbtui.store",
-                                    "imbtui.store.writer", "imbtui.store.doctor"])
+                                    "imbtui.store.writer", "imbtui.store.doctor",
+                                    "imbtui.store.admin"])
 def test_trainer_and_store_never_import_textual(module: str) -> None:
     assert "textual" not in imported([module])
 
@@ -34,3 +35,8 @@ def test_tui_never_imports_torch() -> None:
     if importlib.util.find_spec("imbtui.tui.app") is None:
         pytest.skip("the TUI app module is not present")
     assert "torch" not in imported(["imbtui.tui.app"])
+
+
+def test_the_apps_data_layer_never_imports_textual_or_torch() -> None:
+    # imbtui.tui.data runs in thread workers, benchmarks and tests: plain DuckDB / polars only.
+    assert not {"textual", "torch"} & imported(["imbtui.tui.data"])

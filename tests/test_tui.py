@@ -20,7 +20,7 @@ from textual.message import Message
 from textual.pilot import Pilot
 
 from imbtui.errors import UserError
-from imbtui.store import QueryError
+from imbtui.store import QueryError, delete_run
 from imbtui.tui import sample as sample_mod
 from imbtui.tui.app import ImbtuiApp, make_app
 from imbtui.tui.data import (
@@ -28,7 +28,6 @@ from imbtui.tui.data import (
     check_query,
     class_curves,
     class_finals,
-    delete_run,
     export_frame,
     group_curves,
     run_query,

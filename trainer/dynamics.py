@@ -14,11 +14,16 @@ Everything is written into device buffers (`index_add_`, masked sums), never `.i
 `bincount`, so a step never waits for the device; the buffers go to the host once per flush. Under
 torchrun every per-class or per-group number is either a sum (reduced across ranks by adding) or a
 norm of a gradient already summed across ranks; per-sample rows are gathered, never summed.
+
+Every buffer's last axis holds named statistics (`STEP_STATS`, `PROBE_STATS`, `EVAL_SUMS`,
+`SAMPLE_KEYS`, `SAMPLE_VALS`), and the code reads and writes them through `Stats` by name, never by
+position: reordering or extending a tuple of names cannot silently shift another statistic's values.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -34,6 +39,51 @@ STEP_STATS = ("n", "loss_sum", "correct", "p_true_sum", "margin_sum", "pred_coun
 # split): a reduction across ranks keeps them instead of adding them up.
 SHARED_STATS = ("grad_norm", "grad_pos", "grad_neg")
 _INT_STATS = {"n", "correct", "pred_count"}
+
+
+class Stats:
+    """The names along a buffer's last axis and where each sits, so that code says which statistic
+    it means, never at which position.
+
+    `at(*names)` is where those names are, in that order: a slice when they sit side by side in that
+    order (a view: assignment and in-place adds reach the buffer, in one operation), else a list of
+    positions (assignment through it still writes the buffer; `index_add_` handles both).
+    """
+
+    def __init__(self, names: Sequence[str]) -> None:
+        self.names = tuple(names)
+        if len(set(self.names)) != len(self.names):
+            raise ValueError(f"statistic named twice in {self.names}")
+        self.pos = {name: i for i, name in enumerate(self.names)}
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def __getitem__(self, name: str) -> int:
+        """The position of one statistic (a plain index: `buf[..., cols["n"]]` is a view)."""
+        return self.pos[name]
+
+    def at(self, *names: str) -> slice | list[int]:
+        where = [self.pos[name] for name in names]
+        if where and where == list(range(where[0], where[0] + len(where))):
+            return slice(where[0], where[0] + len(where))
+        return where
+
+    def of(self, arr, name: str):
+        """Statistic `name` of every row of `arr` (a tensor or array; its last axis is these)."""
+        return arr[..., self.pos[name]]
+
+    def index_add_(self, flat: torch.Tensor, names: Sequence[str], index: torch.Tensor,
+                   src: torch.Tensor) -> None:
+        """flat[index[i], name_j] += src[i, j] for every i in order: `flat` is (rows, len(self)),
+        `src` (len(index), len(names)). Each element gets the same additions in the same order
+        whether the names sit side by side (one index_add_ into a view) or not (one per name)."""
+        where = self.at(*names)
+        if isinstance(where, slice):
+            flat[:, where].index_add_(0, index, src)
+        else:
+            for j, p in enumerate(where):
+                flat[:, p].index_add_(0, index, src[:, j])
 
 
 @torch.no_grad()
@@ -99,6 +149,10 @@ def classifier_grad_split(fc: torch.nn.Module, h: torch.Tensor, dlogits: torch.T
 class StepRecorder:
     """A (capacity, C, len(STEP_STATS)) device buffer of per-step per-class sums.
 
+    Its last axis holds `stats` (by default `STEP_STATS`, any order of the same names), addressed
+    through `self.stats` by name; a cross-rank reduction of `buf` names them with `self.stats.names`
+    (`reduce_`).
+
     A step only copies its logits and labels into a device buffer and stores its classifier
     gradient norms; the per-sample statistics and their per-class sums are computed for all the
     buffered steps at once by `settle` (at the flush). On a small model a step is a few
@@ -110,12 +164,16 @@ class StepRecorder:
     LOGIT_BYTES = 64 * 2**20
 
     def __init__(self, n_classes: int, capacity: int, device: torch.device,
-                 samples: SampleRecorder | None = None) -> None:
+                 samples: SampleRecorder | None = None, stats: Sequence[str] | None = None
+                 ) -> None:
+        self.stats = Stats(STEP_STATS if stats is None else stats)
+        if set(self.stats.names) != set(STEP_STATS):
+            raise ValueError(f"stats {self.stats.names} are not an order of {STEP_STATS}")
         self.n_classes = n_classes
         self.samples = samples  # gets each settled step's per-sample values, in order
         self.capacity = capacity
         self.device = device
-        self.buf = torch.zeros(capacity, n_classes, len(STEP_STATS), device=device)
+        self.buf = torch.zeros(capacity, n_classes, len(self.stats), device=device)
         self.steps: list[int] = []
         self.epochs: list[int] = []
         self.lrs: list[float] = []
@@ -150,12 +208,12 @@ class StepRecorder:
         self.slot[self.rows:self.rows + n] = k
         self.rows += n
         row = self.buf[k]
-        given = ([fc_grad.float()] if fc_grad is not None else []) + list(split or ())
-        if given:  # grad_norm, grad_pos, grad_neg: one norm over the stacked (C, D) gradients
-            lo = 6 if fc_grad is not None else 7
-            row[:, lo:lo + len(given)] = torch.stack(given).norm(dim=2).T
+        given = {**({"grad_norm": fc_grad.float()} if fc_grad is not None else {}),
+                 **(dict(zip(("grad_pos", "grad_neg"), split)) if split is not None else {})}
+        if given:  # one norm over the stacked (C, D) gradients
+            row[:, self.stats.at(*given)] = torch.stack(list(given.values())).norm(dim=2).T
         if split is None:
-            row[:, 7:9] = float("nan")
+            row[:, self.stats.at("grad_pos", "grad_neg")] = float("nan")
         self.steps.append(step)
         self.epochs.append(epoch)
         self.lrs.append(lr)
@@ -183,17 +241,25 @@ class StepRecorder:
             return
         y, slot = self.y[:r], self.slot[:r]
         loss, correct, p_true, margin, pred = per_sample_stats(self.logits[:r], y)
-        flat = self.buf.view(-1, len(STEP_STATS))  # row slot * C + class of buf
+        flat = self.buf.view(-1, len(self.stats))  # row slot * C + class of buf
         ones = torch.ones_like(loss)
-        by_true = torch.stack([ones, loss, correct.float(), p_true, margin], 1)
-        flat[:, :5].index_add_(0, slot * self.n_classes + y, by_true)
-        flat[:, 5].index_add_(0, slot * self.n_classes + pred, ones)
+        by_true = {"n": ones, "loss_sum": loss, "correct": correct.float(), "p_true_sum": p_true,
+                   "margin_sum": margin}
+        self.stats.index_add_(flat, tuple(by_true), slot * self.n_classes + y,
+                             torch.stack(list(by_true.values()), 1))
+        self.stats.of(flat, "pred_count").index_add_(0, slot * self.n_classes + pred, ones)
         self.rows = 0
         if self.samples is not None:
             self.samples.fill(loss, correct, p_true)
 
+    def reduce_(self) -> None:
+        """Under torchrun, the buffered steps' sums added up across ranks (the shared gradient
+        norms kept as they are), by this buffer's own names; a no-op in one process."""
+        reduce_stats_(self.buf[:len(self)], self.stats.names, same=SHARED_STATS)
+
     def drain(self) -> dict[str, np.ndarray]:
-        """Host copy of the buffered steps as `steps` table columns; empties the buffer."""
+        """Host copy of the buffered steps as `steps` table columns (in `STEP_STATS` order);
+        empties the buffer."""
         self.settle()
         k, c = len(self.steps), self.n_classes
         arr = self.buf[:k].cpu().numpy().astype(np.float64)
@@ -203,8 +269,8 @@ class StepRecorder:
             "epoch": np.repeat(np.asarray(self.epochs, dtype=np.int32), c),
             "class_id": np.tile(np.arange(c, dtype=np.int32), k),
         }
-        for j, name in enumerate(STEP_STATS):
-            v = arr[:, :, j].reshape(-1)
+        for name in STEP_STATS:
+            v = self.stats.of(arr, name).reshape(-1)
             cols[name] = np.rint(v).astype(np.int64) if name in _INT_STATS else v
         cols["lr"] = np.repeat(np.asarray(self.lrs, dtype=np.float64), c)
         self.steps, self.epochs, self.lrs = [], [], []
@@ -212,6 +278,10 @@ class StepRecorder:
 
 
 # ==== per sample ==================================================================================
+
+SAMPLE_KEYS = Stats(("sample_id", "class_id"))        # the long buffer `keys`
+SAMPLE_VALS = Stats(("correct", "p_true", "loss"))    # the float buffer `vals`
+
 
 class SampleRecorder:
     """Each training sample at each presentation: its id (index into the dataset's original
@@ -233,11 +303,12 @@ class SampleRecorder:
     def record(self, step: int, epoch: int, sample_ids: torch.Tensor, y: torch.Tensor) -> None:
         """Which samples the step presented; their (correct, p_true, loss) come with `fill`."""
         if self.keys is None:
-            self.keys = torch.zeros(self.capacity, len(y), 2, dtype=torch.long, device=self.device)
-            self.vals = torch.zeros(self.capacity, len(y), 3, device=self.device)
+            self.keys = torch.zeros(self.capacity, len(y), len(SAMPLE_KEYS), dtype=torch.long,
+                                    device=self.device)
+            self.vals = torch.zeros(self.capacity, len(y), len(SAMPLE_VALS), device=self.device)
         k = len(self.steps)
-        self.keys[k, :, 0] = sample_ids
-        self.keys[k, :, 1] = y
+        SAMPLE_KEYS.of(self.keys[k], "sample_id")[:] = sample_ids
+        SAMPLE_KEYS.of(self.keys[k], "class_id")[:] = y
         self.steps.append(step)
         self.epochs.append(epoch)
 
@@ -247,8 +318,9 @@ class SampleRecorder:
         holds this recorder calls it when it settles those same steps)."""
         b = self.keys.shape[1]
         k = len(loss) // b
+        terms = {"correct": correct.float(), "p_true": p_true, "loss": loss}
         self.vals[self.filled:self.filled + k] = torch.stack(
-            [correct.float(), p_true, loss], 1).view(k, b, 3)
+            [terms[name] for name in SAMPLE_VALS.names], 1).view(k, b, len(SAMPLE_VALS))
         self.filled += k
 
     def drain(self) -> dict[str, np.ndarray]:
@@ -257,16 +329,19 @@ class SampleRecorder:
         if self.filled != k:
             raise RuntimeError(f"{k - self.filled} steps of samples drained before their values")
         b, w = self.keys.shape[1], world_size()
-        keys = dist_gather(self.keys[:k].reshape(-1, 2)).cpu().numpy()
-        vals = dist_gather(self.vals[:k].reshape(-1, 3)).cpu().numpy().astype(np.float64)
+        keys = dist_gather(self.keys[:k].reshape(-1, len(SAMPLE_KEYS))).cpu().numpy()
+        vals = (dist_gather(self.vals[:k].reshape(-1, len(SAMPLE_VALS))).cpu().numpy()
+                .astype(np.float64))
         # gathered rank by rank; rank r holds positions r*b .. r*b+b-1 of each global batch
         cols = {
             "epoch": np.tile(np.repeat(np.asarray(self.epochs, dtype=np.int32), b), w),
             "step": np.tile(np.repeat(np.asarray(self.steps, dtype=np.int64), b), w),
             "pos": (np.repeat(np.arange(w, dtype=np.int32) * b, k * b)
                     + np.tile(np.arange(b, dtype=np.int32), k * w)),
-            "sample_id": keys[:, 0], "class_id": keys[:, 1].astype(np.int32),
-            "correct": vals[:, 0] > 0.5, "p_true": vals[:, 1], "loss": vals[:, 2],
+            "sample_id": SAMPLE_KEYS.of(keys, "sample_id"),
+            "class_id": SAMPLE_KEYS.of(keys, "class_id").astype(np.int32),
+            "correct": SAMPLE_VALS.of(vals, "correct") > 0.5,
+            "p_true": SAMPLE_VALS.of(vals, "p_true"), "loss": SAMPLE_VALS.of(vals, "loss"),
         }
         self.steps, self.epochs, self.filled = [], [], 0
         return cols
@@ -275,6 +350,8 @@ class SampleRecorder:
 # ==== gradient probes =============================================================================
 
 PROBE_STATS = ("n", "grad_norm", "cos_to_batch", "cos_other")
+# what every rank already holds whole (norms and cosines of DDP-averaged gradients): kept, not added
+PROBE_SHARED = ("grad_norm", "cos_to_batch", "cos_other")
 GROUPS = ("majority", "minority")
 
 
@@ -309,10 +386,14 @@ class GradientProbe:
     gradient's norm, its cosine with the whole-batch gradient and with the other group's gradient.
     """
 
-    def __init__(self, minority: torch.Tensor, capacity: int, device: torch.device) -> None:
+    def __init__(self, minority: torch.Tensor, capacity: int, device: torch.device,
+                 stats: Sequence[str] | None = None) -> None:
+        self.stats = Stats(PROBE_STATS if stats is None else stats)  # the buffer's last axis
+        if set(self.stats.names) != set(PROBE_STATS):
+            raise ValueError(f"stats {self.stats.names} are not an order of {PROBE_STATS}")
         self.minority = minority.to(device=device, dtype=torch.bool)  # (C,) class is minority
         self.capacity = capacity
-        self.buf = torch.zeros(capacity, len(GROUPS), len(PROBE_STATS), device=device)
+        self.buf = torch.zeros(capacity, len(GROUPS), len(self.stats), device=device)
         self.steps: list[int] = []
         self.epochs: list[int] = []
 
@@ -335,31 +416,34 @@ class GradientProbe:
                                .reshape(-1).float() for p in params])
             # a group absent from the (global) batch has exactly no gradient, not a rounding residue
             present = dist_sum_(minor.sum().float().reshape(1)) > 0
-            g = torch.stack([g_maj, (whole - g_maj) * present])  # (2, P), all ranks'
+            share = {"majority": g_maj, "minority": (whole - g_maj) * present}
+            count = {"majority": (~minor).sum(), "minority": minor.sum()}
+            g = torch.stack([share[grp] for grp in GROUPS])  # (2, P), all ranks'
             norms = g.norm(dim=1)
             cos_batch, cos_other = group_cosines(g, whole)
-            row = self.buf[len(self.steps)]
-            row[:, 0] = torch.stack([(~minor).sum(), minor.sum()]).float()
-            row[:, 1] = norms
-            row[:, 2] = cos_batch
-            row[:, 3] = cos_other
+            row = self.buf[len(self.steps)]  # (groups, stats)
+            values = {"n": torch.stack([count[grp] for grp in GROUPS]).float(),
+                      "grad_norm": norms, "cos_to_batch": cos_batch, "cos_other": cos_other}
+            for name in PROBE_STATS:
+                self.stats.of(row, name)[:] = values[name]
         self.steps.append(step)
         self.epochs.append(epoch)
 
     def drain(self) -> dict[str, object]:
         """`probes` table columns (a majority and a minority row per probe); empties the buffer."""
         k = len(self.steps)
-        reduce_stats_(self.buf[:k], PROBE_STATS, same=PROBE_STATS[1:])
+        reduce_stats_(self.buf[:k], self.stats.names, same=PROBE_SHARED)
         arr = self.buf[:k].cpu().numpy().astype(np.float64).reshape(k * len(GROUPS), -1)
         self.buf[:k].zero_()
         cols: dict[str, object] = {
             "step": np.repeat(np.asarray(self.steps, dtype=np.int64), len(GROUPS)),
             "epoch": np.repeat(np.asarray(self.epochs, dtype=np.int32), len(GROUPS)),
             "grp": list(GROUPS) * k,
-            "n": np.rint(arr[:, 0]).astype(np.int64),
+            "n": np.rint(self.stats.of(arr, "n")).astype(np.int64),
         }
-        for j, name in enumerate(PROBE_STATS[1:], 1):
-            cols[name] = nan_to_none(arr[:, j])
+        for name in PROBE_STATS:
+            if name != "n":
+                cols[name] = nan_to_none(self.stats.of(arr, name))
         self.steps, self.epochs = [], []
         return cols
 
@@ -390,6 +474,11 @@ class FeatureSums:
     hh: np.ndarray
 
 
+# The per-class sums of an eval pass, all float64 (C, len(EVAL_SUMS)): sample count, correct count,
+# sums of the loss, of p(true class), of ||h|| (feature_norm = its mean) and of ||h||^2 (in float64)
+EVAL_SUMS = Stats(("n", "correct", "loss_sum", "p_true_sum", "norm_sum", "sq_norm_sum"))
+
+
 def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, n_classes: int,
              batch_size: int = 4096, prepare=None) -> dict[str, np.ndarray]:
     """Per-class n, correct, loss_sum, p_true_sum and mean penultimate feature norm, in eval mode."""
@@ -410,7 +499,7 @@ def evaluate_features(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, 
     was_training = model.training
     model.eval()
     dev = x.device
-    acc = torch.zeros(n_classes, 6, device=dev, dtype=torch.float64)
+    acc = torch.zeros(n_classes, len(EVAL_SUMS), device=dev, dtype=torch.float64)
     dim = model.fc.in_features
     hsum = torch.zeros(n_classes, dim, device=dev, dtype=torch.float64) if features else None
     hh = torch.zeros(dim, dim, device=dev, dtype=torch.float64) if features else None
@@ -423,25 +512,29 @@ def evaluate_features(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, 
         hd = h.double()  # float32 products are exact in float64; its sums round at 1.1e-16
         loss, correct, p_true, _, _ = per_sample_stats(logits, yb)
         # ||h||^2 in float64: within_var = sq/n - ||mu_c||^2 cancels, and a float32 sum of D
-        # squares (D * 6e-8 relative) would leave little of a small class spread
-        stats = torch.cat([torch.stack([torch.ones_like(loss), correct.float(), loss, p_true,
-                                        h.norm(dim=1)], 1).double(),
-                           (hd * hd).sum(1, keepdim=True)], 1)
-        acc.index_add_(0, yb, stats)
+        # squares (D * 6e-8 relative) would leave little of a small class spread. The others
+        # are float32 values, widened exactly.
+        terms = {"n": torch.ones_like(loss), "correct": correct.float(), "loss_sum": loss,
+                 "p_true_sum": p_true, "norm_sum": h.norm(dim=1), "sq_norm_sum": (hd * hd).sum(1)}
+        acc.index_add_(0, yb, torch.stack([terms[k].double() for k in EVAL_SUMS.names], 1))
         if hsum is not None:
             hsum.index_add_(0, yb, hd)
             hh.addmm_(hd.T, hd)  # sum_i h_i h_i^T, one (D, B) @ (B, D) product per batch
     model.train(was_training)
     dist_sum_(acc)
     a = acc.cpu().numpy()
-    n = np.rint(a[:, 0]).astype(np.int64)
+
+    def col(name: str) -> np.ndarray:
+        return EVAL_SUMS.of(a, name)
+
+    n = np.rint(col("n")).astype(np.int64)
     with np.errstate(invalid="ignore", divide="ignore"):
-        feat = np.where(n > 0, a[:, 4] / np.maximum(n, 1), np.nan)
-    rows = {"n": n, "correct": np.rint(a[:, 1]).astype(np.int64), "loss_sum": a[:, 2],
-            "p_true_sum": a[:, 3], "feature_norm": feat}
+        feat = np.where(n > 0, col("norm_sum") / np.maximum(n, 1), np.nan)
+    rows = {"n": n, "correct": np.rint(col("correct")).astype(np.int64),
+            "loss_sum": col("loss_sum"), "p_true_sum": col("p_true_sum"), "feature_norm": feat}
     if hsum is None:
         return rows, None
-    return rows, FeatureSums(n, dist_sum_(hsum).cpu().numpy(), a[:, 5],
+    return rows, FeatureSums(n, dist_sum_(hsum).cpu().numpy(), col("sq_norm_sum"),
                              dist_sum_(hh).cpu().numpy())
 
 

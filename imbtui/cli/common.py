@@ -17,7 +17,9 @@ app = typer.Typer(
          "[bold]imbtui sweep[/bold]), then look at what was recorded: [bold]imbtui browse[/bold] "
          "(the terminal app), [bold]imbtui runs[/bold], [bold]imbtui show RUN[/bold], "
          "[bold]imbtui report[/bold] (the study's three findings), [bold]imbtui query NAME[/bold] "
-         "(named analyses) and [bold]imbtui sql \"SELECT ...\"[/bold].",
+         "(named analyses) and [bold]imbtui sql \"SELECT ...\"[/bold].\n\n"
+         "Docs: README.md, then docs/ (methods.md, analyses.md, app.md, store.md, "
+         "reliability.md, scaling.md, benchmarks.md, development.md).",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,

@@ -17,7 +17,10 @@ from imbtui.cli.common import (Fmt, StoreOpt, UserError, _resolve_run, _store, _
 @app.command()
 def runs(store: StoreOpt = None,
          as_json: Annotated[bool, typer.Option("--json", help="Print a JSON array.")] = False) -> None:
-    """List the runs in the store with their status and final accuracies."""
+    """List the runs in the store with their status and final accuracies.
+
+    Docs: docs/analyses.md
+    """
     from imbtui.console import frame_json, frame_table, out
 
     st = _store(store)
@@ -60,7 +63,10 @@ def show(run: Annotated[str, typer.Argument(help="Run id (or a unique prefix, or
          as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object: the run, "
                                                "its config, classes and groups.")] = False
          ) -> None:
-    """Show one run: its config, class counts and groups, and final per-class and group accuracy."""
+    """Show one run: its config, class counts and groups, and final per-class and group accuracy.
+
+    Docs: docs/analyses.md
+    """
     import json
 
     from imbtui.console import frame_json, frame_table, out
@@ -119,7 +125,10 @@ def sql(query: Annotated[str, typer.Argument(help="A read-only SQL query over th
         fmt: Annotated[Fmt, typer.Option("--format", "-f", help="Output format (json: an array of "
                                          "objects).")] = Fmt.table,
         store: StoreOpt = None) -> None:
-    """Run read-only SQL over the run store (DuckDB dialect)."""
+    """Run read-only SQL over the run store (DuckDB dialect).
+
+    Docs: docs/analyses.md (the views: docs/store.md)
+    """
     from imbtui.console import print_frame
 
     st = _store(store)
@@ -160,7 +169,10 @@ def query(
         "--show-sql", help="Print the analysis's SQL (to copy and change) and exit.")] = False,
     store: StoreOpt = None,
 ) -> None:
-    """Run a named analysis from queries/ (imbtui query --list shows them)."""
+    """Run a named analysis from queries/ (imbtui query --list shows them).
+
+    Docs: docs/analyses.md
+    """
     from imbtui.queries import list_queries, load_query
 
     if list_all:
@@ -276,7 +288,10 @@ def report(
         "run (.png; .pdf and .svg work too).", show_default=False)] = None,
     store: StoreOpt = None,
 ) -> None:
-    """The study's three findings, with numbers, for the given runs (and how they move)."""
+    """The study's three findings, with numbers, for the given runs (and how they move).
+
+    Docs: docs/analyses.md
+    """
     from imbtui.api import RunStore
     from imbtui.console import out, print_frame
     from imbtui.report import changes, findings, legend, table

@@ -15,7 +15,10 @@ def browse(store: StoreOpt = None,
            run: Annotated[Optional[str], typer.Option(
                "--run", help="Open this run (id, unique prefix or name) straight away.",
                show_default=False)] = None) -> None:
-    """Browse, compare and query runs in the terminal app (live runs refresh by themselves)."""
+    """Browse, compare and query runs in the terminal app (live runs refresh by themselves).
+
+    Docs: docs/app.md
+    """
     from imbtui.tui.app import make_app
 
     app_ = make_app(store, open_run=None)
@@ -36,6 +39,8 @@ def doctor(store: StoreOpt = None,
     """Check a run store: damaged parts, bad run.json files, stray files, crashed runs.
 
     Exits 1 while problems remain, 0 when the store is clean.
+
+    Docs: docs/reliability.md
     """
     import json
 
@@ -95,7 +100,10 @@ def export(
     force: Annotated[bool, typer.Option("--force", help="Replace FILE if it exists.")] = False,
     store: StoreOpt = None,
 ) -> None:
-    """Write selected runs into one standalone DuckDB database file, for sharing or other tools."""
+    """Write selected runs into one standalone DuckDB database file, for sharing or other tools.
+
+    Docs: docs/reliability.md
+    """
     from imbtui.console import out
     from imbtui.store.export import export_duckdb
 

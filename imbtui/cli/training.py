@@ -28,6 +28,8 @@ def train(
     --seed draws the initialisation, the batch order and the augmentation; --subset-seed (default 0)
     alone draws which samples the long-tailed subset keeps, so runs that differ only in --seed train
     on the same samples. The run's config records both, and --cb-reduction.
+
+    Docs: docs/methods.md (torchrun: docs/scaling.md)
     """
     import contextlib
 
@@ -95,7 +97,10 @@ def data(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
     **options: Any,
 ) -> None:
-    """Show a long-tailed dataset's class counts, groups and test counts, without training."""
+    """Show a long-tailed dataset's class counts, groups and test counts, without training.
+
+    Docs: docs/methods.md
+    """
     import json
 
     import polars as pl
@@ -215,6 +220,8 @@ def sweep(
     [bold]--emit slurm --store /shared/runs --out sweep.sbatch[/bold] writes the grid as a Slurm
     array job (one task per run; -j N lets at most N run at once) to submit with [bold]sbatch
     sweep.sbatch[/bold] and watch with [bold]imbtui browse --store /shared/runs[/bold].
+
+    Docs: docs/methods.md (Slurm: docs/scaling.md)
     """
     from imbtui.console import err, frame_table, out
     from imbtui.store import resolve_store

@@ -214,8 +214,9 @@ def store_reference() -> str:
 
 
 def views_table() -> str:
-    """The README's table of every view: what one row is and its columns (the block between the
-    README's `<!-- views -->` markers; tests/test_store_reference.py holds the two together)."""
+    """The table of every view, what one row is and its columns: the block between the
+    `<!-- views -->` markers of docs/analyses.md (tests/test_store_reference.py holds the two
+    together)."""
     rows = ["| view | one row per | columns |", "|---|---|---|",
             f"| `runs` | run | {', '.join(c for c in RUN_COLUMNS if c != 'run_id')} |"]
     for table, columns in TABLES.items():

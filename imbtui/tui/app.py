@@ -10,7 +10,7 @@ from textual.screen import Screen
 from textual.worker import Worker, WorkerState
 
 from imbtui.store import resolve_store
-from imbtui.tui.data import StoreSession
+from imbtui.tui.data.session import StoreSession
 from imbtui.tui.sample import sample_store
 from imbtui.tui.screens.runs import RunsScreen
 

@@ -8,7 +8,9 @@ from typing import Any
 import polars as pl
 from textual.message import Message
 
-from imbtui.tui.data import QueryResult, RunCurves, Series
+from imbtui.tui.data.curves import RunCurves
+from imbtui.tui.data.metrics import Series
+from imbtui.tui.data.sqlscreen import QueryResult
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""Save each screen of `imbtui browse` as the SVG screenshot Textual itself draws (for the README).
+"""Save each screen of `imbtui browse` as the SVG screenshot Textual itself draws (for docs/app.md).
 
     python -m imbtui.tui.screenshots docs/screens [--store DIR] [--size 100x32]
 
@@ -17,7 +17,7 @@ from textual.pilot import Pilot
 from textual.worker import WorkerCancelled
 
 from imbtui.tui.app import ImbtuiApp, make_app
-from imbtui.tui.data import StoreSession
+from imbtui.tui.data.session import StoreSession
 from imbtui.tui.sample import sample_store
 
 

@@ -11,16 +11,9 @@ from textual.containers import Horizontal, VerticalScroll
 from textual.screen import Screen
 from textual.widgets import Footer, Header, Label
 
-from imbtui.tui.data import (
-    GROUPS,
-    METRICS,
-    Series,
-    StoreSession,
-    ema,
-    group_curves,
-    run_meta,
-    y_range,
-)
+from imbtui.tui.data.curves import group_curves, run_meta
+from imbtui.tui.data.metrics import GROUPS, METRICS, Series, ema, y_range
+from imbtui.tui.data.session import StoreSession
 from imbtui.tui.messages import CompareLoaded
 from imbtui.tui.widgets import CompareRow
 from imbtui.tui.widgets.runs_table import STATUS, method

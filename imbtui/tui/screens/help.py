@@ -8,7 +8,7 @@ from textual.containers import VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Markdown
 
-from imbtui.tui.data import METRICS
+from imbtui.tui.data.metrics import METRICS
 
 KEYS = """\
 # imbtui browse

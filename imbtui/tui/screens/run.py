@@ -12,18 +12,9 @@ from textual.containers import Horizontal, VerticalScroll
 from textual.screen import Screen
 from textual.widgets import Footer, Header, Label
 
-from imbtui.tui.data import (
-    CLASS_METRICS,
-    GROUPS,
-    METRIC,
-    METRICS,
-    RunCurves,
-    StoreSession,
-    ema,
-    last_value,
-    load_run,
-    y_range,
-)
+from imbtui.tui.data.curves import RunCurves, load_run
+from imbtui.tui.data.metrics import CLASS_METRICS, GROUPS, METRIC, METRICS, ema, last_value, y_range
+from imbtui.tui.data.session import StoreSession
 from imbtui.tui.messages import RunLoaded
 from imbtui.tui.widgets import ClassCountChart, ClassCurves, ClassLine, ConfigPanel, MetricRow
 from imbtui.tui.widgets.runs_table import SPINNER

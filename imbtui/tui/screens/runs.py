@@ -11,7 +11,8 @@ from textual.binding import Binding
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Input, Label
 
-from imbtui.tui.data import delete_run, quick_runs_table, runs_table
+from imbtui.store import delete_run
+from imbtui.tui.data.session import quick_runs_table, runs_table
 from imbtui.tui.messages import RunDeleted, RunsLoaded
 from imbtui.tui.widgets.runs_table import SORT_KEYS, RunsTable, method, row_cells, sort_value
 

@@ -21,7 +21,7 @@ from textual.widgets import Footer, Header, Label
 
 from imbtui.errors import UserError
 from imbtui.queries import NamedQuery, get_query, list_queries
-from imbtui.tui.data import MAX_RESULT_ROWS, QueryResult, export_frame, run_query
+from imbtui.tui.data.sqlscreen import MAX_RESULT_ROWS, QueryResult, export_frame, run_query
 from imbtui.tui.messages import ExportDone, QueryDone, QueryFailed
 from imbtui.tui.widgets.query_editor import QueryEditor
 from imbtui.tui.widgets.results_table import ResultsTable

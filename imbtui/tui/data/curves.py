@@ -1,0 +1,396 @@
+"""One run's curves, downsampled in DuckDB to the width they are drawn at.
+
+Steps (or epochs) are bucketed with `floor(step * $width / $span)`, so a 20,000-step run never
+reaches Python as 20,000 rows. Every accuracy, loss and confidence comes from the store's semantic
+layer (imbtui/store/semantic.py): per class, the bucket's sums divided (class_buckets,
+class_results); per group, the mean over the group's classes (group_buckets, group_results), the
+definition every command uses. Values go in as DuckDB parameters (`$run`, `$width`, `$span`); only
+the axis column (`step` or `epoch`) is written into the SQL text, by the functions below.
+No Textual here: these run in thread workers, benchmarks and tests.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import duckdb
+import polars as pl
+
+from imbtui.queries import get_query
+from imbtui.tui.data.forgetting import forgetting_counts
+from imbtui.tui.data.metrics import METRICS, Series, forward_fill
+
+Axis = Literal["step", "epoch"]
+
+
+@dataclass
+class RunCurves:
+    """Everything the run screen draws, at one width and resolution."""
+
+    run_id: str
+    resolution: str
+    width: int
+    meta: dict[str, Any]
+    groups: dict[str, dict[str, Series]]          # metric -> grp -> series
+    classes: pl.DataFrame                         # per class: counts, rank, final accuracies
+    class_curves: dict[int, Series] = field(default_factory=dict)
+    class_metric: str = "train_acc"
+
+
+# ==== SQL fragments and statements ================================================================
+
+def bucket(column: str) -> str:
+    """SQL for the bucket `column` (a step or an epoch, maybe table-qualified) falls in: one of
+    `$width` equal slices of `$span`, the last one taking anything at or past the end."""
+    return f"least(floor({column} * $width / $span), $width - 1)::BIGINT"
+
+
+# The classifier-row gradient split (steps.grad_pos / grad_neg) summed over the rows that carry it:
+# a run recorded without the split stores NaN (older parts: NULL), which would poison a sum.
+GRAD_SPLIT = ("sum(s.grad_pos) FILTER (WHERE isfinite(s.grad_pos + s.grad_neg)) AS g_pos, "
+              "sum(s.grad_neg) FILTER (WHERE isfinite(s.grad_pos + s.grad_neg)) AS g_neg")
+
+STEP_GROUP_SQL = f"""
+WITH per_step AS (
+    SELECT s.step, c.grp, sum(s.n) AS n, sum(s.pred_count) AS pred_count,
+           sqrt(sum(s.grad_norm * s.grad_norm)) AS grad, {GRAD_SPLIT}
+    FROM steps s JOIN classes c ON c.run_id = s.run_id AND c.class_id = s.class_id
+    WHERE s.run_id = $run AND c.run_id = $run
+    GROUP BY s.step, c.grp
+), b AS (
+    SELECT grp, {bucket("step")} AS bucket, sum(n) AS n,
+           sum(pred_count) AS pred_count, avg(grad) AS grad,
+           sum(g_pos) AS g_pos, sum(g_neg) AS g_neg
+    FROM per_step GROUP BY ALL
+)
+SELECT b.grp, b.bucket, g.acc AS train_acc, g.loss, g.p_true AS confidence, g.margin,
+       b.grad AS grad_norm,
+       b.pred_count / nullif(sum(b.n) OVER (PARTITION BY b.bucket), 0) AS pred_share,
+       b.g_pos / nullif(b.g_pos + b.g_neg, 0) AS grad_own
+FROM b LEFT JOIN group_buckets($run, $width, $span) g USING (grp, bucket)
+ORDER BY b.grp, b.bucket
+"""
+
+# Per epoch (the eval passes' rows), bucketed on the epoch axis.
+EPOCH_STEPS_SQL = f"""
+WITH per_step AS (
+    SELECT s.epoch, s.step, c.grp, sum(s.n) AS n, sum(s.pred_count) AS pred_count,
+           sqrt(sum(s.grad_norm * s.grad_norm)) AS grad, sum(s.margin_sum) AS margin_sum,
+           {GRAD_SPLIT}
+    FROM steps s JOIN classes c ON c.run_id = s.run_id AND c.class_id = s.class_id
+    WHERE s.run_id = $run AND c.run_id = $run
+    GROUP BY ALL
+), b AS (
+    SELECT grp, {bucket("epoch")} AS bucket, sum(n) AS n,
+           sum(pred_count) AS pred_count, avg(grad) AS grad, sum(margin_sum) AS margin_sum,
+           sum(g_pos) AS g_pos, sum(g_neg) AS g_neg
+    FROM per_step GROUP BY ALL
+)
+SELECT grp, bucket, grad AS grad_norm, margin_sum / nullif(n, 0) AS margin,
+       pred_count / nullif(sum(n) OVER (PARTITION BY bucket), 0) AS pred_share,
+       g_pos / nullif(g_pos + g_neg, 0) AS grad_own
+FROM b ORDER BY grp, bucket
+"""
+
+
+def epoch_group_sql(axis: Axis) -> str:
+    """Per group and split: accuracy, loss and confidence (group_results) and the classifier and
+    feature norms of the eval passes, each epoch's point placed on `axis`."""
+    return f"""
+WITH g AS (
+    SELECT grp, split, {bucket(axis)} AS bucket,
+           avg(acc) AS acc, avg(loss) AS loss, avg(p_true) AS confidence
+    FROM group_results WHERE run_id = $run AND grp <> 'all'
+    GROUP BY ALL
+), norms AS (
+    SELECT c.grp, e.split, {bucket("e." + axis)} AS bucket,
+           avg(e.weight_norm) AS weight_norm,
+           sum(e.feature_norm * e.n) / nullif(sum(e.n) FILTER (WHERE e.feature_norm IS NOT NULL),
+                                              0) AS feature_norm
+    FROM epochs e JOIN classes c ON c.run_id = e.run_id AND c.class_id = e.class_id
+    WHERE e.run_id = $run AND c.run_id = $run
+    GROUP BY ALL
+)
+SELECT * FROM g FULL JOIN norms USING (grp, split, bucket) ORDER BY ALL
+"""
+
+
+def probe_sql(axis: Axis) -> str:
+    """Per group: the gradient probes' full-model norm and cosine to the whole batch."""
+    return f"""
+SELECT grp, {bucket(axis)} AS bucket, avg(grad_norm) AS probe_grad,
+       avg(cos_to_batch) AS probe_cos
+FROM probes WHERE run_id = $run GROUP BY ALL ORDER BY ALL
+"""
+
+
+# Feature geometry, from the eval pass over the training set (geometry rows carry the step the
+# epoch ended at, like epochs rows, so a step axis places them where the epochs' points are).
+# within_rel leaves out epoch 0: the untrained network's features have no class structure (an order
+# of magnitude above the trained epochs' on the default run) and would flatten them on a shared
+# axis.
+def geometry_sql(axis: Axis) -> str:
+    """Per group: mean within/between ratio of its classes, and its classifier rows' cosine."""
+    return f"""
+WITH nc AS (
+    SELECT c.grp, g.epoch, g.step,
+           avg(g.within_rel) FILTER (WHERE isfinite(g.within_rel)) AS within_rel
+    FROM geometry g JOIN classes c ON c.run_id = g.run_id AND c.class_id = g.class_id
+    WHERE g.run_id = $run AND c.run_id = $run AND g.split = 'train' AND g.epoch > 0
+    GROUP BY ALL
+), wc AS (
+    SELECT epoch, step, unnest(['majority', 'minority']) AS grp,
+           unnest([w_majority_cos, w_minority_cos]) AS w_cos
+    FROM geometry_summary WHERE run_id = $run AND split = 'train'
+)
+SELECT grp, {bucket(axis)} AS bucket,
+       avg(within_rel) AS within_rel, avg(w_cos) FILTER (WHERE isfinite(w_cos)) AS w_cos
+FROM nc FULL JOIN wc USING (grp, epoch, step)
+GROUP BY ALL ORDER BY ALL
+"""
+
+
+def class_geometry_sql(axis: Axis) -> str:
+    """Per class: its within/between ratio (from epoch 1, as for the groups)."""
+    return f"""
+SELECT class_id, {bucket(axis)} AS bucket,
+       avg(within_rel) FILTER (WHERE isfinite(within_rel)) AS within_rel
+FROM geometry WHERE run_id = $run AND split = 'train' AND epoch > 0
+GROUP BY ALL ORDER BY ALL
+"""
+
+
+FORGET_TABLE = "_imbtui_forget"  # the run's cached forgetting counts, registered for one query
+
+
+def forget_group_sql(axis: Axis) -> str:
+    """Per group: forgetting events over the presentations that have a previous one."""
+    return f"""
+SELECT c.grp, {bucket("f." + axis)} AS bucket,
+       sum(f.forgets) / nullif(sum(f.eligible), 0) AS forgetting
+FROM {FORGET_TABLE} f JOIN classes c ON c.class_id = f.class_id AND c.run_id = $run
+GROUP BY ALL ORDER BY ALL
+"""
+
+
+def forget_class_sql(axis: Axis) -> str:
+    """Per class: forgetting events over the presentations that have a previous one."""
+    return f"""
+SELECT class_id, {bucket(axis)} AS bucket,
+       sum(forgets) / nullif(sum(eligible), 0) AS forgetting
+FROM {FORGET_TABLE} GROUP BY ALL ORDER BY ALL
+"""
+
+
+CLASS_STEP_SQL = f"""
+WITH b AS (
+    SELECT class_id, {bucket("step")} AS bucket, sum(n) AS n,
+           sum(pred_count) AS pred_count, avg(grad_norm) AS grad_norm, {GRAD_SPLIT}
+    FROM steps s WHERE run_id = $run GROUP BY ALL
+)
+SELECT b.class_id, b.bucket, k.acc AS train_acc, k.loss, k.p_true AS confidence, b.grad_norm,
+       b.pred_count / nullif(sum(b.n) OVER (PARTITION BY b.bucket), 0) AS pred_share,
+       b.g_pos / nullif(b.g_pos + b.g_neg, 0) AS grad_own
+FROM b LEFT JOIN class_buckets($run, $width, $span) k USING (class_id, bucket)
+ORDER BY ALL
+"""
+
+CLASS_EPOCH_STEPS_SQL = f"""
+WITH b AS (
+    SELECT class_id, {bucket("epoch")} AS bucket, sum(n) AS n,
+           sum(pred_count) AS pred_count, avg(grad_norm) AS grad_norm, {GRAD_SPLIT}
+    FROM steps s WHERE run_id = $run GROUP BY ALL
+)
+SELECT class_id, bucket, grad_norm, pred_count / nullif(sum(n) OVER (PARTITION BY bucket), 0)
+       AS pred_share, g_pos / nullif(g_pos + g_neg, 0) AS grad_own
+FROM b ORDER BY ALL
+"""
+
+
+def class_epoch_sql(axis: Axis) -> str:
+    """Per class and split: accuracy, loss and confidence (class_results), and the eval passes'
+    classifier and feature norms."""
+    return f"""
+SELECT k.class_id, k.split, {bucket("k." + axis)} AS bucket,
+       avg(k.acc) AS acc, avg(k.loss) AS loss, avg(k.p_true) AS confidence,
+       avg(e.weight_norm) AS weight_norm, avg(e.feature_norm) AS feature_norm
+FROM class_results k
+JOIN epochs e USING (run_id, epoch, split, class_id)
+WHERE k.run_id = $run GROUP BY ALL ORDER BY ALL
+"""
+
+
+# ==== from rows to series =========================================================================
+
+def _axis(resolution: str) -> Axis:
+    """The column a resolution buckets on: `step`, or `epoch` for anything else."""
+    return "step" if resolution == "step" else "epoch"
+
+
+# The x-axis runs to the run's planned total, or further where the record already went past it.
+_EPOCH_SPAN_SQL = """
+SELECT greatest(coalesce(max(r.epochs), 0),
+                coalesce((SELECT max(epoch) FROM epochs WHERE run_id = $run), 0))
+FROM runs r WHERE r.run_id = $run
+"""
+_STEP_SPAN_SQL = """
+SELECT greatest(coalesce(max(r.total_steps), 0),
+                coalesce((SELECT max(step) + 1 FROM steps WHERE run_id = $run), 0))
+FROM runs r WHERE r.run_id = $run
+"""
+
+
+def _span(cur: duckdb.DuckDBPyConnection, run_id: str, resolution: str) -> int:
+    """Length of the x-axis: the run's planned total (a live run's curve grows left to right)."""
+    if resolution == "epoch":
+        row = cur.sql(_EPOCH_SPAN_SQL, params={"run": run_id}).fetchall()[0]
+        return int(row[0] or 0) + 1  # epoch 0 is the untrained network
+    row = cur.sql(_STEP_SPAN_SQL, params={"run": run_id}).fetchall()[0]
+    return max(1, int(row[0] or 0))
+
+
+def _params(cur: duckdb.DuckDBPyConnection, run_id: str, width: int,
+            resolution: str) -> dict[str, Any]:
+    """`$run`, `$span` and `$width` for one run's curves (never more buckets than points: the
+    widget stretches a short series)."""
+    span = _span(cur, run_id, resolution)
+    return {"run": run_id, "width": max(1, min(width, span)), "span": span}
+
+
+def _place(rows: list[tuple[Any, ...]], width: int) -> Series:
+    """(bucket, value) rows -> a width-long series with gaps where no bucket had data."""
+    out: Series = [None] * width
+    for b, v in rows:
+        if b is not None and 0 <= b < width and v is not None and math.isfinite(v):
+            out[int(b)] = float(v)
+    return out
+
+
+def _collect(frame: pl.DataFrame, metrics: tuple[str, ...], width: int,
+             into: dict[str, dict[Any, Series]], key: str = "grp", fill: bool = False) -> None:
+    """Add `frame`'s series of each of `metrics`, one per value of `key` (a group or a class id),
+    to `into`; `fill` carries per-epoch points across a step axis."""
+    for grp in frame[key].unique().to_list():
+        part = frame.filter(pl.col(key) == grp)
+        for m in metrics:
+            if m not in part.columns or part[m].null_count() == part.height:
+                continue
+            series = _place(list(zip(part["bucket"].to_list(), part[m].to_list())), width)
+            into.setdefault(m, {})[grp] = forward_fill(series) if fill else series
+
+
+def _forgetting(cur: duckdb.DuckDBPyConnection, run_id: str, sql: str,
+                params: dict[str, Any]) -> pl.DataFrame | None:
+    """`sql` (forget_group_sql or forget_class_sql) over the run's cached counts; None if none."""
+    counts = forgetting_counts(cur, run_id)
+    if counts.height == 0:
+        return None
+    cur.register(FORGET_TABLE, counts)
+    try:
+        return cur.sql(sql, params=params).pl()
+    finally:
+        cur.unregister(FORGET_TABLE)
+
+
+# ==== what the screens call =======================================================================
+
+def group_curves(cur: duckdb.DuckDBPyConnection, run_id: str, width: int,
+                 resolution: str = "step") -> dict[str, dict[str, Series]]:
+    """metric -> {'majority': series, 'minority': series}, each `width` buckets long."""
+    params = _params(cur, run_id, width, resolution)
+    width, axis, by_step = params["width"], _axis(resolution), resolution == "step"
+    out: dict[str, dict[Any, Series]] = {}
+    epochs = cur.sql(epoch_group_sql(axis), params=params).pl()
+    if by_step:
+        steps = cur.sql(STEP_GROUP_SQL, params=params).pl()
+        _collect(steps, ("train_acc", "loss", "confidence", "margin", "grad_norm", "pred_share",
+                         "grad_own"), width, out)
+    else:
+        train = epochs.filter(pl.col("split") == "train").rename({"acc": "train_acc"})
+        _collect(train, ("train_acc", "loss", "confidence"), width, out)
+        steps = cur.sql(EPOCH_STEPS_SQL, params=params).pl()
+        _collect(steps, ("grad_norm", "margin", "pred_share", "grad_own"), width, out)
+    test = epochs.filter(pl.col("split") == "test").rename({"acc": "test_acc"})
+    _collect(test, ("test_acc",), width, out, fill=by_step)
+    train_eval = epochs.filter(pl.col("split") == "train")
+    _collect(train_eval, ("weight_norm", "feature_norm"), width, out, fill=by_step)
+    probes = cur.sql(probe_sql(axis), params=params).pl()
+    _collect(probes, ("probe_grad", "probe_cos"), width, out, fill=False)
+    geometry = cur.sql(geometry_sql(axis), params=params).pl()
+    _collect(geometry, ("within_rel", "w_cos"), width, out, fill=by_step)
+    forgetting = _forgetting(cur, run_id, forget_group_sql(axis), params)
+    if forgetting is not None:
+        _collect(forgetting, ("forgetting",), width, out, fill=by_step)
+    return {m.key: out[m.key] for m in METRICS if m.key in out}
+
+
+# Per-class metrics that exist only per epoch (the eval passes), at either resolution.
+_EPOCH_ONLY = ("test_acc", "weight_norm", "feature_norm")
+# Per-class metrics read from the eval pass over the training set at epoch resolution.
+_EVAL_AT_EPOCH = ("train_acc", "loss", "confidence")
+
+
+def _class_frame(cur: duckdb.DuckDBPyConnection, metric: str, resolution: str,
+                 params: dict[str, Any]) -> pl.DataFrame | None:
+    """Per class and bucket, a column named `metric` (None: the run recorded nothing for it)."""
+    axis = _axis(resolution)
+    if metric == "within_rel":
+        return cur.sql(class_geometry_sql(axis), params=params).pl()
+    if metric == "forgetting":
+        return _forgetting(cur, params["run"], forget_class_sql(axis),
+                           {"width": params["width"], "span": params["span"]})
+    if metric in _EPOCH_ONLY or (resolution == "epoch" and metric in _EVAL_AT_EPOCH):
+        frame = cur.sql(class_epoch_sql(axis), params=params).pl()
+        split = "test" if metric == "test_acc" else "train"
+        return frame.filter(pl.col("split") == split).rename(
+            {"acc": metric} if metric.endswith("_acc") else {})
+    sql = CLASS_STEP_SQL if resolution == "step" else CLASS_EPOCH_STEPS_SQL
+    return cur.sql(sql, params=params).pl()
+
+
+def class_curves(cur: duckdb.DuckDBPyConnection, run_id: str, width: int, metric: str,
+                 resolution: str = "step") -> dict[int, Series]:
+    """class_id -> one series of `metric` for that class alone."""
+    params = _params(cur, run_id, width, resolution)
+    frame = _class_frame(cur, metric, resolution, params)
+    # Per-epoch points are carried across a step axis; per-step ones already fill it.
+    per_epoch = metric in ("within_rel", "forgetting", *_EPOCH_ONLY)
+    out: dict[str, dict[Any, Series]] = {}
+    if frame is not None:
+        _collect(frame, (metric,), params["width"], out, key="class_id",
+                 fill=resolution == "step" and per_epoch)
+    return {int(k): v for k, v in out.get(metric, {}).items()}
+
+
+def class_finals(cur: duckdb.DuckDBPyConnection, run_id: str) -> pl.DataFrame:
+    """Per class, largest first: counts, group, and final-epoch train / test accuracy and gap (the
+    generalisation_gap analysis, over the class_results view)."""
+    gap = get_query("generalisation_gap")
+    return cur.sql(f"""
+        WITH g AS ({gap.sql}
+        )
+        SELECT c.class_id, c.class_name, c.train_count, c.test_count, c.rank, c.grp, c.shot,
+               g.train_acc, g.test_acc, g.gap
+        FROM classes c LEFT JOIN g ON g.class_id = c.class_id
+        WHERE c.run_id = $run
+        ORDER BY c.rank, c.class_id""", params={"run": run_id, "runs": [run_id]}).pl()
+
+
+def run_meta(cur: duckdb.DuckDBPyConnection, run_id: str) -> dict[str, Any]:
+    """The run's row of the `runs` view as a dict ({} when the run is not in the store)."""
+    rows = cur.sql("SELECT * FROM runs WHERE run_id = $run", params={"run": run_id}).pl()
+    return rows.row(0, named=True) if rows.height else {}
+
+
+def load_run(cur: duckdb.DuckDBPyConnection, run_id: str, width: int, resolution: str = "step",
+             class_metric: str = "train_acc", class_width: int | None = None) -> RunCurves:
+    """Everything the run screen needs, in one worker call."""
+    return RunCurves(run_id=run_id, resolution=resolution, width=width,
+                     meta=run_meta(cur, run_id),
+                     groups=group_curves(cur, run_id, width, resolution),
+                     classes=class_finals(cur, run_id),
+                     class_curves=class_curves(cur, run_id, class_width or width, class_metric,
+                                               resolution),
+                     class_metric=class_metric)
