@@ -30,7 +30,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from trainer.distributed import dist_gather, dist_sum_, eval_shard, rank, reduce_stats_, world_size
+from trainer.distributed import dist_gather, dist_sum_, eval_shard, reduce_stats_, world_size
 from trainer.models import NormedLinear
 
 STEP_STATS = ("n", "loss_sum", "correct", "p_true_sum", "margin_sum", "pred_count", "grad_norm",

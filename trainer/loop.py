@@ -1,18 +1,19 @@
-"""The training loop: one flat loop, a comment per phase, tiny helpers.
+"""The training loop, top to bottom: data, model, optimiser, then epochs of one short step each.
 
-The dataset sits on the device as whole tensors; each epoch draws a device-side permutation and slices
-it into batches. Per-class step dynamics accumulate in a device buffer (trainer.dynamics) and reach the
-sink once per flush; per-epoch evaluations of the training set (eval mode, no augmentation) and the
-balanced test set follow every epoch, and epoch 0 records the untrained network. `dynamics="full"`
-adds each sample's presentations and the gradient probes (written once per epoch) and the feature
-geometry of every evaluation. Two seeds: `subset_seed` picks which samples the long-tailed subset keeps
-(`training_subset`), `seed` the initialisation, the batch order and the augmentation.
+The dataset sits on the device as whole tensors; each epoch draws a device-side permutation and
+slices it into batches. What is recorded (`dynamics`: off, minimal, full) is the recorder's business
+(trainer.recording): the loop calls the same recorder methods whatever it records, so the step has
+no recording branches. Per-epoch evaluations of the training set (eval mode, no augmentation) and
+the balanced test set follow every epoch, and epoch 0 evaluates the untrained network. Two seeds:
+`subset_seed` picks which samples the long-tailed subset keeps (`training_subset`), `seed` the
+initialisation, the batch order and the augmentation.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import math
 import time
 from collections.abc import Callable
@@ -24,14 +25,12 @@ import torch
 
 from trainer import distributed
 from trainer.augment import Augment, normalizer
-from trainer.data import (ArrayDataset, DataError, class_table, dataset_counts, load_dataset,
-                          long_tailed_indices)
-from trainer.dynamics import (SHARED_STATS, STEP_STATS, GradientProbe, SampleRecorder,
-                              StepRecorder, WithFeatures, classifier_grad_split, classifier_rows,
-                              evaluate_features, geometry_tables)
-from trainer.losses import DEFAULTS as LOSS_DEFAULTS
-from trainer.losses import build_loss
-from trainer.models import build_model, n_params
+from trainer.data import (ArrayDataset, ClassInfo, DataError, class_table, dataset_counts,
+                          load_dataset, long_tailed_indices)
+from trainer.dynamics import WithFeatures, evaluate_features
+from trainer.losses import build_loss, classifier_scale
+from trainer.models import Classifier, build_model, n_params
+from trainer.recording import Diverged, Recorder, Subject, make_recorder
 from trainer.samplers import Sampler
 from trainer.config import (CIFAR_LT, DYNAMICS, RECIPES, SCHEDULES, TrainConfig,  # noqa: F401
                             check_config, resolve_config)
@@ -51,17 +50,11 @@ def check_run(cfg: TrainConfig, load: Callable[..., Any] = load_dataset) -> list
     counts = dataset_counts(ds, cfg.ratio, cfg.profile, cfg.minority_fraction)
     if cfg.batch_size > sum(counts):
         raise DataError(f"--batch-size {cfg.batch_size} exceeds the {sum(counts)} training samples")
-    build_model(cfg.resolved_model(), tuple(ds.x_train.shape[1:]), ds.n_classes)
+    build_model(cfg.resolved_model(), tuple(ds.x_train.shape[1:]), ds.n_classes,
+                scale=classifier_scale(cfg.loss, cfg.loss_params))
     build_loss(cfg.loss, counts, torch.device("cpu"), cfg.drw, cfg.cb_reduction,
                **cfg.loss_params)
     return counts
-
-
-class Diverged(RuntimeError):
-    def __init__(self, step: int, kept: int | None = None) -> None:
-        super().__init__(f"loss became NaN or infinite at step {step}")
-        self.step = step
-        self.kept = step + 1 if kept is None else kept  # steps whose rows the store keeps
 
 
 class Hooks:
@@ -141,6 +134,179 @@ def code_version() -> str:
         return "unknown"
 
 
+# ==== data ========================================================================================
+
+@dataclass
+class Data:
+    """The run's data, on the device: the long-tailed training set and the balanced test set."""
+
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+    sample_ids: torch.Tensor  # row of x_train -> row of the dataset's training arrays
+    counts: list[int]
+    n_classes: int
+    classes: list[ClassInfo]
+    groups: np.ndarray        # (C,) each class's group: "majority" or "minority"
+    steps_per_epoch: int
+    total_steps: int
+    # a raw batch -> model input: images stay uint8 on the device and are normalised per batch
+    # (after crop/flip in training); other data as is
+    prepare: Callable[[torch.Tensor], torch.Tensor]
+
+
+def load_data(cfg: TrainConfig, device: torch.device) -> Data:
+    """The long-tailed training set and the balanced test set, all on the device."""
+    ds = load_dataset(cfg.dataset, cfg.data_dir)
+    counts, idx = training_subset(cfg, ds)
+    x_train = torch.from_numpy(ds.x_train[idx]).to(device)
+    y_train = torch.from_numpy(ds.y_train[idx]).to(device)
+    x_test = torch.from_numpy(ds.x_test).to(device)
+    y_test = torch.from_numpy(ds.y_test).to(device)
+    classes = class_table(counts, ds.test_sizes(), ds.class_names, cfg.profile,
+                          cfg.minority_fraction)
+    n_train = len(y_train)
+    if cfg.batch_size > n_train:
+        raise DataError(f"--batch-size {cfg.batch_size} exceeds the {n_train} training samples")
+    steps_per_epoch = n_train // cfg.batch_size  # drop the last partial batch: equal steps
+    total_steps = cfg.epochs * steps_per_epoch
+    if cfg.max_steps is not None:
+        total_steps = min(total_steps, cfg.max_steps)
+    prepare = (normalizer(ds.meta["mean"], ds.meta["std"], device, cfg.channels_last)
+               if cfg.dataset in IMAGE_DATASETS else _as_is)
+    return Data(x_train, y_train, x_test, y_test, torch.from_numpy(idx).to(device), counts,
+                ds.n_classes, classes, np.array([c.grp for c in classes]), steps_per_epoch,
+                total_steps, prepare)
+
+
+def _as_is(x: torch.Tensor) -> torch.Tensor:
+    return x
+
+
+def training_subset(cfg: TrainConfig, ds: ArrayDataset) -> tuple[list[int], np.ndarray]:
+    """The profile's class counts and the indices (rows of ds's training arrays) of the long-tailed
+    subset. Drawn with cfg.subset_seed alone: cfg.seed (initialisation, batch order) plays no part,
+    so runs that differ only in their seed train on the same samples."""
+    counts = dataset_counts(ds, cfg.ratio, cfg.profile, cfg.minority_fraction)
+    return counts, long_tailed_indices(ds.y_train, counts, cfg.subset_seed)
+
+
+# ==== model, objective, optimiser =================================================================
+
+def make_model(cfg: TrainConfig, data: Data, device: torch.device
+               ) -> tuple[Classifier, torch.nn.Module]:
+    """The model, its classifier the one the loss asks for (trainer.losses.classifier_scale), and
+    its training forward, which returns (features, logits): under torchrun wrapped in DDP
+    (gradients averaged), with --compile compiled."""
+    model = build_model(cfg.resolved_model(), tuple(data.x_train.shape[1:]), data.n_classes,
+                        scale=classifier_scale(cfg.loss, cfg.loss_params)).to(device)
+    if cfg.dataset in IMAGE_DATASETS and cfg.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    forward = distributed.wrap(WithFeatures(model), device)
+    return model, torch.compile(forward) if cfg.compile else forward
+
+
+def make_optimizer(cfg: TrainConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
+    return torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
+                           weight_decay=cfg.weight_decay)
+
+
+def autocast(cfg: TrainConfig, device: torch.device
+             ) -> Callable[[], contextlib.AbstractContextManager]:
+    """The forward passes' precision: bfloat16 autocast with --bf16, else float32 as is."""
+    if cfg.bf16:
+        return functools.partial(torch.autocast, device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext
+
+
+@dataclass
+class Training:
+    """What a step and an evaluation need."""
+
+    cfg: TrainConfig
+    data: Data
+    model: Classifier
+    forward: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]  # -> (features, logits)
+    criterion: Callable[[torch.Tensor, torch.Tensor, int], torch.Tensor]
+    opt: torch.optim.Optimizer
+    gen: torch.Generator
+    augment: Augment
+    autocast: Callable[[], contextlib.AbstractContextManager]
+    eval_batch: int
+
+
+# ==== evaluation ==================================================================================
+
+def evaluate_epoch(run: Training, recorder: Recorder, epoch: int, step: int) -> dict[str, float]:
+    """Eval passes over the training set (eval mode, no augmentation) and the balanced test set:
+    their per-class rows (and feature sums, if the recorder wants them) go to the recorder, their
+    accuracies and losses (`summarise`) to the caller."""
+    d = run.data
+    rows, features = {}, {}
+    for split, x, y in (("train", d.x_train, d.y_train), ("test", d.x_test, d.y_test)):
+        with run.autocast():
+            rows[split], features[split] = evaluate_features(
+                run.model, x, y, d.n_classes, run.eval_batch, prepare=d.prepare,
+                features=recorder.features)
+    summary = summarise(rows, d.groups)
+    recorder.evaluated(epoch, step, rows, features)
+    return summary
+
+
+def summarise(rows: dict[str, dict[str, np.ndarray]], groups: np.ndarray) -> dict[str, float]:
+    """Per split: majority, minority and balanced accuracy (means of per-class accuracies), and
+    the pooled mean loss."""
+    summary: dict[str, float] = {}
+    for split, r in rows.items():
+        summary[f"{split}_majority"] = group_accuracy(r, groups, "majority")
+        summary[f"{split}_minority"] = group_accuracy(r, groups, "minority")
+        summary[f"{split}_balanced"] = float(np.mean(r["correct"] / np.maximum(r["n"], 1)))
+        summary[f"{split}_loss"] = float(r["loss_sum"].sum() / max(1, r["n"].sum()))
+    return summary
+
+
+def eval_batch_size(device: torch.device, sample_numel: int) -> int:
+    """Batch size of the eval passes. Large batches keep a GPU busy. On a CPU a batch whose
+    activations stay in cache is much faster: about 400k input values per batch, a power of two
+    between 64 and 1024 (measured on 2 cores: MNIST-1D's cnn1d at 1024 is 2.7x faster than at
+    4096; ResNet-32 on 32x32x3 images at 128 is 3.1x faster than at 1024)."""
+    if device.type == "cuda":
+        return 4096
+    fit = max(1, (3072 * 128) // max(1, sample_numel))
+    return max(64, min(1024, 1 << (fit.bit_length() - 1)))
+
+
+# ==== the step ====================================================================================
+
+def train_step(run: Training, recorder: Recorder, step: int, epoch: int,
+               rows: torch.Tensor) -> None:
+    """One SGD step on the batch `rows` (rows of the training tensors, the whole global batch)."""
+    # -- learning rate of this step: warm-up, then the schedule
+    lr = get_lr(run.cfg, step, run.data.steps_per_epoch)
+    for g in run.opt.param_groups:
+        g["lr"] = lr
+    # -- batch: each rank augments the whole global batch (its generator stays in step with the
+    #    others' and the crops are one process's), then keeps its own share
+    xb = distributed.shard(run.augment(run.data.x_train[rows], run.gen))
+    rows = distributed.shard(rows)
+    xb, yb = run.data.prepare(xb), run.data.y_train[rows]
+    # -- forward: penultimate features and logits (the recorder keeps dLoss/dlogits)
+    with run.autocast():
+        h, logits = run.forward(xb)
+    recorder.watch(logits)
+    # -- loss
+    loss = run.criterion(logits, yb, epoch)
+    # -- backward (a gradient probe backpropagates once more through the kept graph)
+    loss.backward(retain_graph=recorder.keeps_graph(step))
+    # -- record: reads the classifier's gradient before the optimiser moves it
+    recorder.record(step, epoch, lr, h, logits, yb, rows)
+    # -- step the optimiser
+    run.opt.step()
+    # -- zero_grad: free the gradients as soon as we can, no need for this memory any more
+    run.opt.zero_grad(set_to_none=True)
+
+
 # ==== training ====================================================================================
 
 def train(cfg: TrainConfig, sink: Sink | None = None, hooks: Hooks | None = None) -> RunResult:
@@ -156,134 +322,27 @@ def train(cfg: TrainConfig, sink: Sink | None = None, hooks: Hooks | None = None
 
 
 def _train(cfg: TrainConfig, sink: Sink, hooks: Hooks) -> RunResult:
-    image = cfg.dataset in IMAGE_DATASETS
-    check_config(cfg, image)
+    check_config(cfg, cfg.dataset in IMAGE_DATASETS)
     device = distributed.setup(resolve_device(cfg.device))  # under torchrun: this rank's device
     distributed.check_batch(cfg.batch_size)
     sink = distributed.rank_sink(sink)  # one run in the store: rank 0 writes, the others don't
     torch.manual_seed(cfg.seed)
 
-    # -- data: long-tailed training set, balanced test set, all on the device ---------------------
-    ds = load_dataset(cfg.dataset, cfg.data_dir)
-    counts, idx = training_subset(cfg, ds)
-    x_tr = torch.from_numpy(ds.x_train[idx]).to(device)
-    y_tr = torch.from_numpy(ds.y_train[idx]).to(device)
-    x_te = torch.from_numpy(ds.x_test).to(device)
-    y_te = torch.from_numpy(ds.y_test).to(device)
-    classes = class_table(counts, ds.test_sizes(), ds.class_names, cfg.profile,
-                          cfg.minority_fraction)
-    groups = np.array([c.grp for c in classes])
-    n_train, n_classes = len(y_tr), ds.n_classes
-    if cfg.batch_size > n_train:
-        raise DataError(f"--batch-size {cfg.batch_size} exceeds the {n_train} training samples")
-    steps_per_epoch = n_train // cfg.batch_size  # drop the last partial batch: equal-sized steps
-    total_steps = cfg.epochs * steps_per_epoch
-    if cfg.max_steps is not None:
-        total_steps = min(total_steps, cfg.max_steps)
-
-    # -- model, objective, optimiser -----------------------------------------------------------
-    model_name = cfg.resolved_model()
-    ldam = cfg.loss == "ldam"  # LDAM's margins live on cosines: a normalised classifier
-    model = build_model(model_name, tuple(ds.x_train.shape[1:]), n_classes, normed=ldam).to(device)
-    if ldam:
-        model.fc.scale = float(cfg.loss_params.get("scale", LOSS_DEFAULTS["scale"]))
-    if image and cfg.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    # the training forward returns (features, logits); DDP under torchrun: gradients averaged
-    forward = distributed.wrap(WithFeatures(model), device)
-    forward = torch.compile(forward) if cfg.compile else forward
-    criterion = build_loss(cfg.loss, counts, device, cfg.drw, cfg.cb_reduction, **cfg.loss_params)
-    opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
-                          weight_decay=cfg.weight_decay)
+    # -- data, model, objective, optimiser, batch order -----------------------------------------
+    data = load_data(cfg, device)
+    model, forward = make_model(cfg, data, device)
+    criterion = build_loss(cfg.loss, data.counts, device, cfg.drw, cfg.cb_reduction,
+                           **cfg.loss_params)
+    opt = make_optimizer(cfg, model)
     gen = torch.Generator(device=device).manual_seed(cfg.seed)
-    sampler = Sampler(cfg.sampler, y_tr, counts, gen)
-    # images stay uint8 on the device: crop/flip, then normalise, per batch (eval: normalise only)
-    augment = Augment(cfg.augment)
-    prepare = (normalizer(ds.meta["mean"], ds.meta["std"], device, cfg.channels_last)
-               if image else None)
-    autocast = ((lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if cfg.bf16
-                else contextlib.nullcontext)
-
-    # -- the run's identity --------------------------------------------------------------------
-    config = {**dataclasses.asdict(cfg), "model": model_name, "n_classes": n_classes,
-              "n_train": n_train, "steps_per_epoch": steps_per_epoch,
-              "n_params": n_params(model), "world_size": distributed.world_size()}
-    meta = {"name": cfg.name or default_name(cfg), "config": config, "device": str(device),
-            "code_version": code_version(), "epoch_done": 0, "step_done": 0,
-            "total_steps": total_steps}
-
-    recording = cfg.dynamics != "off"
-    full = cfg.dynamics == "full"
-
-    def drain_extra() -> dict[str, dict[str, Any] | None]:
-        return {"samples": samples.drain() if samples is not None and len(samples) else None,
-                "probes": probe.drain() if probe is not None and len(probe) else None}
-
-    def flush(extra: bool = False) -> None:
-        """Step rows to the sink; with `extra` (epoch end) the per-sample and probe rows too."""
-        nonlocal last_flush
-        last_flush = time.monotonic()
-        if len(rec):
-            flush_steps()
-        if extra:
-            _write_rows(sink, drain_extra())
-
-    def flush_steps() -> None:
-        rec.settle()  # the buffered steps' per-sample statistics, all at once (and the samples')
-        distributed.reduce_stats_(rec.buf[:len(rec)], STEP_STATS, same=SHARED_STATS)
-        cols = rec.drain()
-        bad = ~np.isfinite(cols["loss_sum"])
-        if bad.any():  # keep every row up to and including the first bad step, then stop
-            first = int(cols["step"][bad][0])
-            keep = cols["step"] <= first
-            sink.write("steps", {k: v[keep] for k, v in cols.items()})
-            _write_rows(sink, drain_extra(), first)
-            raise Diverged(first)
-        sink.write("steps", cols)
-        n = cols["n"].sum()
-        hooks.on_flush(int(cols["step"][-1]), float(cols["loss_sum"].sum() / n) if n else 0.0)
-
-    eval_batch = eval_batch_size(device, x_tr[0].numel())
-
-    def evaluate_epoch(epoch: int, step: int) -> dict[str, float]:
-        w, b = classifier_rows(model.fc)
-        summary: dict[str, float] = {}
-        feats, parts = {}, []
-        for split, (x, y) in (("train", (x_tr, y_tr)), ("test", (x_te, y_te))):
-            with autocast():
-                rows, feats[split] = evaluate_features(model, x, y, n_classes, eval_batch,
-                                                       prepare=prepare, features=full)
-            parts.append({"epoch": np.full(n_classes, epoch), "step": np.full(n_classes, step),
-                          "split": np.array([split] * n_classes), "class_id": np.arange(
-                          n_classes), **rows, "weight_norm": w, "bias": b})
-            summary[f"{split}_majority"] = group_accuracy(rows, groups, "majority")
-            summary[f"{split}_minority"] = group_accuracy(rows, groups, "minority")
-            summary[f"{split}_balanced"] = float(np.mean(rows["correct"] / np.maximum(
-                rows["n"], 1)))
-            summary[f"{split}_loss"] = float(rows["loss_sum"].sum() / max(1, rows["n"].sum()))
-        if recording:  # both splits in one part: a write per epoch, not per split
-            sink.write("epochs", {k: np.concatenate([p[k] for p in parts]) for k in parts[0]})
-        if full:  # geometry of both splits' features and of the classifier rows
-            weight = model.fc.weight.detach().float().cpu().numpy()
-            tables = geometry_tables(feats["train"], feats["test"], weight, groups == "minority",
-                                     epoch, step)
-            sink.write("geometry", tables[0])
-            sink.write("geometry_summary", tables[1])
-        return summary
-
-    # the recorders exist before the run does, so the handlers below can always flush them
-    # full: per-sample rows and gradient probes, buffered for a whole epoch and written at its
-    # end (a part per epoch, not per flush: the per-sample rows are the bulk of the store)
-    samples = SampleRecorder(max(1, steps_per_epoch), device) if full else None
-    rec = StepRecorder(n_classes, max(1, cfg.flush_steps), device, samples=samples)
-    # ranks reduce together, so they flush on step counts only
-    timed = not distributed.active()
-    minority = torch.as_tensor(groups == "minority", device=device)
-    probe = (GradientProbe(minority, steps_per_epoch // cfg.probe_every + 1, device) if full
-             else None)
-    sample_ids = torch.from_numpy(idx).to(device)  # row of x_tr -> row of the dataset's arrays
-    params = [p for p in model.parameters() if p.requires_grad]
-    last_flush = time.monotonic()
+    sampler = Sampler(cfg.sampler, data.y_train, data.counts, gen)
+    run = Training(cfg, data, model, forward, criterion, opt, gen, Augment(cfg.augment),
+                   autocast(cfg, device), eval_batch_size(device, data.x_train[0].numel()))
+    meta = run_meta(cfg, data, model, device)
+    # the recorder exists before the run does, so the handlers below can always flush it
+    recorder = make_recorder(cfg.dynamics, sink, hooks, Subject(
+        model, data.groups == "minority", data.sample_ids, data.steps_per_epoch, device,
+        cfg.flush_steps, cfg.flush_seconds, cfg.probe_every))
 
     step, epoch = 0, 0
     status, message = "finished", None
@@ -293,68 +352,36 @@ def _train(cfg: TrainConfig, sink: Sink, hooks: Hooks) -> RunResult:
     # run.json appeared), the handlers below record how it ended. start() is inside the try.
     try:
         sink.start(meta)
-        if recording:
-            sink.write("classes", {f: [getattr(c, f) for c in classes]
-                                   for f in ("class_id", "class_name", "train_count", "test_count",
-                                             "rank", "grp", "shot")})
-        hooks.on_start({"run_id": sink.run_id, "device": str(device), "counts": counts,
-                        "classes": classes, "total_steps": total_steps, "epochs": cfg.epochs,
-                        "steps_per_epoch": steps_per_epoch})
+        recorder.start(data.classes)
+        hooks.on_start({"run_id": sink.run_id, "device": str(device), "counts": data.counts,
+                        "classes": data.classes, "total_steps": data.total_steps,
+                        "epochs": cfg.epochs, "steps_per_epoch": data.steps_per_epoch})
         t0 = time.perf_counter()
-        final = evaluate_epoch(0, 0)
+        final = evaluate_epoch(run, recorder, 0, 0)
         hooks.on_epoch(0, final)
         for epoch in range(1, cfg.epochs + 1):
             # -- one epoch of SGD over a device-side permutation --------------------------------
             model.train()
-            perm = sampler.epoch()
-            for i in range(steps_per_epoch):
-                if step >= total_steps:
-                    break
+            perm = sampler.epoch()[:data.steps_per_epoch * cfg.batch_size]  # whole batches only
+            for rows in perm.view(-1, cfg.batch_size)[:data.total_steps - step]:  # --max-steps
                 # after the first step nothing in a step may wait for the device (checked on CUDA)
                 with sync_guard(cfg.check_sync and step > 0):
-                    lr = get_lr(cfg, step, steps_per_epoch)
-                    for g in opt.param_groups:
-                        g["lr"] = lr
-                    bi = perm[i * cfg.batch_size:(i + 1) * cfg.batch_size]
-                    # each rank augments the whole global batch (its generator stays in step with
-                    # the others' and the crops are one process's), then keeps its own share
-                    xb, bi = distributed.shard(augment(x_tr[bi], gen)), distributed.shard(bi)
-                    yb = y_tr[bi]
-                    if prepare is not None:
-                        xb = prepare(xb)
-                    with autocast():
-                        h, logits = forward(xb)
-                    if recording:  # keeps dLoss/dlogits: the classifier gradient split, probes
-                        logits.retain_grad()
-                    loss = criterion(logits, yb, epoch)
-                    opt.zero_grad(set_to_none=True)
-                    probing = probe is not None and step % cfg.probe_every == 0
-                    loss.backward(retain_graph=probing)  # a probe backpropagates once more
-                    if recording:  # reads the classifier's gradient before the optimiser moves it
-                        split = classifier_grad_split(model.fc, h, logits.grad, yb,
-                                                      model.fc.weight.grad)
-                        rec.record(step, epoch, lr, logits, yb, model.fc.weight.grad, split)
-                        if samples is not None:
-                            samples.record(step, epoch, sample_ids[bi], yb)
-                        if probing:
-                            probe.record(step, epoch, logits, yb, params)
-                    opt.step()
+                    train_step(run, recorder, step, epoch, rows)
                 step += 1
-                if rec.full or (timed and time.monotonic() - last_flush >= cfg.flush_seconds):
-                    flush()
-            flush(extra=True)
+                recorder.flush_if_due()
+            recorder.flush(epoch_end=True)
             # -- per-epoch evaluation: training set without augmentation, balanced test set -------
-            final = evaluate_epoch(epoch, step)
+            final = evaluate_epoch(run, recorder, epoch, step)
             if not math.isfinite(final["train_loss"]):
                 raise Diverged(step, kept=step)
             sink.update(epoch_done=epoch, step_done=step)
             hooks.on_epoch(epoch, final)
-            if step >= total_steps:
+            if step >= data.total_steps:
                 break
     except Diverged as exc:
         status, message, step = "diverged", str(exc), exc.kept  # step_done = steps kept
     except KeyboardInterrupt:
-        _safe_flush(lambda: flush(extra=True))
+        _safe_flush(recorder)
         _safe_finish(sink, "interrupted", f"interrupted at step {step}", step_done=step)
         raise
     except BaseException as exc:
@@ -366,23 +393,16 @@ def _train(cfg: TrainConfig, sink: Sink, hooks: Hooks) -> RunResult:
                      model)
 
 
-def training_subset(cfg: TrainConfig, ds: ArrayDataset) -> tuple[list[int], np.ndarray]:
-    """The profile's class counts and the indices (rows of ds's training arrays) of the long-tailed
-    subset. Drawn with cfg.subset_seed alone: cfg.seed (initialisation, batch order) plays no part,
-    so runs that differ only in their seed train on the same samples."""
-    counts = dataset_counts(ds, cfg.ratio, cfg.profile, cfg.minority_fraction)
-    return counts, long_tailed_indices(ds.y_train, counts, cfg.subset_seed)
-
-
-def eval_batch_size(device: torch.device, sample_numel: int) -> int:
-    """Batch size of the eval passes. Large batches keep a GPU busy. On a CPU a batch whose
-    activations stay in cache is much faster: about 400k input values per batch, a power of two
-    between 64 and 1024 (measured on 2 cores: MNIST-1D's cnn1d at 1024 is 2.7x faster than at
-    4096; ResNet-32 on 32x32x3 images at 128 is 3.1x faster than at 1024)."""
-    if device.type == "cuda":
-        return 4096
-    fit = max(1, (3072 * 128) // max(1, sample_numel))
-    return max(64, min(1024, 1 << (fit.bit_length() - 1)))
+def run_meta(cfg: TrainConfig, data: Data, model: torch.nn.Module,
+             device: torch.device) -> dict[str, Any]:
+    """The run's identity, as the sink records it at its start (the full config included)."""
+    config = {**dataclasses.asdict(cfg), "model": cfg.resolved_model(),
+              "n_classes": data.n_classes, "n_train": len(data.y_train),
+              "steps_per_epoch": data.steps_per_epoch, "n_params": n_params(model),
+              "world_size": distributed.world_size()}
+    return {"name": cfg.name or default_name(cfg), "config": config, "device": str(device),
+            "code_version": code_version(), "epoch_done": 0, "step_done": 0,
+            "total_steps": data.total_steps}
 
 
 def default_name(cfg: TrainConfig) -> str:
@@ -393,23 +413,9 @@ def default_name(cfg: TrainConfig) -> str:
     return f"{cfg.dataset}-{cfg.profile}{cfg.ratio:g}-{method}"
 
 
-def _write_rows(sink: Sink, tables: dict[str, dict[str, Any] | None],
-                last_step: int | None = None) -> None:
-    """Write each table's columns (None: nothing buffered), only the rows of steps <= last_step
-    when given (a flush that found the loss diverged)."""
-    for table, cols in tables.items():
-        if cols is None:
-            continue
-        if last_step is not None:
-            keep = np.asarray(cols["step"]) <= last_step
-            cols = {k: v[keep] if isinstance(v, np.ndarray) else [x for x, ok in zip(v, keep) if ok]
-                    for k, v in cols.items()}
-        sink.write(table, cols)
-
-
-def _safe_flush(flush) -> None:
+def _safe_flush(recorder: Recorder) -> None:
     try:
-        flush()
+        recorder.flush(epoch_end=True)
     except Exception:
         pass  # the run is ending anyway; what was flushed before is intact
 

@@ -83,6 +83,21 @@ def log_prior(counts: Sequence[int]) -> np.ndarray:
     return np.log(n / n.sum())
 
 
+# ==== the classifier a loss needs =================================================================
+# The losses whose logits must be s * cos(h, w_c), a cosine classifier (trainer.models.NormedLinear)
+# with s the loss's `scale`: LDAM's margins live on cosines (Cao et al. 2019). Every other loss
+# takes the plain linear classifier.
+NORMED_CLASSIFIER = {"ldam"}
+
+
+def classifier_scale(name: str, params: dict[str, float]) -> float | None:
+    """What classifier the loss `name` needs: the scale s of the cosine classifier s * cos(h, w_c)
+    it trains (`params`' scale, else DEFAULTS'), or None for the plain linear classifier."""
+    if name not in NORMED_CLASSIFIER:
+        return None
+    return float(params.get("scale", DEFAULTS["scale"]))
+
+
 # ==== the objective ===============================================================================
 
 def weighted_mean(per_sample: torch.Tensor, y: torch.Tensor, weight: torch.Tensor | None,

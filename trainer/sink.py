@@ -1,7 +1,10 @@
-"""Where a training run's records go. The loop only ever calls these four methods.
+"""Where a training run's records go. The loop and its recorder only ever call these four methods.
 
-`imbtui.store.RunWriter` is the real sink; `NullSink` lets the loop run with recording off (benchmarks)
-without `if logging:` branches; `MemorySink` keeps everything in memory for tests.
+`imbtui.store.RunWriter` is the real sink; `NullSink` takes every write and keeps nothing (a run
+trained for its model alone, a benchmark's recording without the store), so nothing above it needs
+an `if logging:` branch; `MemorySink` keeps everything in memory for tests. One level up,
+trainer.recording's `NullRecorder` does the same for `dynamics="off"`: the loop calls the recorder
+whatever it records.
 """
 
 from __future__ import annotations
