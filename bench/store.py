@@ -47,7 +47,6 @@ import polars as pl  # noqa: E402
 
 from imbtui.store import RunWriter, Store  # noqa: E402
 from imbtui.store.export import export_duckdb  # noqa: E402
-from imbtui.store.schema import TABLES  # noqa: E402
 
 FLUSH_STEPS = 200   # the trainer's default flush interval: one steps part per 200 steps
 BATCH = 128         # samples per step, spread over the classes by their training counts

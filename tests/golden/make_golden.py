@@ -3,7 +3,7 @@
     python tests/golden/make_golden.py                              # this CPU's kernel set
     ATEN_CPU_CAPABILITY=default python tests/golden/make_golden.py  # PyTorch's portable kernels
 
-tests/test_golden.py trains the same run and compares it with these files, so a change to the
+tests/trainer/test_golden.py trains the same run and compares it with these files, so a change to the
 trainer that is meant to keep its behaviour (a refactor) is checked row by row. The rows are kept
 per CPU kernel set (tests/golden/<capability>/): 300 SGD steps carry any last-bit difference of a
 float32 sum through every later step, and runs under AVX-512, AVX2 and the portable kernels end

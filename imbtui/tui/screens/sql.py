@@ -171,7 +171,7 @@ class SqlScreen(Screen[None]):
         options = []
         for i, h in reversed(list(enumerate(self.history))):
             when = time.strftime("%H:%M:%S", time.localtime(h.at))
-            outcome = f"[red]error[/]" if h.error else f"{h.rows:,} rows"
+            outcome = "[red]error[/]" if h.error else f"{h.rows:,} rows"
             first = " ".join(h.sql.split())[:70]
             options.append((str(i), f"{when} {outcome}  {escape(first)}"))
 

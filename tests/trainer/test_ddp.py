@@ -31,7 +31,7 @@ from trainer.sink import MemorySink, NullSink
 from tests.conftest import torchrun_train
 from tests.tolerance import rel
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
 # A short run: MNIST-1D at ratio 100 has 9,922 training samples, 77 steps of 128 per epoch.
 RUN = ["--ratio", "100", "--model", "mlp", "--epochs", "1", "--max-steps", "30",

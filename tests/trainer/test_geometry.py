@@ -34,7 +34,8 @@ from trainer.models import NormedLinear, cnn1d
 from trainer.sink import MemorySink
 
 EPS = np.finfo(np.float64).eps  # 2.2e-16
-SAMPLE_RUNS = Path(__file__).resolve().parent.parent / "sample_runs"
+REPO = Path(__file__).resolve().parents[2]
+SAMPLE_RUNS = REPO / "sample_runs"
 
 
 # ==== the independent implementation: from the raw features, by the papers' formulas ============

@@ -17,7 +17,7 @@ import pytest
 from imbtui import report
 from imbtui.api import open_store
 from tests.conftest import imbtui
-from tests.test_queries import build_store
+from tests.store.test_queries import build_store
 from tests.tolerance import approx64
 
 
@@ -84,7 +84,8 @@ def real_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-SAMPLE_RUNS = Path(__file__).resolve().parent.parent / "sample_runs"
+REPO = Path(__file__).resolve().parents[2]
+SAMPLE_RUNS = REPO / "sample_runs"
 
 
 def test_the_bundled_sample_runs_show_the_three_findings() -> None:

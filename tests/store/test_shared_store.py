@@ -25,7 +25,7 @@ import pytest
 from imbtui.store import Store
 from trainer.data import cache_dir
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 C, BATCH, EPOCHS, MAX_STEPS = 10, 128, 1, 60
 # MNIST-1D: 4,000 training samples per class; the exp profile at ratio 100 keeps
 # floor(4000 * 100^(-i/9)) of class i (Cao et al. 2019), and an epoch is floor(n / batch) steps.

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import REPO, imbtui
-from tests.test_store import tree_digest
+from tests.store.test_store import tree_digest
 
 BAD = [
     (["train", "--ratio", "0.5"], "--ratio"),

@@ -19,7 +19,7 @@ import pytest
 
 from imbtui.cli import main
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 # {store}: a copy of a real store with one run; {run}: that run's id; {file}: a regular file;
 # {missing}: a path that does not exist; {out}: a folder outside the store.

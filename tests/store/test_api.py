@@ -12,7 +12,7 @@ import pytest
 import imbtui
 from imbtui.errors import UserError
 from imbtui.store import RunWriter, StoreError
-from tests.test_queries import build_store
+from tests.store.test_queries import build_store
 from tests.tolerance import approx64
 
 

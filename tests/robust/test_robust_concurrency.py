@@ -21,7 +21,7 @@ import pytest
 from imbtui.cli import main
 from imbtui.store import Store
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 C = 10  # MNIST-1D classes
 
 # A trainer run in its own process with a short flush interval, through the real loop and the real

@@ -20,16 +20,14 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 import imbtui.store.writer as writer_mod
 from imbtui.cli import main
 from imbtui.store import RunWriter, Store
-from imbtui.store.layout import scan_table
 from imbtui.store.writer import StoreWriteError
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 C = 10  # MNIST-1D classes
 
 

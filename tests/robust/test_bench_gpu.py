@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 NUMBER = r"[-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?"
 # every figure the script promises, in print order (its docstring says what each means)
 FIGURES = ("gpu_tests_passed", "gpu_tests_failed", "gpu_tests_skipped",
@@ -129,5 +129,5 @@ def test_the_gpu_run_fits_eight_minutes_and_runs_on_cuda() -> None:
         assert p.env is None  # the GPU stays visible
     assert "--nproc" in todo[3].cmd and todo[3].cmd[todo[3].cmd.index("--nproc") + 1] == "1"
     files = todo[0].cmd[todo[0].cmd.index("-rfEs") + 1:]
-    assert "tests/test_augment.py" in files and "tests/test_ddp.py" in files
+    assert "tests/unit/test_augment.py" in files and "tests/trainer/test_ddp.py" in files
     assert [p.env for p in gpu.parts(dry=True)] == [{"CUDA_VISIBLE_DEVICES": ""}] * 5
