@@ -118,13 +118,6 @@ def sync_guard(on: bool):
         torch.cuda.set_sync_debug_mode("default")
 
 
-def group_accuracy(rows: dict[str, np.ndarray], groups: np.ndarray, grp: str) -> float:
-    """Mean of the group's per-class accuracies: pooling samples would let a group's large classes
-    outweigh its small ones on the long-tailed training set (but not on the balanced test set)."""
-    mask = (groups == grp) & (rows["n"] > 0)
-    return float(np.mean(rows["correct"][mask] / rows["n"][mask])) if mask.any() else float("nan")
-
-
 def code_version() -> str:
     from importlib.metadata import PackageNotFoundError, version
 
@@ -255,13 +248,13 @@ def evaluate_epoch(run: Training, recorder: Recorder, epoch: int, step: int) -> 
 
 
 def summarise(rows: dict[str, dict[str, np.ndarray]], groups: np.ndarray) -> dict[str, float]:
-    """Per split: majority, minority and balanced accuracy (means of per-class accuracies), and
-    the pooled mean loss."""
-    summary: dict[str, float] = {}
-    for split, r in rows.items():
-        summary[f"{split}_majority"] = group_accuracy(r, groups, "majority")
-        summary[f"{split}_minority"] = group_accuracy(r, groups, "minority")
-        summary[f"{split}_balanced"] = float(np.mean(r["correct"] / np.maximum(r["n"], 1)))
+    """Per split: majority, minority and balanced accuracy, as the store's group_results view
+    defines them (the same SQL, over the rows in memory: imbtui.store.semantic), for the progress
+    display and RunResult.final; and the mean loss, whose non-finite value means divergence."""
+    from imbtui.store.semantic import live_group_accuracy
+
+    summary = live_group_accuracy(rows, [str(g) for g in groups])
+    for split, r in rows.items():  # the divergence check's: is the loss still finite?
         summary[f"{split}_loss"] = float(r["loss_sum"].sum() / max(1, r["n"].sum()))
     return summary
 

@@ -23,7 +23,9 @@ holds the page to them, so the documentation cannot drift from the definitions.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import duckdb
 
@@ -310,6 +312,43 @@ def create_views(con: duckdb.DuckDBPyConnection) -> None:
     for macro in MACROS:
         args = ", ".join(macro.params)
         con.execute(f"CREATE OR REPLACE MACRO {macro.name}({args}) AS TABLE {macro.sql}")
+
+
+_LIVE: duckdb.DuckDBPyConnection | None = None  # made at the first call, kept for the process
+
+
+def live_group_accuracy(rows: dict[str, dict[str, Any]], groups: Sequence[str]
+                        ) -> dict[str, float]:
+    """group_results.acc of one evaluation still in memory: `rows` is {split: {"n": per-class
+    counts, "correct": ...}}, `groups` each class's group. The training process shows these in
+    its progress display before the rows reach a store, through the same SQL as the views, so
+    the live numbers are the stored ones. Returns {"train_majority": ..., "test_balanced": ...}."""
+    import pyarrow as pa
+
+    global _LIVE
+    if _LIVE is None:
+        _LIVE = duckdb.connect(":memory:")
+    splits = list(rows)
+    n_classes = len(groups)
+    _LIVE.register("epochs", pa.table({
+        "run_id": pa.array(["live"] * (n_classes * len(splits))),
+        "epoch": pa.array([0] * (n_classes * len(splits)), pa.int32()),
+        "step": pa.array([0] * (n_classes * len(splits)), pa.int64()),
+        "split": pa.array([s for s in splits for _ in range(n_classes)]),
+        "class_id": pa.array(list(range(n_classes)) * len(splits), pa.int32()),
+        "n": pa.array([int(v) for s in splits for v in rows[s]["n"]], pa.int64()),
+        "correct": pa.array([int(v) for s in splits for v in rows[s]["correct"]], pa.int64()),
+        "loss_sum": pa.nulls(n_classes * len(splits), pa.float64()),
+        "p_true_sum": pa.nulls(n_classes * len(splits), pa.float64())}))
+    _LIVE.register("classes", pa.table({
+        "run_id": pa.array(["live"] * n_classes), "class_id": pa.array(range(n_classes), pa.int32()),
+        "grp": pa.array(list(groups)), "shot": pa.nulls(n_classes, pa.string()),
+        "rank": pa.nulls(n_classes, pa.int32()), "train_count": pa.nulls(n_classes, pa.int64())}))
+    sql = (f"WITH class_results AS ({CLASS_RESULTS.sql}), group_results AS ({GROUP_RESULTS.sql}) "
+           f"SELECT split, grp, acc FROM group_results")
+    names = {"all": "balanced", "majority": "majority", "minority": "minority"}
+    return {f"{split}_{names[grp]}": (float("nan") if acc is None else acc)
+            for split, grp, acc in _LIVE.sql(sql).fetchall()}
 
 
 def reference_markdown() -> str:

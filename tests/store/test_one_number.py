@@ -165,3 +165,21 @@ def test_the_trainers_own_closing_numbers(tmp_path: Path) -> None:
         for split in ("train", "test"):
             key = f"{split}_{g}"
             assert close(result.final[key], hand[key]) and close(row[key], hand[key]), key
+
+
+def test_the_live_numbers_are_the_views_numbers() -> None:
+    """The progress display's accuracies come from the views' own SQL over rows in memory: a
+    class with no samples is left out of its group's mean, as in group_results."""
+    import numpy as np
+
+    from imbtui.store.semantic import live_group_accuracy
+
+    rows = {"train": {"n": np.array([100, 50, 20, 0]), "correct": np.array([90, 40, 5, 0])},
+            "test": {"n": np.array([10, 10, 10, 10]), "correct": np.array([9, 8, 3, 1])}}
+    got = live_group_accuracy(rows, ["majority", "majority", "minority", "minority"])
+    want = {"train_majority": (0.9 + 0.8) / 2, "train_minority": 0.25,
+            "train_balanced": (0.9 + 0.8 + 0.25) / 3, "test_majority": 0.85,
+            "test_minority": 0.2, "test_balanced": (0.9 + 0.8 + 0.3 + 0.1) / 4}
+    assert got.keys() == want.keys()
+    for key, value in want.items():
+        assert close(got[key], value), key
