@@ -415,18 +415,19 @@ def _cache_footers(con: duckdb.DuckDBPyConnection) -> None:
 
 
 def _older_columns(table: str, files: list[Path]) -> set[str]:
-    """`table.column` of each column added to the schema after some of these parts were written
-    (schema.ADDED; a renamed column's new meaning, schema.RENAMED): NULL in those parts."""
-    added = set(ADDED.get(table, ()))
+    """`table.column` of each column that parts written before a rename lack (schema.RENAMED: the
+    parts without the marker column): they read as NULL there. Columns merely added later that a
+    writer may leave out (schema.ADDED: NULL when not given) are not reported."""
     marker, moved = RENAMED.get(table, (None, {}))
+    if not marker:
+        return set()
+    added = set(ADDED.get(table, ()))
     missing: set[str] = set()
     for p in files:
         columns = part_columns(p)
-        if marker and marker not in columns:  # read from their old names where they had one
+        if marker not in columns:  # read from their old names where they had one
             filled = {c for c, old in moved.items() if old is not None and old in columns}
             missing |= (added - columns - filled) | {c for c, old in moved.items() if old is None}
-        else:
-            missing |= added - columns
     return {f"{table}.{c}" for c in missing}
 
 
