@@ -119,6 +119,12 @@ def resolve_config(cfg: TrainConfig) -> TrainConfig:
     return dataclasses.replace(cfg, **values)
 
 
+def _choose(value: Any, choices: tuple[str, ...], label: str) -> None:
+    """Refuse a value that is not one of the option's choices, naming the valid ones."""
+    if value not in choices:
+        raise DataError(f"unknown {label} {value!r}: choose one of {', '.join(choices)}")
+
+
 def check_config(cfg: TrainConfig, image: bool) -> None:
     """Values and combinations that cannot work, refused before anything is written."""
     if cfg.epochs < 1:
@@ -127,31 +133,22 @@ def check_config(cfg: TrainConfig, image: bool) -> None:
         raise DataError(f"--batch-size must be >= 1, got {cfg.batch_size}")
     if not (cfg.lr > 0 and math.isfinite(cfg.lr)):
         raise DataError(f"--lr must be a positive number, got {cfg.lr}")
-    if cfg.schedule not in SCHEDULES:
-        raise DataError(f"unknown --schedule {cfg.schedule!r}: choose one of {', '.join(SCHEDULES)}")
+    _choose(cfg.schedule, SCHEDULES, "--schedule")
     if cfg.schedule == "cosine" and cfg.milestones:
         raise DataError("--milestones need --schedule step (the cosine schedule has none)")
     if not cfg.lr_decay > 0:
         raise DataError(f"--lr-decay must be a positive factor, got {cfg.lr_decay}")
-    if cfg.loss not in LOSSES:
-        raise DataError(f"unknown loss {cfg.loss!r}: choose one of {', '.join(LOSSES)}")
+    _choose(cfg.loss, LOSSES, "loss")
     if cfg.subset_seed < 0:
         raise DataError(f"--subset-seed must be >= 0, got {cfg.subset_seed}")
-    if cfg.cb_reduction not in CB_REDUCTIONS:
-        raise DataError(f"unknown --cb-reduction {cfg.cb_reduction!r}: choose one of "
-                        f"{', '.join(CB_REDUCTIONS)}")
-    if cfg.profile not in PROFILES:
-        raise DataError(f"unknown --profile {cfg.profile!r}: choose one of {', '.join(PROFILES)}")
-    if cfg.device not in DEVICES:
-        raise DataError(f"unknown --device {cfg.device!r}: choose one of {', '.join(DEVICES)}")
-    if cfg.dynamics not in DYNAMICS:
-        raise DataError(f"unknown --dynamics {cfg.dynamics!r}: choose one of {', '.join(DYNAMICS)}")
+    _choose(cfg.cb_reduction, CB_REDUCTIONS, "--cb-reduction")
+    _choose(cfg.profile, PROFILES, "--profile")
+    _choose(cfg.device, DEVICES, "--device")
+    _choose(cfg.dynamics, DYNAMICS, "--dynamics")
     if cfg.probe_every < 1:
         raise DataError(f"probe_every must be >= 1 step, got {cfg.probe_every}")
-    if cfg.sampler not in SAMPLERS:
-        raise DataError(f"unknown sampler {cfg.sampler!r}: choose one of {', '.join(SAMPLERS)}")
-    if cfg.augment not in AUGMENTS:
-        raise DataError(f"unknown --augment {cfg.augment!r}: choose one of {', '.join(AUGMENTS)}")
+    _choose(cfg.sampler, SAMPLERS, "sampler")
+    _choose(cfg.augment, AUGMENTS, "--augment")
     if cfg.augment != "none" and not image:
         raise DataError(f"--augment {cfg.augment} needs an image dataset; {cfg.dataset} is 1D")
     if cfg.drw is not None and not 0 <= cfg.drw < cfg.epochs:
