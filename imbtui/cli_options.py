@@ -20,7 +20,7 @@ import typer
 
 from trainer.options import Option
 
-_TYPES: dict[str, type] = {"float": float, "int": int, "str": str, "path": Path, "ints": str,
+_TYPES: dict[str, type] = {"float": float, "int": int, "str": str, "path": Path, "ints": str, "floats": str,
                            "bool": bool}
 _KW = inspect.Parameter.KEYWORD_ONLY
 
@@ -37,6 +37,8 @@ def parameter(option: Option, as_list: bool = False, panel: str | None = None
     """The Typer parameter of one option (`as_list`: a sweep axis, several values)."""
     typ: Any = _TYPES[option.kind]
     default = option.default
+    if isinstance(default, tuple):  # ints / floats: the text the flag takes
+        default = ",".join(f"{v:g}" for v in default)
     help_text = option.full_help()
     kwargs: dict[str, Any] = {"hidden": option.hidden, "rich_help_panel": panel}
     if option.minimum is not None:

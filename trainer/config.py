@@ -15,8 +15,9 @@ from typing import Any
 
 from trainer.data import DataError
 from trainer.options import (AUGMENTS, CB_REDUCTIONS, CIFAR_LT, DEFAULT_MODEL,  # noqa: F401
-                             DEVICES, DYNAMICS, LOSS_PARAMS, LOSSES, OPTION, OPTIONS, PROFILES,
-                             RECIPES, SAMPLERS, SCHEDULES, _SMALL, parse_ints)
+                             DEVICES, DYNAMICS, LOSS_PARAMS, LOSSES, OPTIMIZERS, OPTION, OPTIONS,
+                             PROFILES, RECIPES, SAMPLERS, SCHEDULES, STAGE2, _SMALL, parse_floats,
+                             parse_ints)
 
 
 # ==== configuration ===============================================================================
@@ -46,12 +47,23 @@ class TrainConfig:
     loss_params: dict[str, float] = field(default_factory=dict)  # beta, gamma, tau, max_margin,
     #                                  scale, drw_beta (trainer.losses.DEFAULTS)
     cb_reduction: str = _default("cb_reduction")
+    smoothing: float = _default("smoothing")              # label smoothing epsilon (largest class)
+    smoothing_tail: float | None = None                   # label-aware: epsilon of the smallest
+    mixup: float = _default("mixup")                      # input mixup alpha; 0 = off
+    max_norm: float | None = None                         # MaxNorm bound of the classifier rows
+    # the second stage on frozen features: none, crt, lws, tau-norm, cb-finetune
+    stage2: str = _default("stage2")
+    stage2_epochs: int | None = None                      # None: the recipe's
+    stage2_lr: float | None = None                        # None: lr
+    tau_norm: float = _default("tau_norm")
     # optimisation: SGD with momentum, linear warm-up, then cosine decay to 0 or steps at
     # milestones. None takes the dataset's recipe (RECIPES).
     epochs: int | None = None
     batch_size: int | None = None
     lr: float | None = None          # peak learning rate
     momentum: float = 0.9
+    optimizer: str = _default("optimizer")               # sgd, sam, imbsam
+    rho: float = _default("rho")
     weight_decay: float | None = None
     warmup_epochs: float | None = None
     schedule: str | None = None
@@ -73,6 +85,7 @@ class TrainConfig:
     # recording
     dynamics: str = _default("dynamics")
     probe_every: int = _default("probe_every")
+    posthoc_tau: tuple[float, ...] = _default("posthoc_tau")  # post-hoc logit adjustment's taus
     flush_steps: int = 200           # flush the step buffer at least every N steps...
     flush_seconds: float = 1.0       # ...or every S seconds, so live readers stay <= ~S s behind
     extra: dict[str, Any] = field(default_factory=dict)
@@ -94,6 +107,8 @@ class TrainConfig:
         kwargs["loss_params"] = {k: values[k] for k in LOSS_PARAMS if values.get(k) is not None}
         if isinstance(kwargs.get("milestones"), str):
             kwargs["milestones"] = parse_ints(kwargs["milestones"], "--milestones")
+        if isinstance(kwargs.get("posthoc_tau"), str):
+            kwargs["posthoc_tau"] = parse_floats(kwargs["posthoc_tau"], "--posthoc-tau")
         if kwargs.get("data_dir") is not None:
             kwargs["data_dir"] = str(kwargs["data_dir"])
         return cls(**kwargs)
@@ -116,6 +131,7 @@ def resolve_config(cfg: TrainConfig) -> TrainConfig:
                                      for m in recipe["milestones"])
     values["milestones"] = tuple(int(m) for m in values["milestones"])
     values["model"] = cfg.model or DEFAULT_MODEL.get(cfg.dataset)
+    values["posthoc_tau"] = tuple(float(t) for t in cfg.posthoc_tau)
     return dataclasses.replace(cfg, **values)
 
 
@@ -154,3 +170,55 @@ def check_config(cfg: TrainConfig, image: bool) -> None:
     if cfg.drw is not None and not 0 <= cfg.drw < cfg.epochs:
         raise DataError(f"--drw {cfg.drw} must lie in [0, --epochs {cfg.epochs}): re-weighting "
                         f"starts after that many epochs")
+    check_method(cfg)
+
+
+def check_method(cfg: TrainConfig) -> None:
+    """Combinations of methods that cannot be defined, refused with one line each."""
+    for flag, eps in (("--smoothing", cfg.smoothing), ("--smoothing-tail", cfg.smoothing_tail)):
+        if eps is not None and not 0.0 <= eps < 1.0:
+            raise DataError(f"{flag} must lie in [0, 1), got {eps}")
+    if cfg.loss == "focal" and (cfg.smoothing > 0 or cfg.smoothing_tail is not None):
+        raise DataError("label smoothing softens a cross-entropy's target; --loss focal has "
+                        "none to soften (use ce, weighted-ce, cb, ldam, balanced-softmax or "
+                        "logit-adjusted)")
+    if not (cfg.mixup >= 0 and math.isfinite(cfg.mixup)):
+        raise DataError(f"--mixup alpha must be >= 0, got {cfg.mixup}")
+    _choose(cfg.optimizer, OPTIMIZERS, "--optimizer")
+    if cfg.optimizer != "sgd" and not cfg.rho > 0:
+        raise DataError(f"--rho must be > 0 for --optimizer {cfg.optimizer}, got {cfg.rho}")
+    if cfg.optimizer == "imbsam" and cfg.mixup > 0:
+        raise DataError("--optimizer imbsam splits each sample's loss by its class (majority or "
+                        "minority); a mixed sample of --mixup has two classes, so the split is "
+                        "undefined")
+    if cfg.max_norm is not None:
+        if not cfg.max_norm > 0:
+            raise DataError(f"--max-norm must be > 0, got {cfg.max_norm}")
+        if cfg.loss in NORMED_LOSSES:
+            raise DataError(f"--max-norm bounds the classifier's row norms, but --loss {cfg.loss} "
+                            "trains a cosine classifier whose rows are normalised")
+    _choose(cfg.stage2, STAGE2, "--stage2")
+    if cfg.stage2 == "tau-norm" and cfg.loss in NORMED_LOSSES:
+        raise DataError(f"--stage2 tau-norm rescales the classifier's rows, but --loss {cfg.loss} "
+                        "trains a cosine classifier whose rows all have norm 1")
+    if cfg.stage2 in STAGE2_TRAINED:
+        if cfg.stage2_epochs is not None and cfg.stage2_epochs < 1:
+            raise DataError(f"--stage2-epochs must be >= 1 for --stage2 {cfg.stage2}, got "
+                            f"{cfg.stage2_epochs}")
+        if cfg.stage2_lr is not None and not (cfg.stage2_lr > 0 and math.isfinite(cfg.stage2_lr)):
+            raise DataError(f"--stage2-lr must be a positive number, got {cfg.stage2_lr}")
+    if any(not math.isfinite(t) for t in cfg.posthoc_tau):
+        raise DataError(f"--posthoc-tau values must be finite numbers, got {cfg.posthoc_tau}")
+
+
+NORMED_LOSSES = ("ldam",)  # their cosine classifier (trainer.losses.NORMED_CLASSIFIER)
+STAGE2_TRAINED = ("crt", "lws", "cb-finetune")  # the second stages that train
+
+
+def check_stage_steps(cfg: TrainConfig, steps_per_epoch: int) -> None:
+    """A second stage needs the whole first stage: refuse a --max-steps that ends inside it."""
+    if cfg.stage2 != "none" and cfg.max_steps is not None \
+            and cfg.max_steps < steps_per_epoch * cfg.epochs:
+        raise DataError(f"--max-steps {cfg.max_steps} ends the run inside its first stage "
+                        f"({steps_per_epoch * cfg.epochs} steps), so --stage2 {cfg.stage2} "
+                        "would have no first stage to build on")

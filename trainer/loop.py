@@ -402,7 +402,7 @@ def default_name(cfg: TrainConfig) -> str:
     """A run's name when none is given: dataset, profile and ratio, then the method label."""
     from imbtui.store.schema import method_label
 
-    method = method_label(cfg.loss, cfg.drw, cfg.sampler, cfg.cb_reduction)
+    method = method_label(dataclasses.asdict(cfg))
     return f"{cfg.dataset}-{cfg.profile}{cfg.ratio:g}-{method}"
 
 

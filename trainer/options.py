@@ -28,18 +28,23 @@ CB_REDUCTIONS = ("weighted-mean", "mean")  # the first is the default (trainer/l
 SAMPLERS = ("none", "class-balanced", "square-root")
 AUGMENTS = ("none", "crop", "flip", "crop-flip")
 SCHEDULES = ("cosine", "step")
+OPTIMIZERS = ("sgd", "sam", "imbsam")  # trainer/sharpness.py
+STAGE2 = ("none", "crt", "lws", "tau-norm", "cb-finetune")  # trainer/stages.py
 DYNAMICS = ("full", "minimal", "off")  # full = everything; minimal = steps + epochs rows; off = none
 DEVICES = ("auto", "cpu", "cuda")
 
 # ==== the recipes: what every recipe option becomes when not given ================================
 
 _SMALL = {"epochs": 30, "batch_size": 128, "lr": 0.05, "weight_decay": 5e-4, "warmup_epochs": 1.0,
-          "schedule": "cosine", "milestones": (), "lr_decay": 0.1, "augment": "none"}
+          "schedule": "cosine", "milestones": (), "lr_decay": 0.1, "augment": "none",
+          "stage2_epochs": 5}
 # The standard long-tailed CIFAR recipe (Cao et al. 2019): 200 epochs, batch 128, SGD lr 0.1 with 5
 # linear warm-up epochs, x0.01 after epoch 160 and again after 180, weight decay 2e-4, pad-4 random
 # crop and horizontal flip.
+# A second stage (Kang et al. 2020) trains 10 epochs.
 CIFAR_LT = {"epochs": 200, "batch_size": 128, "lr": 0.1, "weight_decay": 2e-4, "warmup_epochs": 5.0,
-            "schedule": "step", "milestones": (160, 180), "lr_decay": 0.01, "augment": "crop-flip"}
+            "schedule": "step", "milestones": (160, 180), "lr_decay": 0.01, "augment": "crop-flip",
+            "stage2_epochs": 10}
 RECIPES: dict[str, dict[str, Any]] = {"mnist1d": _SMALL, "mnist": _SMALL, "fashion-mnist": _SMALL,
                                       "cifar10": CIFAR_LT, "cifar100": CIFAR_LT}
 LOSS_PARAMS = ("beta", "gamma", "tau")  # options that go into TrainConfig.loss_params
@@ -52,7 +57,8 @@ class Option:
     """One training option.
 
     name      the TrainConfig field (or loss parameter) it sets; the flag is --name with dashes
-    kind      float | int | str | bool | path | ints (comma-separated whole numbers)
+    kind      float | int | str | bool | path | ints (comma-separated whole numbers) | floats
+              (comma-separated numbers)
     default   its value when not given; None for a recipe option or an optional one
     choices   the allowed values; `strict` ones are refused by the command-line parser, the
               others by trainer.config.check_config (which names the valid ones)
@@ -127,12 +133,38 @@ OPTIONS: tuple[Option, ...] = (
            "code); mean = sum w*l / N (Cui et al.'s class-balanced loss code). Focal always takes "
            "its reference's plain mean, the weight inside.", "weighted-mean", CB_REDUCTIONS,
            strict=True),
+    Option("smoothing", "float", "Label smoothing epsilon (Szegedy et al. 2016); with "
+           "--smoothing-tail, the epsilon of the largest class. 0 = off.", 0.0, minimum=0.0),
+    Option("smoothing_tail", "float", "Label-aware smoothing (Zhong et al. 2021, MiSLAS): the "
+           "epsilon of the smallest class; the classes between take theirs linearly in their "
+           "training count, from --smoothing at the largest."),
+    Option("mixup", "float", "Input mixup alpha (Zhang et al. 2018): each batch mixed with a "
+           "shuffled copy of itself, lambda ~ Beta(alpha, alpha). 0 = off.", 0.0, minimum=0.0),
+    Option("max_norm", "float", "Weight balancing's MaxNorm (Alshammari et al. 2022): after "
+           "every step each classifier row is projected back to norm <= this.", minimum=0.0),
+    Option("stage2", "str", "A second stage on the frozen features (Kang et al. 2020): crt "
+           "retrains a fresh classifier with class-balanced sampling, lws learns a per-class "
+           "scale of the logits likewise, tau-norm divides each classifier row by its norm^tau "
+           "(no training), cb-finetune fine-tunes the classifier with the class-balanced loss "
+           "(weight balancing's second stage).", "none", STAGE2, axis=True),
+    Option("stage2_epochs", "int", "Epochs of the second stage (crt, lws, cb-finetune).",
+           minimum=1),
+    Option("stage2_lr", "float", "Peak learning rate of the second stage (cosine decay to 0, no "
+           "warm-up). Default: --lr."),
+    Option("tau_norm", "float", "tau-norm's tau: each classifier row divided by its norm^tau.",
+           1.0, minimum=0.0),
     # optimisation: SGD with momentum 0.9, linear warm-up, then cosine decay or steps
     Option("epochs", "int", "Passes over the long-tailed training set.", minimum=1),
     Option("batch_size", "int", "Samples per step.", minimum=1),
     Option("lr", "float", "Peak learning rate of SGD with momentum 0.9."),
     Option("weight_decay", "float", "Weight decay."),
     Option("warmup_epochs", "float", "Linear warm-up length in epochs."),
+    Option("optimizer", "str", "sgd; sam = sharpness-aware minimisation (Foret et al. 2021); "
+           "imbsam = sharpness-aware on the minority classes' loss only (Zhou et al. 2023). "
+           "Both add a second forward and backward pass per step.", "sgd", OPTIMIZERS,
+           strict=True, axis=True),
+    Option("rho", "float", "sam / imbsam: radius of the weight perturbation.", 0.05,
+           minimum=0.0),
     Option("schedule", "str", "Learning-rate schedule after the warm-up.", None, SCHEDULES),
     Option("milestones", "ints", "step schedule: comma-separated epochs after which lr is "
            "multiplied by --lr-decay (CIFAR's scale with --epochs)."),
@@ -156,6 +188,9 @@ OPTIONS: tuple[Option, ...] = (
            "feature geometry, gradient probes and every sample's presentations; minimal = "
            "per-step and per-epoch per-class rows only; off = nothing.", "full", DYNAMICS,
            strict=True),
+    Option("posthoc_tau", "floats", "Post-hoc logit adjustment (Menon et al. 2021) evaluated "
+           "beside the plain logits at every evaluation: test and train accuracy per class of "
+           "argmax z_c - tau * log pi_c, for each of these comma-separated taus.", (1.0,)),
     Option("probe_every", "int", "full: a gradient probe (one extra backward pass) every N "
            "steps.", 100, minimum=1),
     Option("sweep", "str", "Id shared by the runs of one sweep.", hidden=True, sweep=False),
@@ -174,6 +209,16 @@ def parse_ints(text: str, flag: str) -> tuple[int, ...]:
         raise DataError(f"{flag} takes whole numbers separated by commas, got {text!r}") from None
 
 
+def parse_floats(text: str, flag: str) -> tuple[float, ...]:
+    """'0.5,1,2' -> (0.5, 1.0, 2.0)."""
+    from trainer.data import DataError
+
+    try:
+        return tuple(float(v) for v in text.replace(",", " ").split())
+    except ValueError:
+        raise DataError(f"{flag} takes numbers separated by commas, got {text!r}") from None
+
+
 def to_argv(values: dict[str, Any], always: tuple[str, ...] = ()) -> list[str]:
     """The `imbtui train` arguments that give these option values: None and defaults left out,
     except for the options named in `always` (a sweep's axes, so each run's line says them)."""
@@ -186,6 +231,10 @@ def to_argv(values: dict[str, Any], always: tuple[str, ...] = ()) -> list[str]:
             argv.append(o.cli_flag if v else "--no-" + o.cli_flag[2:])
         elif o.kind == "ints":
             argv += [o.cli_flag, ",".join(str(int(m)) for m in v)]
+        elif o.kind == "floats":
+            if tuple(v) == o.default and o.name not in always:
+                continue
+            argv += [o.cli_flag, ",".join(f"{float(m):g}" for m in v)]
         else:
             argv += [o.cli_flag, f"{v:g}" if isinstance(v, float) else str(v)]
     return argv

@@ -277,7 +277,7 @@ def _sweep_configs(values: dict[str, Any], prefix: str | None, sweep_id: str) ->
     configs = []
     for combo in itertools.product(*axes.values()):
         cfg = TrainConfig.from_options({**values, **dict(zip(axes, combo))})
-        method = method_label(cfg.loss, cfg.drw, cfg.sampler, cfg.cb_reduction)
+        method = method_label(dataclasses.asdict(cfg))
         name = f"{prefix or ''}{cfg.dataset}-r{cfg.ratio:g}-{method}-s{cfg.seed}"
         configs.append(dataclasses.replace(cfg, name=name, sweep=sweep_id))
     return configs

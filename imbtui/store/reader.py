@@ -254,8 +254,7 @@ class Store:
             "finished_at": _parse_ts(meta.get("finished_at")),
             "heartbeat_at": beat,
             "config": json.dumps(config, sort_keys=True, default=str),
-            "method": method_label(values.get("loss"), values.get("drw"), values.get("sampler"),
-                                   values.get("cb_reduction")),
+            "method": method_label(config),
         })
         if "subset_seed" not in config:  # runs made before --subset-seed drew it from --seed
             values["subset_seed"] = values.get("seed")

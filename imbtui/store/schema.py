@@ -6,6 +6,9 @@ from them when a table has no part yet, so a query over a fresh store never fail
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import polars as pl
 import pyarrow as pa
 
@@ -181,16 +184,37 @@ ARROW_TABLES: dict[str, list[tuple[str, pa.DataType]]] = {
 WEIGHTED_LOSSES = ("weighted-ce", "cb")  # losses whose class weights `cb_reduction` averages
 
 
-def method_label(loss: str | None, drw: int | None, sampler: str | None,
-                 cb_reduction: str | None = None) -> str:
-    """The method a run trained with, as every table, screen and default run name names it: the
-    loss, `-drw` with deferred re-weighting, `-mean` when its class weights are averaged over the
-    batch size (`--cb-reduction mean`, Cui et al.'s reduction) rather than the weight sum,
-    `+sampler` with a sampler (ce, ldam-drw, cb-mean, ce+class-balanced)."""
+def method_label(config: Mapping[str, Any]) -> str:
+    """The method a run trained with, from its config (TrainConfig's field names), as every table,
+    screen and default run name names it. The loss; `-drw` with deferred re-weighting; `-mean`
+    when its class weights are averaged over the batch size (`--cb-reduction mean`, Cui et al.'s
+    reduction) rather than the weight sum; then, each with a `+`, what else changed the training,
+    in this order: the sampler, label smoothing (`ls`; label-aware: `las`), `mixup`, the
+    optimiser (`sam`, `imbsam`), `maxnorm`, and the second stage (`crt`, `lws`, `tau-norm`,
+    `cb-finetune`). E.g. ce, ldam-drw, cb-mean, ce+class-balanced, ce+maxnorm+cb-finetune."""
+    def get(key: str) -> Any:
+        return config.get(key)
+
+    loss, drw = get("loss"), get("drw")
     label = (loss or "?") + ("-drw" if drw is not None else "")
-    if cb_reduction == "mean" and (loss in WEIGHTED_LOSSES or drw is not None):
+    if get("cb_reduction") == "mean" and (loss in WEIGHTED_LOSSES or drw is not None):
         label += "-mean"
-    return label if sampler in (None, "", "none") else f"{label}+{sampler}"
+    parts = [label]
+    if get("sampler") not in (None, "", "none"):
+        parts.append(get("sampler"))
+    if get("smoothing_tail") is not None:
+        parts.append("las")
+    elif (get("smoothing") or 0) > 0:
+        parts.append("ls")
+    if (get("mixup") or 0) > 0:
+        parts.append("mixup")
+    if get("optimizer") not in (None, "", "sgd"):
+        parts.append(get("optimizer"))
+    if get("max_norm") is not None:
+        parts.append("maxnorm")
+    if get("stage2") not in (None, "", "none"):
+        parts.append(get("stage2"))
+    return "+".join(parts)
 
 
 # Columns of the `runs` view, in order; built from run.json files by the reader.

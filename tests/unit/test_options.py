@@ -67,7 +67,7 @@ def test_sweep_axes_are_the_declared_axes() -> None:
     from imbtui.sweep import LIST_OPTIONS
 
     assert LIST_OPTIONS == tuple(OPTION[a].cli_flag for a in AXES)
-    assert set(AXES) == {"ratio", "dataset", "loss", "sampler", "seed"}
+    assert set(AXES) == {"ratio", "dataset", "loss", "sampler", "seed", "optimizer", "stage2"}
 
 
 def test_trainer_modules_register_the_declared_names() -> None:
