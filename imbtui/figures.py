@@ -1,13 +1,16 @@
 """Figures for papers: majority vs minority train and test accuracy per run, drawn with matplotlib.
 
 Uses the object API on an Agg canvas (no pyplot): no global state, no display, safe in threads.
-Every panel shares one 0-1 accuracy axis so that runs compare at a glance.
+Every panel shares one 0-1 accuracy axis so that runs compare at a glance. A panel may stand for
+several seeds: its curves are then their means and carry error bars, the 95 % t-intervals that the
+report's query computed (an `acc_ci` column); nothing here computes a mean or an interval.
 """
 
 from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 
@@ -16,6 +19,7 @@ from imbtui.errors import UserError
 COLORS = {"majority": "#1f5fa8", "minority": "#d4661c"}  # blue / orange: safe for colour blindness
 STYLES = {"train": "-", "test": "--"}
 PANEL_W, PANEL_H, MAX_COLS = 2.8, 2.3, 4  # inches; a row of four fits a two-column paper's width
+MAX_BARS = 12  # error bars per curve at most: every k-th epoch on long runs
 
 
 def _matplotlib():
@@ -32,14 +36,16 @@ def _matplotlib():
     return Figure, FigureCanvasAgg
 
 
-def group_curves_figure(curves: pl.DataFrame, panels: list[tuple[str, str]], path: Path,
-                        dpi: int = 300) -> Path:
-    """One panel per (run_id, title): accuracy vs epoch of majority and minority, train and test.
+def group_curves_figure(curves: pl.DataFrame, panels: list[tuple[Any, str]], path: Path,
+                        dpi: int = 300, key: str = "run_id") -> Path:
+    """One panel per (value of `key`, title): accuracy vs epoch of majority and minority, train and
+    test.
 
     A group's accuracy is the mean over its classes, as in the report.
 
-    `curves` holds rows of the group_curves analysis. The format follows the file suffix
-    (.png, .pdf, .svg).
+    `curves` holds rows of the group_curves analysis (grp, split, epoch, acc and `key`); with an
+    `acc_ci` column (means over seeds: report.curves_over_seeds) each non-NULL half-width is drawn
+    as an error bar. The format follows the file suffix (.png, .pdf, .svg).
     """
     if not panels:
         raise UserError("no runs to draw")
@@ -49,14 +55,20 @@ def group_curves_figure(curves: pl.DataFrame, panels: list[tuple[str, str]], pat
     fig = Figure(figsize=(PANEL_W * cols, PANEL_H * nrows + 0.35), layout="constrained")
     Canvas(fig)
     axes = fig.subplots(nrows, cols, sharey=True, squeeze=False)
-    for i, (ax, (run_id, title)) in enumerate(zip(axes.flat, panels)):
-        _panel(ax, curves.filter(pl.col("run_id") == run_id), title)
+    for i, (ax, (value, title)) in enumerate(zip(axes.flat, panels)):
+        _panel(ax, curves.filter(pl.col(key) == value), title)
         if i % cols:  # the shared y axis is labelled once per row
             ax.set_ylabel("")
     for ax in list(axes.flat)[len(panels):]:
         ax.set_visible(False)
     handles, labels = axes.flat[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="outside lower center", ncols=4, frameon=False)
+    if "acc_ci" in curves.columns and curves["acc_ci"].is_not_null().any():
+        from matplotlib.lines import Line2D
+
+        handles.append(Line2D([], [], color="0.35", marker="|", markersize=7, lw=0))
+        labels.append("95 % t-interval over seeds")
+    fig.legend(handles, labels, loc="outside lower center",
+               ncols=len(handles) if cols > 1 else 4, frameon=False)
     try:
         fig.savefig(path, dpi=dpi)
     except (OSError, ValueError) as exc:
@@ -71,6 +83,7 @@ def _panel(ax, rows: pl.DataFrame, title: str) -> None:
             ax.plot(line["epoch"].to_list(), line["acc"].to_list(), style, color=color,
                     lw=1.3,
                     label=f"{grp} {split}")
+            _error_bars(ax, line, color)
     _shade_minority_gap(ax, rows)
     ax.set_title(title)
     ax.set_ylim(0, 1.02)
@@ -78,6 +91,16 @@ def _panel(ax, rows: pl.DataFrame, title: str) -> None:
     ax.set_ylabel("accuracy (mean over classes)")
     ax.grid(alpha=0.25, lw=0.5)
     ax.xaxis.get_major_locator().set_params(integer=True)
+
+
+def _error_bars(ax, line: pl.DataFrame, color: str) -> None:
+    """The curve's 95 % t-intervals over seeds (its `acc_ci`), where it has them."""
+    if "acc_ci" not in line.columns or not line["acc_ci"].is_not_null().any():
+        return
+    ci = [math.nan if v is None else v for v in line["acc_ci"].to_list()]
+    ax.errorbar(line["epoch"].to_list(), line["acc"].to_list(), yerr=ci, fmt="none",
+                ecolor=color, elinewidth=0.7, capsize=1.5, alpha=0.8,
+                errorevery=max(1, math.ceil(line.height / MAX_BARS)))
 
 
 def _shade_minority_gap(ax, rows: pl.DataFrame) -> None:

@@ -8,21 +8,26 @@
     against the majority's.
 
 Every number comes from the named analyses learning_onset, group_curves and generalisation_gap, so
-`imbtui query` shows the rows behind any cell of the report.
+`imbtui query` shows the rows behind any cell of the report. A setting run with several seeds is
+shown as mean ± half-width of the 95 % t-interval (n = seeds): DuckDB computes both, with the store's
+`ci95` macro (imbtui/store/semantic.py), as the named queries method_comparison and ratio_sweep do.
 """
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+import duckdb
 import polars as pl
 
 
 class Queryable(Protocol):
     def sql(self, query: str, params: dict[str, Any] | None = None) -> pl.DataFrame: ...
     def query(self, name: str, **params: Any) -> pl.DataFrame: ...
+    def connection(self) -> duckdb.DuckDBPyConnection: ...
 
 
 @dataclass(frozen=True)
@@ -56,6 +61,8 @@ HEADLINES = {"onset_spread": "onset spread (epochs)", "early_gap": "early train 
              "majority - minority", "excess_gap": "excess train - test gap of the minority"}
 
 SETTING = ["dataset", "profile", "model", "epochs"]  # what must match for runs to be compared
+# one column of the report: the runs of one setting, ratio and method, i.e. its seeds
+COLUMN = SETTING + ["ratio", "method"]
 # the columns of the runs view that name a run in the report (schema.RUN_COLUMNS has them all)
 IDENTITY = ["run_id", "name", "status", "dataset", "profile", "ratio", "model", "loss",
             "sampler", "drw", "seed", "method"]
@@ -120,33 +127,91 @@ def gap_stats(gap: pl.DataFrame) -> pl.DataFrame:
     return out.with_columns(excess_gap=pl.col("gap_minority") - pl.col("gap_majority"))
 
 
+# ==== over seeds ==================================================================================
+
+def numbers(threshold: float = 0.5, early: int = 2) -> list[str]:
+    """The per-run numbers the report shows (its table's rows and the headlines of `changes`)."""
+    keys = [r.key for r in rows(threshold, early) if r.key is not None]
+    return keys + [k for k in HEADLINES if k not in keys]
+
+
+def over_seeds(store: Queryable, frame: pl.DataFrame, by: Sequence[str], keys: Sequence[str]
+               ) -> pl.DataFrame:
+    """One row per value of `by` in `frame` (rows with a run_id; usually a setting's seeds), in
+    order of first appearance: `seeds` (how many rows), `run_ids` (theirs, in order), and for each
+    of `keys` its mean over the rows, `<key>_ci` the half-width of that mean's 95 % t-interval
+    (NULL with one value) and `<key>_n` the values counted.
+
+    The store's DuckDB computes them with its `avg` and `ci95` macro (imbtui/store/semantic.py),
+    the same definitions as the named queries method_comparison and ratio_sweep, so no mean or
+    interval is computed here a second time.
+    """
+    con = store.connection()
+    name = f"report_{uuid.uuid4().hex}"  # a view of this one call's rows only
+    data = frame.with_row_index("row_").with_columns(pl.col(k).cast(pl.Float64) for k in keys)
+    group = ", ".join(f'"{c}"' for c in by)
+    stats = "".join(f', avg("{k}") AS "{k}", ci95(stddev_samp("{k}"), count("{k}")) AS "{k}_ci"'
+                    f', count("{k}") AS "{k}_n"' for k in keys)
+    con.register(name, data.to_arrow())
+    try:
+        return con.sql(f"SELECT {group}, count(*) AS seeds, list(run_id ORDER BY row_) AS run_ids"
+                       f"{stats} FROM {name} GROUP BY {group} ORDER BY min(row_)").pl()
+    finally:
+        con.unregister(name)
+
+
+def settings(store: Queryable, frame: pl.DataFrame, threshold: float = 0.5, early: int = 2
+             ) -> pl.DataFrame:
+    """The report's columns: one row per setting, ratio and method (COLUMN) of `findings`'
+    frame, its finished runs (seeds) pooled: every number's mean, `_ci` and `_n` (see
+    `over_seeds`). A run that is not finished (running, failed, diverged ...) is a column of its
+    own: its numbers are not another seed's."""
+    alone = pl.when(pl.col("status") == "finished").then(pl.lit("")).otherwise(pl.col("run_id"))
+    pooled = over_seeds(store, frame.with_columns(alone.alias("alone")), COLUMN + ["alone"],
+                        numbers(threshold, early))
+    return pooled.drop("alone")
+
+
+def curves_over_seeds(store: Queryable, columns: pl.DataFrame) -> pl.DataFrame:
+    """The group_curves analysis over the runs of each report column (`settings`' rows, numbered
+    from 1 as `column`): per column, group, split and epoch the mean accuracy over the seeds, its
+    `acc_ci` and `acc_n`, for figures with error bars."""
+    which = {rid: i for i, ids in enumerate(columns["run_ids"].to_list(), 1) for rid in ids}
+    curves = store.query("group_curves", runs=list(which))
+    curves = curves.with_columns(column=pl.col("run_id").replace_strict(which,
+                                                                        return_dtype=pl.Int64))
+    return over_seeds(store, curves, ["column", "grp", "split", "epoch"], ["acc"])
+
+
 # ==== how the findings move with the ratio and the method =========================================
 
-def changes(frame: pl.DataFrame) -> list[str]:
+def changes(columns: pl.DataFrame) -> list[str]:
     """One line per headline and comparison: across ratios (one method), across methods (one ratio).
 
-    Seeds of one setting are averaged; a comparison needs at least two settings. Runs of another
-    dataset, model or length are never mixed in: their numbers are not comparable.
+    `columns` holds `settings`' rows, so a setting's seeds are pooled (mean ± 95 % t half-width
+    when there are several); a comparison needs at least two settings. Runs of another dataset,
+    model or length are never mixed in: their numbers are not comparable.
     """
     lines = []
     for key, label in HEADLINES.items():
-        lines += _by(frame, key, label, SETTING + ["method"], "ratio")
-        lines += _by(frame, key, label, SETTING + ["ratio"], "method")
+        lines += _by(columns, key, label, SETTING + ["method"], "ratio")
+        lines += _by(columns, key, label, SETTING + ["ratio"], "method")
     return lines
 
 
-def _by(frame: pl.DataFrame, key: str, label: str, fixed: list[str], varied: str) -> list[str]:
-    means = frame.group_by(fixed + [varied]).agg(pl.col(key).mean()).sort(fixed + [varied])
+def _by(columns: pl.DataFrame, key: str, label: str, fixed: list[str], varied: str
+        ) -> list[str]:
     lines = []
-    for group in means.partition_by(fixed, maintain_order=True):
+    for group in columns.sort(fixed + [varied]).partition_by(fixed, maintain_order=True):
         if group.height < 2:
             continue
         where = ", ".join(_word(group[c][0], c) for c in fixed)
-        pairs = list(zip(group[varied], group[key]))
+        fmt = "{:.1f}" if key == "onset_spread" else "{:+.3f}"
+        pairs = [(r[varied], _cell(r, key, fmt)) for r in group.to_dicts()]
         if varied == "ratio":
-            steps = " -> ".join(f"{_num(x, key)} at ratio {v:g}" for v, x in pairs)
+            steps = " -> ".join(f"{x} at ratio {v:g}" for v, x in pairs)
         else:
-            steps = ", ".join(f"{_num(x, key)} with {v}" for v, x in pairs)
+            steps = ", ".join(f"{x} with {v}" for v, x in pairs)
         lines.append(f"{label}, by {varied} ({where}): {steps}")
     return lines
 
@@ -157,43 +222,62 @@ def _word(value: Any, column: str) -> str:
     return f"{value} epochs" if column == "epochs" else str(value)
 
 
-def _num(x: float | None, key: str) -> str:
-    if x is None:
-        return "-"
-    return f"{x:.1f}" if key == "onset_spread" else f"{x:+.3f}"
-
-
 # ==== showing =====================================================================================
 
 def run_label(row: dict[str, Any], i: int) -> str:
     return f"#{i}\n{row['dataset']}\nratio {row['ratio']:g}\n{row['method']}"
 
 
-def table(frame: pl.DataFrame, threshold: float, early: int):
-    """The findings as a rich Table: one row per number, one column per run."""
+def table(columns: pl.DataFrame, threshold: float, early: int):
+    """The findings as a rich Table: one row per number, one column per setting (`settings`' rows):
+    a run's number, or over several seeds their mean ± 95 % t half-width (n=seeds)."""
     from imbtui.console import plain_table
 
     t = plain_table("class imbalance: the three findings")
     t.add_column("finding", no_wrap=True)
-    runs = frame.to_dicts()
-    for i, run in enumerate(runs, 1):
-        t.add_column(run_label(run, i), justify="right")
+    cols = columns.to_dicts()
+    for i, col in enumerate(cols, 1):
+        t.add_column(run_label(col, i), justify="right")
     for row in rows(threshold, early):
         if row.key is None:
-            t.add_row(f"[bold]{row.label}[/bold]", *[""] * len(runs))
+            t.add_row(f"[bold]{row.label}[/bold]", *[""] * len(cols))
         else:
-            t.add_row(f"  {row.label}", *[_cell(run.get(row.key), row.fmt) for run in runs])
+            t.add_row(f"  {row.label}", *[_cell(col, row.key, row.fmt) for col in cols])
     return t
 
 
-def _cell(value: Any, fmt: str) -> str:
-    return "-" if value is None else fmt.format(value)
+def _cell(col: dict[str, Any], key: str, fmt: str) -> str:
+    """One number of a column: the value, or "mean ± half-width (n=k)" over k >= 2 seeds (a
+    count, "{:.0f}", gets one decimal there: its mean need not be whole)."""
+    value, ci, n = col.get(key), col.get(f"{key}_ci"), col.get(f"{key}_n")
+    if value is None:
+        return "-"
+    if ci is None:
+        return fmt.format(value)
+    fmt = fmt.replace(".0f", ".1f")
+    return f"{fmt.format(value)} ± {fmt.replace('+', '').format(ci)} (n={n})"
 
 
-def legend(frame: pl.DataFrame, threshold: float) -> list[str]:
-    lines = [f"#{i} = {r['run_id']}  {r['name']}  ({r['status']}, seed {r['seed']}, "
-             f"{r['epochs']} epochs)" for i, r in enumerate(frame.to_dicts(), 1)]
+def legend(columns: pl.DataFrame, frame: pl.DataFrame, threshold: float) -> list[str]:
+    """Which runs each column holds (every run id in full), and what the numbers mean."""
+    runs = {r["run_id"]: r for r in frame.to_dicts()}
+
+    def run_line(r: dict[str, Any]) -> str:
+        return (f"{r['run_id']}  {r['name']}  ({r['status']}, seed {r['seed']}, "
+                f"{r['epochs']} epochs)")
+
+    lines = []
+    for i, col in enumerate(columns.to_dicts(), 1):
+        ids = col["run_ids"]
+        if len(ids) == 1:
+            lines.append(f"#{i} = {run_line(runs[ids[0]])}")
+        else:
+            lines.append(f"#{i} = {len(ids)} seeds:")
+            lines += [f"     {run_line(runs[rid])}" for rid in ids]
     lines.append(f"onset: first epoch >= 1 with train accuracy >= {threshold:g} (a class that "
                  f"never gets there counts as last epoch + 1); a group's accuracy is the mean "
                  f"over its classes; gaps are at the last epoch.")
+    if (columns["seeds"] > 1).any():
+        lines.append("a ± b (n=k): the mean over k seeds ± the half-width of its 95 % "
+                     "t-interval, t975(k - 1) * sd / sqrt(k) (the ci95 macro, docs/store.md).")
     return lines

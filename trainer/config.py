@@ -55,6 +55,7 @@ class TrainConfig:
     stage2: str = _default("stage2")
     stage2_epochs: int | None = None                      # None: the recipe's
     stage2_lr: float | None = None                        # None: lr
+    stage2_weight_decay: float | None = None              # None: weight_decay
     tau_norm: float = _default("tau_norm")
     # optimisation: SGD with momentum, linear warm-up, then cosine decay to 0 or steps at
     # milestones. None takes the dataset's recipe (RECIPES).

@@ -6,9 +6,10 @@ the part from the class's own samples and the part from the other classes' sampl
 (`classifier_grad_split`). Per sample (`SampleRecorder`): each training sample's correctness, p_true
 and loss at its presentation, from the training forward pass. Every K steps (`GradientProbe`): the
 full-model gradient of the majority's and of the minority's share of the batch loss. Per epoch
-(`evaluate_features`, `geometry_tables`): the eval passes' per-class rows and the geometry of the
-penultimate features (NC1-NC3 as Papyan et al. 2020 define them, class-mean norms and cosines,
-minority collapse, train-vs-test shift).
+(`evaluate_features`, `geometry_tables`): the eval passes' per-class rows (with post-hoc logit
+adjustment's correct counts for each tau) and the geometry of the penultimate features (NC1-NC3 as
+Papyan et al. 2020 define them, class-mean norms and cosines, minority collapse, train-vs-test
+shift).
 
 Everything is written into device buffers (`index_add_`, masked sums), never `.item()` / `.cpu()` /
 `bincount`, so a step never waits for the device; the buffers go to the host once per flush. Under
@@ -409,6 +410,7 @@ class GradientProbe:
         # one extra backward: the majority's share; the minority's is the whole gradient minus it
         # (backpropagation is linear in dLoss/dlogits and the two masks partition the rows)
         grads = torch.autograd.grad(logits, params, d * (~minor)[:, None].to(d.dtype),
+                                    retain_graph=True,  # the stepper may backpropagate again
                                     allow_unused=True, materialize_grads=True)
         with torch.no_grad():
             g_maj = shared_mean(torch.cat([g.reshape(-1).float() for g in grads]))
@@ -479,27 +481,70 @@ class FeatureSums:
 EVAL_SUMS = Stats(("n", "correct", "loss_sum", "p_true_sum", "norm_sum", "sq_norm_sum"))
 
 
+# Post-hoc logit adjustment (Menon et al. 2021, "Long-tail learning via logit adjustment", ICLR;
+# reference code google-research/google-research, logit_adjustment/main.py): after training with
+# any loss, predict argmax_c z_c - tau * log pi_c, pi_c = n_c / N the class's share of the training
+# set. An eval pass counts, per class and for each tau, the samples whose adjusted prediction is
+# their label: the rows' `POSTHOC_CORRECT`, a (taus, C) array in the order of the taus given.
+# The adjusted logits are z (widened exactly to float64) minus the float64 products tau * log pi_c
+# (`posthoc_offsets`, made on the host once per pass), so that numpy reproduces every prediction
+# bit for bit; tau = 0 subtracts zero and predicts exactly as the plain argmax (ties: first index).
+# The reference subtracts log(pi^tau + 1e-12) in float32; with every n_c >= 1 that is tau log pi_c
+# but for the epsilon and the rounding.
+POSTHOC_CORRECT = "posthoc_correct"
+
+
+def class_log_prior(counts: Sequence[int]) -> np.ndarray:
+    """log pi_c = log(n_c / N) of the training counts, float64 (C,)."""
+    n = np.asarray(counts, dtype=np.float64)
+    return np.log(n / n.sum())
+
+
+def posthoc_offsets(taus: Sequence[float], log_prior: np.ndarray | None) -> np.ndarray:
+    """(len(taus), C) float64: tau * log pi_c, what post-hoc adjustment subtracts from the logits."""
+    if log_prior is None:
+        raise ValueError("post-hoc adjustment needs the class log prior (class_log_prior)")
+    return np.outer(np.asarray(taus, dtype=np.float64), np.asarray(log_prior, dtype=np.float64))
+
+
+@torch.no_grad()
+def posthoc_hits(logits: torch.Tensor, y: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
+    """(B, taus) float64: 1 where argmax_c (z_c - offsets[t, c]) is the label, else 0."""
+    z = logits.detach().double()
+    return ((z[:, None, :] - offsets[None]).argmax(2) == y[:, None]).double()
+
+
 def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, n_classes: int,
-             batch_size: int = 4096, prepare=None) -> dict[str, np.ndarray]:
-    """Per-class n, correct, loss_sum, p_true_sum and mean penultimate feature norm, in eval mode."""
-    return evaluate_features(model, x, y, n_classes, batch_size, prepare, features=False)[0]
+             batch_size: int = 4096, prepare=None, taus: Sequence[float] = (),
+             log_prior: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """Per-class n, correct, loss_sum, p_true_sum and mean penultimate feature norm, in eval mode
+    (and, given taus, the post-hoc adjusted correct counts: `evaluate_features`)."""
+    return evaluate_features(model, x, y, n_classes, batch_size, prepare, features=False,
+                             taus=taus, log_prior=log_prior)[0]
 
 
 @torch.no_grad()
 def evaluate_features(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, n_classes: int,
-                      batch_size: int = 4096, prepare=None, features: bool = True
+                      batch_size: int = 4096, prepare=None, features: bool = True,
+                      taus: Sequence[float] = (), log_prior: np.ndarray | None = None
                       ) -> tuple[dict[str, np.ndarray], FeatureSums | None]:
     """`evaluate`'s rows and, with `features`, the per-class feature sums the geometry needs.
 
     `prepare` maps a raw batch to model input (normalisation for image datasets, no augmentation).
     Under torchrun each rank evaluates its own slice of x and the per-class sums are added up
-    across ranks on the device, so every rank returns the whole set's rows.
+    across ranks on the device, so every rank returns the whole set's rows. With `taus` (and
+    `log_prior`, `class_log_prior` of the training counts) the rows also hold `POSTHOC_CORRECT`:
+    per tau and class, the samples that post-hoc logit adjustment classifies correctly, counted
+    on the device from the same logits (without taus the rows have no such key).
     """
     x, y = eval_shard(x, y)
     was_training = model.training
     model.eval()
     dev = x.device
     acc = torch.zeros(n_classes, len(EVAL_SUMS), device=dev, dtype=torch.float64)
+    offsets = torch.as_tensor(posthoc_offsets(taus, log_prior), device=dev) if len(taus) else None
+    hits = (torch.zeros(n_classes, len(taus), device=dev, dtype=torch.float64)
+            if offsets is not None else None)
     dim = model.fc.in_features
     hsum = torch.zeros(n_classes, dim, device=dev, dtype=torch.float64) if features else None
     hh = torch.zeros(dim, dim, device=dev, dtype=torch.float64) if features else None
@@ -517,6 +562,8 @@ def evaluate_features(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, 
         terms = {"n": torch.ones_like(loss), "correct": correct.float(), "loss_sum": loss,
                  "p_true_sum": p_true, "norm_sum": h.norm(dim=1), "sq_norm_sum": (hd * hd).sum(1)}
         acc.index_add_(0, yb, torch.stack([terms[k].double() for k in EVAL_SUMS.names], 1))
+        if hits is not None:
+            hits.index_add_(0, yb, posthoc_hits(logits, yb, offsets))
         if hsum is not None:
             hsum.index_add_(0, yb, hd)
             hh.addmm_(hd.T, hd)  # sum_i h_i h_i^T, one (D, B) @ (B, D) product per batch
@@ -532,6 +579,8 @@ def evaluate_features(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, 
         feat = np.where(n > 0, col("norm_sum") / np.maximum(n, 1), np.nan)
     rows = {"n": n, "correct": np.rint(col("correct")).astype(np.int64),
             "loss_sum": col("loss_sum"), "p_true_sum": col("p_true_sum"), "feature_norm": feat}
+    if hits is not None:
+        rows[POSTHOC_CORRECT] = np.rint(dist_sum_(hits).cpu().numpy().T).astype(np.int64)
     if hsum is None:
         return rows, None
     return rows, FeatureSums(n, dist_sum_(hsum).cpu().numpy(), col("sq_norm_sum"),

@@ -33,7 +33,10 @@ from trainer.models import Classifier, build_model, n_params
 from trainer.recording import Diverged, Recorder, Subject, make_recorder
 from trainer.samplers import Sampler
 from trainer.config import (CIFAR_LT, DYNAMICS, RECIPES, SCHEDULES, TrainConfig,  # noqa: F401
-                            check_config, resolve_config)
+                            check_config, check_stage_steps, resolve_config)
+from trainer.mixup import Mixup, mixed_loss, mixed_terms
+from trainer.sharpness import Stepper, make_stepper
+from trainer.stages import MaxNorm, begin_stage2, no_projection, stage2_epochs, stage_lr
 from trainer.sink import NullSink, Sink
 from trainer.vision import IMAGE_DATASETS
 
@@ -50,10 +53,11 @@ def check_run(cfg: TrainConfig, load: Callable[..., Any] = load_dataset) -> list
     counts = dataset_counts(ds, cfg.ratio, cfg.profile, cfg.minority_fraction)
     if cfg.batch_size > sum(counts):
         raise DataError(f"--batch-size {cfg.batch_size} exceeds the {sum(counts)} training samples")
+    check_stage_steps(cfg, sum(counts) // cfg.batch_size)
     build_model(cfg.resolved_model(), tuple(ds.x_train.shape[1:]), ds.n_classes,
                 scale=classifier_scale(cfg.loss, cfg.loss_params))
     build_loss(cfg.loss, counts, torch.device("cpu"), cfg.drw, cfg.cb_reduction,
-               **cfg.loss_params)
+               smoothing=cfg.smoothing, smoothing_tail=cfg.smoothing_tail, **cfg.loss_params)
     return counts
 
 
@@ -163,7 +167,8 @@ def load_data(cfg: TrainConfig, device: torch.device) -> Data:
     if cfg.batch_size > n_train:
         raise DataError(f"--batch-size {cfg.batch_size} exceeds the {n_train} training samples")
     steps_per_epoch = n_train // cfg.batch_size  # drop the last partial batch: equal steps
-    total_steps = cfg.epochs * steps_per_epoch
+    check_stage_steps(cfg, steps_per_epoch)
+    total_steps = (cfg.epochs + trained_stage2_epochs(cfg)) * steps_per_epoch
     if cfg.max_steps is not None:
         total_steps = min(total_steps, cfg.max_steps)
     prepare = (normalizer(ds.meta["mean"], ds.meta["std"], device, cfg.channels_last)
@@ -175,6 +180,11 @@ def load_data(cfg: TrainConfig, device: torch.device) -> Data:
 
 def _as_is(x: torch.Tensor) -> torch.Tensor:
     return x
+
+
+def trained_stage2_epochs(cfg: TrainConfig) -> int:
+    """Epochs of SGD the second stage adds (tau-norm's one evaluation trains none)."""
+    return 0 if cfg.stage2 == "tau-norm" else stage2_epochs(cfg.stage2, cfg.stage2_epochs)
 
 
 def training_subset(cfg: TrainConfig, ds: ArrayDataset) -> tuple[list[int], np.ndarray]:
@@ -200,9 +210,21 @@ def make_model(cfg: TrainConfig, data: Data, device: torch.device
     return model, torch.compile(forward) if cfg.compile else forward
 
 
-def make_optimizer(cfg: TrainConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
-    return torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
-                           weight_decay=cfg.weight_decay)
+def make_optimizer(cfg: TrainConfig, params: Any, weight_decay: float | None = None
+                   ) -> torch.optim.Optimizer:
+    """SGD with momentum over `params` (a module's parameters, or a list)."""
+    if isinstance(params, torch.nn.Module):
+        params = params.parameters()
+    return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum,
+                           weight_decay=cfg.weight_decay if weight_decay is None else weight_decay)
+
+
+def max_norm(cfg: TrainConfig, model: Classifier, stage: int) -> Callable[[], None]:
+    """What runs after each optimiser step of `stage` (1 or 2): MaxNorm's projection in the stage
+    that trains the classifier last (trainer.stages), else nothing."""
+    last = 2 if cfg.stage2 != "none" else 1
+    return MaxNorm(model.fc, cfg.max_norm) if cfg.max_norm is not None and stage == last \
+        else no_projection
 
 
 def autocast(cfg: TrainConfig, device: torch.device
@@ -227,21 +249,35 @@ class Training:
     augment: Augment
     autocast: Callable[[], contextlib.AbstractContextManager]
     eval_batch: int
+    schedule: Callable[[int], float]  # step -> learning rate
+    stepper: Stepper                  # finishes the optimiser step: SGD, SAM or ImbSAM
+    mixup: Mixup | None = None
+    project: Callable[[], None] = no_projection  # after each optimiser step (MaxNorm)
+    frozen: bool = False  # the second stage: the feature extractor in eval mode, not training
+
+    def train_mode(self) -> None:
+        self.model.train()
+        if self.frozen:
+            self.model.features.eval()
 
 
 # ==== evaluation ==================================================================================
 
 def evaluate_epoch(run: Training, recorder: Recorder, epoch: int, step: int) -> dict[str, float]:
     """Eval passes over the training set (eval mode, no augmentation) and the balanced test set:
-    their per-class rows (and feature sums, if the recorder wants them) go to the recorder, their
-    accuracies and losses (`summarise`) to the caller."""
+    their per-class rows (and feature sums, if the recorder wants them; and post-hoc logit
+    adjustment's correct counts for each of cfg.posthoc_tau, with the prior of the training
+    counts) go to the recorder, their accuracies and losses (`summarise`) to the caller."""
+    from trainer.dynamics import class_log_prior
+
     d = run.data
     rows, features = {}, {}
     for split, x, y in (("train", d.x_train, d.y_train), ("test", d.x_test, d.y_test)):
         with run.autocast():
             rows[split], features[split] = evaluate_features(
                 run.model, x, y, d.n_classes, run.eval_batch, prepare=d.prepare,
-                features=recorder.features)
+                features=recorder.features, taus=run.cfg.posthoc_tau,
+                log_prior=class_log_prior(d.counts))
     summary = summarise(rows, d.groups)
     recorder.evaluated(epoch, step, rows, features)
     return summary
@@ -276,7 +312,7 @@ def train_step(run: Training, recorder: Recorder, step: int, epoch: int,
                rows: torch.Tensor) -> None:
     """One SGD step on the batch `rows` (rows of the training tensors, the whole global batch)."""
     # -- learning rate of this step: warm-up, then the schedule
-    lr = get_lr(run.cfg, step, run.data.steps_per_epoch)
+    lr = run.schedule(step)
     for g in run.opt.param_groups:
         g["lr"] = lr
     # -- batch: each rank augments the whole global batch (its generator stays in step with the
@@ -284,20 +320,67 @@ def train_step(run: Training, recorder: Recorder, step: int, epoch: int,
     xb = distributed.shard(run.augment(run.data.x_train[rows], run.gen))
     rows = distributed.shard(rows)
     xb, yb = run.data.prepare(xb), run.data.y_train[rows]
+    # -- mixup: the batch mixed with a shuffled copy; yb stays the primary label (weight >= 1/2),
+    #    which the recorded statistics follow (trainer/mixup.py)
+    xb, mix = mix_batch(run, xb, yb)
     # -- forward: penultimate features and logits (the recorder keeps dLoss/dlogits)
     with run.autocast():
         h, logits = run.forward(xb)
     recorder.watch(logits)
-    # -- loss
-    loss = run.criterion(logits, yb, epoch)
-    # -- backward (a gradient probe backpropagates once more through the kept graph)
-    loss.backward(retain_graph=recorder.keeps_graph(step))
+    # -- loss; ImbSAM needs its per-sample terms (their sum is the loss) to split it by group
+    loss, terms = objective(run, logits, yb, epoch, mix)
+    # -- backward (a gradient probe or ImbSAM backpropagates once more through the kept graph)
+    loss.backward(retain_graph=recorder.keeps_graph(step) or run.stepper.keeps_graph)
     # -- record: reads the classifier's gradient before the optimiser moves it
     recorder.record(step, epoch, lr, h, logits, yb, rows)
-    # -- step the optimiser
-    run.opt.step()
-    # -- zero_grad: free the gradients as soon as we can, no need for this memory any more
-    run.opt.zero_grad(set_to_none=True)
+    # -- step the optimiser (SAM / ImbSAM: a second pass at perturbed weights), zero the
+    #    gradients, then project the classifier rows (MaxNorm)
+    run.stepper.step(terms, yb, functools.partial(terms_again, run, xb, yb, epoch, mix))
+    run.project()
+
+
+Mix = tuple[torch.Tensor, float] | None  # mixup's partner labels and lam, or None
+
+
+def mix_batch(run: Training, xb: torch.Tensor, yb: torch.Tensor) -> tuple[torch.Tensor, Mix]:
+    if run.mixup is None:
+        return xb, None
+    xb, y_b, lam = run.mixup.mix(xb, yb, run.gen)
+    return xb, (y_b, lam)
+
+
+def objective(run: Training, logits: torch.Tensor, yb: torch.Tensor, epoch: int,
+              mix: Mix) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The batch's loss and, for a stepper that splits it by group (ImbSAM), its per-sample
+    terms (their sum is the loss); None otherwise, so the plain loss keeps its own kernel."""
+    if run.stepper.keeps_graph:
+        terms = batch_terms(run, logits, yb, epoch, mix)
+        return terms.sum(), terms
+    return batch_loss(run, logits, yb, epoch, mix), None
+
+
+def batch_loss(run: Training, logits: torch.Tensor, yb: torch.Tensor, epoch: int,
+               mix: Mix) -> torch.Tensor:
+    """The objective; under mixup lam * L(y) + (1 - lam) * L(partner's y)."""
+    if mix is None:
+        return run.criterion(logits, yb, epoch)
+    return mixed_loss(run.criterion, logits, yb, mix[0], mix[1], epoch)
+
+
+def batch_terms(run: Training, logits: torch.Tensor, yb: torch.Tensor, epoch: int,
+                mix: Mix) -> torch.Tensor:
+    """`batch_loss` as per-sample terms (N,), whose sum it is."""
+    if mix is None:
+        return run.criterion.terms(logits, yb, epoch)
+    return mixed_terms(run.criterion, logits, yb, mix[0], mix[1], epoch)
+
+
+def terms_again(run: Training, xb: torch.Tensor, yb: torch.Tensor, epoch: int,
+                mix: Mix) -> torch.Tensor:
+    """The same batch's per-sample terms at the current weights (SAM's second pass)."""
+    with run.autocast():
+        _, logits = run.forward(xb)
+    return batch_terms(run, logits, yb, epoch, mix)
 
 
 # ==== training ====================================================================================
@@ -325,17 +408,24 @@ def _train(cfg: TrainConfig, sink: Sink, hooks: Hooks) -> RunResult:
     data = load_data(cfg, device)
     model, forward = make_model(cfg, data, device)
     criterion = build_loss(cfg.loss, data.counts, device, cfg.drw, cfg.cb_reduction,
+                           smoothing=cfg.smoothing, smoothing_tail=cfg.smoothing_tail,
                            **cfg.loss_params)
     opt = make_optimizer(cfg, model)
     gen = torch.Generator(device=device).manual_seed(cfg.seed)
     sampler = Sampler(cfg.sampler, data.y_train, data.counts, gen)
     run = Training(cfg, data, model, forward, criterion, opt, gen, Augment(cfg.augment),
-                   autocast(cfg, device), eval_batch_size(device, data.x_train[0].numel()))
+                   autocast(cfg, device), eval_batch_size(device, data.x_train[0].numel()),
+                   functools.partial(get_lr, cfg, steps_per_epoch=data.steps_per_epoch),
+                   make_stepper(cfg.optimizer, opt, [p for p in model.parameters()
+                                                     if p.requires_grad], cfg.rho,
+                                torch.as_tensor(data.groups == "minority", device=device)),
+                   Mixup(cfg.mixup, cfg.seed) if cfg.mixup > 0 else None,
+                   max_norm(cfg, model, stage=1))
     meta = run_meta(cfg, data, model, device)
     # the recorder exists before the run does, so the handlers below can always flush it
     recorder = make_recorder(cfg.dynamics, sink, hooks, Subject(
         model, data.groups == "minority", data.sample_ids, data.steps_per_epoch, device,
-        cfg.flush_steps, cfg.flush_seconds, cfg.probe_every))
+        cfg.flush_steps, cfg.flush_seconds, cfg.probe_every, cfg.posthoc_tau))
 
     step, epoch = 0, 0
     status, message = "finished", None
@@ -352,25 +442,15 @@ def _train(cfg: TrainConfig, sink: Sink, hooks: Hooks) -> RunResult:
         t0 = time.perf_counter()
         final = evaluate_epoch(run, recorder, 0, 0)
         hooks.on_epoch(0, final)
-        for epoch in range(1, cfg.epochs + 1):
-            # -- one epoch of SGD over a device-side permutation --------------------------------
-            model.train()
-            perm = sampler.epoch()[:data.steps_per_epoch * cfg.batch_size]  # whole batches only
-            for rows in perm.view(-1, cfg.batch_size)[:data.total_steps - step]:  # --max-steps
-                # after the first step nothing in a step may wait for the device (checked on CUDA)
-                with sync_guard(cfg.check_sync and step > 0):
-                    train_step(run, recorder, step, epoch, rows)
-                step += 1
-                recorder.flush_if_due()
-            recorder.flush(epoch_end=True)
-            # -- per-epoch evaluation: training set without augmentation, balanced test set -------
-            final = evaluate_epoch(run, recorder, epoch, step)
-            if not math.isfinite(final["train_loss"]):
-                raise Diverged(step, kept=step)
-            sink.update(epoch_done=epoch, step_done=step)
-            hooks.on_epoch(epoch, final)
-            if step >= data.total_steps:
-                break
+        epoch, step, final = train_epochs(run, recorder, sink, hooks, sampler,
+                                          range(1, cfg.epochs + 1), step, final)
+        if cfg.stage2 != "none":  # -- the second stage, on the frozen features ---------------
+            run, sampler = second_stage(run, gen, step)
+            epoch, step, final = train_epochs(
+                run, recorder, sink, hooks, sampler,
+                range(cfg.epochs + 1, cfg.epochs + 1 + stage2_epochs(cfg.stage2,
+                                                                     cfg.stage2_epochs)),
+                step, final)
     except Diverged as exc:
         status, message, step = "diverged", str(exc), exc.kept  # step_done = steps kept
     except KeyboardInterrupt:
@@ -384,6 +464,55 @@ def _train(cfg: TrainConfig, sink: Sink, hooks: Hooks) -> RunResult:
     sink.finish(status, message)
     return RunResult(sink.run_id, status, step, epoch, time.perf_counter() - t0, final, message,
                      model)
+
+
+def train_epochs(run: Training, recorder: Recorder, sink: Sink, hooks: Hooks, sampler: Sampler,
+                 epochs: range, step: int, final: dict[str, float]
+                 ) -> tuple[int, int, dict[str, float]]:
+    """Epochs of SGD over device-side permutations, each followed by its evaluation; returns the
+    last epoch, the step count and the last evaluation's summary."""
+    cfg, data = run.cfg, run.data
+    epoch = epochs.start - 1
+    for epoch in epochs:
+        run.train_mode()
+        perm = sampler.epoch()[:data.steps_per_epoch * cfg.batch_size]  # whole batches only
+        for rows in perm.view(-1, cfg.batch_size)[:data.total_steps - step]:  # --max-steps
+            # after the first step nothing in a step may wait for the device (checked on CUDA)
+            with sync_guard(cfg.check_sync and step > 0):
+                train_step(run, recorder, step, epoch, rows)
+            step += 1
+            recorder.flush_if_due()
+        recorder.flush(epoch_end=True)
+        # -- per-epoch evaluation: training set without augmentation, balanced test set ---------
+        final = evaluate_epoch(run, recorder, epoch, step)
+        if not math.isfinite(final["train_loss"]):
+            raise Diverged(step, kept=step)
+        sink.update(epoch_done=epoch, step_done=step)
+        hooks.on_epoch(epoch, final)
+        if step >= data.total_steps:
+            break
+    return epoch, step, final
+
+
+def second_stage(run: Training, gen: torch.Generator, step: int) -> tuple[Training, Sampler]:
+    """The run as the second stage trains it (trainer.stages): the feature extractor frozen, the
+    stage's parameters, objective, optimiser (SGD: no SAM, no mixup), sampler and learning rate,
+    and MaxNorm if asked.
+    tau-norm trains nothing: its one epoch has no batches, only the evaluation."""
+    cfg, data = run.cfg, run.data
+    stage = begin_stage2(cfg.stage2, run.model, data.counts, run.data.x_train.device,
+                         cfg.tau_norm)
+    opt = make_optimizer(cfg, stage.params or [torch.nn.Parameter(torch.zeros(1))],
+                         cfg.stage2_weight_decay)
+    steps = trained_stage2_epochs(cfg) * data.steps_per_epoch
+    peak = cfg.stage2_lr if cfg.stage2_lr is not None else cfg.lr
+    run = dataclasses.replace(
+        run, criterion=stage.criterion, opt=opt, frozen=True, mixup=None,
+        stepper=make_stepper("sgd", opt, stage.params, cfg.rho, torch.zeros(0)),
+        schedule=functools.partial(stage_lr, peak, first_step=step, steps=steps),
+        project=max_norm(cfg, run.model, stage=2))
+    sampler = Sampler(stage.sampler, data.y_train, data.counts, gen)
+    return run, sampler
 
 
 def run_meta(cfg: TrainConfig, data: Data, model: torch.nn.Module,

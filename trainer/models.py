@@ -39,13 +39,17 @@ class Classifier(nn.Module):
         super().__init__()
         self.features = features
         self.fc = NormedLinear(dim, n_classes) if normed else nn.Linear(dim, n_classes)
+        # learnable weight scaling (Kang et al. 2020, `--stage2 lws`): logits f_c * z_c; None until
+        # that stage adds it, so every other run's forward is unchanged
+        self.logit_scale: nn.Parameter | None = None
 
     def forward_features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         h = self.features(x)
-        return h, self.fc(h)
+        z = self.fc(h)
+        return h, z if self.logit_scale is None else z * self.logit_scale
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(self.features(x))
+        return self.forward_features(x)[1]
 
 
 # ==== MNIST-1D ====================================================================================

@@ -151,6 +151,8 @@ OPTIONS: tuple[Option, ...] = (
            minimum=1),
     Option("stage2_lr", "float", "Peak learning rate of the second stage (cosine decay to 0, no "
            "warm-up). Default: --lr."),
+    Option("stage2_weight_decay", "float", "Weight decay of the second stage. Default: "
+           "--weight-decay."),
     Option("tau_norm", "float", "tau-norm's tau: each classifier row divided by its norm^tau.",
            1.0, minimum=0.0),
     # optimisation: SGD with momentum 0.9, linear warm-up, then cosine decay or steps

@@ -5,6 +5,7 @@
                                 `if recording:` branches (as NullSink, one level down)
     minimal   StepsRecorder     the classes table; per step and class the steps rows (the
                                 classifier gradient split included); per evaluation the epochs rows
+                                and the posthoc rows (post-hoc logit adjustment, each tau)
     full      FullRecorder      minimal, and each sample's presentations, a gradient probe every
                                 `probe_every` steps, and the feature geometry of every evaluation
 
@@ -31,7 +32,7 @@ import torch
 
 from trainer import distributed
 from trainer.data import ClassInfo
-from trainer.dynamics import (GradientProbe, SampleRecorder,
+from trainer.dynamics import (POSTHOC_CORRECT, GradientProbe, SampleRecorder,
                               StepRecorder, classifier_grad_split, classifier_rows,
                               geometry_tables)
 from trainer.sink import Sink
@@ -64,6 +65,8 @@ class Subject:
     flush_steps: int = 200
     flush_seconds: float = 1.0
     probe_every: int = 100
+    # post-hoc logit adjustment's taus: the order of an evaluation's rows[split][POSTHOC_CORRECT]
+    posthoc_tau: tuple[float, ...] = ()
 
 
 class Recorder(Protocol):
@@ -94,7 +97,8 @@ class Recorder(Protocol):
 
     def evaluated(self, epoch: int, step: int, rows: Mapping[str, dict[str, np.ndarray]],
                   features: Mapping[str, Any]) -> None:
-        """An evaluation's per-class rows and feature sums, by split (`train`, `test`)."""
+        """An evaluation's per-class rows and feature sums, by split (`train`, `test`); the rows
+        hold POSTHOC_CORRECT, one row per tau of the Subject's posthoc_tau, when it has taus."""
 
 
 # ==== off =========================================================================================
@@ -140,8 +144,9 @@ class StepsRecorder:
 
     def __init__(self, sink: Sink, hooks: FlushHook, run: Subject,
                  samples: SampleRecorder | None = None) -> None:
-        self.sink, self.hooks, self.fc = sink, hooks, run.model.fc
+        self.sink, self.hooks, self.fc, self.net = sink, hooks, run.model.fc, run.model
         self.flush_steps, self.flush_seconds = run.flush_steps, run.flush_seconds
+        self.posthoc_tau = tuple(run.posthoc_tau)
         self.timed = not distributed.active()  # ranks flush together: on step counts only
         # `samples` (FullRecorder's) rides along: the step buffer fills in its values as it
         # settles the same steps (`_drain_steps`)
@@ -161,8 +166,13 @@ class StepsRecorder:
 
     def record(self, step: int, epoch: int, lr: float, h: torch.Tensor, logits: torch.Tensor,
                y: torch.Tensor, rows: torch.Tensor) -> None:
-        grad = self.fc.weight.grad
-        grad_split = classifier_grad_split(self.fc, h, logits.grad, y, grad)
+        grad, dlogits = self.fc.weight.grad, logits.grad
+        scale = getattr(self.net, "logit_scale", None)
+        if scale is not None:  # lws: logits f_c z_c, so dLoss/dz_c = f_c dLoss/dlogit_c
+            dlogits = dlogits * scale.detach()
+        grad_split = classifier_grad_split(self.fc, h, dlogits, y, grad)
+        if grad is None:  # frozen rows (lws): the gradient they would receive
+            grad = grad_split[0] + grad_split[1]
         self.buffer.record(step, epoch, lr, logits, y, grad, grad_split)
 
     def flush_if_due(self) -> None:
@@ -182,6 +192,8 @@ class StepsRecorder:
                   features: Mapping[str, Any]) -> None:
         # both splits in one part: a write per epoch, not per split
         self.sink.write("epochs", epoch_rows(epoch, step, rows, self.fc))
+        if self.posthoc_tau:  # post-hoc logit adjustment's counts, both splits in one part too
+            self.sink.write("posthoc", posthoc_rows(epoch, step, rows, self.posthoc_tau))
 
     def _drain_steps(self) -> Columns | None:
         """The buffered steps' rows, summed across ranks (None: none buffered). The one place the
@@ -226,7 +238,12 @@ class FullRecorder(StepsRecorder):
         self.probe_every = run.probe_every
         self.probe = GradientProbe(torch.as_tensor(run.minority, device=run.device),
                                    run.steps_per_epoch // run.probe_every + 1, run.device)
-        self.params = [p for p in run.model.parameters() if p.requires_grad]
+        self.model = run.model
+
+    @property
+    def params(self) -> list[torch.Tensor]:
+        """What the step trains now (a second stage trains only the classifier's part)."""
+        return [p for p in self.model.parameters() if p.requires_grad]
 
     def keeps_graph(self, step: int) -> bool:
         return step % self.probe_every == 0
@@ -272,9 +289,32 @@ def epoch_rows(epoch: int, step: int, rows: Mapping[str, dict[str, np.ndarray]],
     parts = []
     for split, r in rows.items():
         c = len(r["n"])
+        own = {k: v for k, v in r.items() if k != POSTHOC_CORRECT}  # the posthoc table's
         parts.append({"epoch": np.full(c, epoch), "step": np.full(c, step),
-                      "split": np.array([split] * c), "class_id": np.arange(c), **r,
+                      "split": np.array([split] * c), "class_id": np.arange(c), **own,
                       "weight_norm": w, "bias": b})
+    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
+
+def posthoc_rows(epoch: int, step: int, rows: Mapping[str, dict[str, np.ndarray]],
+                 taus: Sequence[float]) -> Columns:
+    """The `posthoc` table columns of one evaluation: per split, tau and class, the class's
+    samples (n) and how many of them post-hoc logit adjustment with that tau classifies correctly
+    (rows[split][POSTHOC_CORRECT]: one row per tau, in the order of `taus`). A tau given twice is
+    written once."""
+    taus = [float(t) for t in taus]
+    first = [i for i, t in enumerate(taus) if taus.index(t) == i]
+    parts = []
+    for split, r in rows.items():
+        hits = np.asarray(r[POSTHOC_CORRECT])
+        c = len(r["n"])
+        if hits.shape != (len(taus), c):
+            raise ValueError(f"{split}: post-hoc counts of shape {hits.shape} for {len(taus)} "
+                             f"taus and {c} classes")
+        for i in first:
+            parts.append({"epoch": np.full(c, epoch), "step": np.full(c, step),
+                          "split": np.array([split] * c), "tau": np.full(c, taus[i]),
+                          "class_id": np.arange(c), "n": r["n"], "correct": hits[i]})
     return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
 

@@ -285,16 +285,19 @@ def report(
                    ] = Fmt.table,
     png: Annotated[Optional[Path], typer.Option(
         "--png", help="Also write a figure of majority vs minority train and test accuracy per "
-        "run (.png; .pdf and .svg work too).", show_default=False)] = None,
+        "run, or per setting with error bars over its seeds (.png; .pdf and .svg work too).",
+        show_default=False)] = None,
     store: StoreOpt = None,
 ) -> None:
     """The study's three findings, with numbers, for the given runs (and how they move).
+
+    A setting run with several seeds shows mean ± 95 % t half-width (n=seeds).
 
     Docs: docs/analyses.md
     """
     from imbtui.api import RunStore
     from imbtui.console import out, print_frame
-    from imbtui.report import changes, findings, legend, table
+    from imbtui.report import changes, findings, legend, settings, table
 
     rs = RunStore(_store(store, must_exist=True).root)
     ids = [_resolve_run(rs.store, r) for r in runs or []]
@@ -303,14 +306,15 @@ def report(
     _missing_runs(ids, frame)
     if frame.height == 0:
         raise UserError(f"no run in {str(rs.store.root)!r} has an evaluated epoch yet")
+    columns = settings(rs, frame, threshold, early)  # one per setting; seeds pooled in DuckDB
     if fmt is Fmt.table:
-        out.print(table(frame, threshold, early))
-        for line in legend(frame, threshold) + changes(frame):
+        out.print(table(columns, threshold, early))
+        for line in legend(columns, frame, threshold) + changes(columns):
             out.print(line, highlight=False)
     else:
         print_frame(frame, fmt.value)
     if png is not None:
-        _report_figure(rs, frame, png)
+        _report_figure(rs, columns, png)
 
 
 def _missing_runs(ids: list[str], frame) -> None:
@@ -320,14 +324,18 @@ def _missing_runs(ids: list[str], frame) -> None:
         err.print(f"[yellow]warning:[/yellow] run {rid} has no evaluated epoch yet; left out")
 
 
-def _report_figure(rs, frame, path: Path) -> None:
+def _report_figure(rs, columns, path: Path) -> None:
+    """One panel per column of the report: the mean curves over its seeds, with error bars (95 %
+    t-intervals, from DuckDB's ci95 macro) where it has several."""
     from imbtui.console import err
     from imbtui.figures import group_curves_figure
+    from imbtui.report import curves_over_seeds
 
-    curves = rs.query("group_curves", runs=frame["run_id"].to_list())
-    panels = [(r["run_id"], f"#{i} {r['dataset']}, ratio {r['ratio']:g}, {r['method']}")
-              for i, r in enumerate(frame.to_dicts(), 1)]
-    group_curves_figure(curves, panels, path)
+    curves = curves_over_seeds(rs, columns)
+    panels = [(i, f"#{i} {r['dataset']}, ratio {r['ratio']:g}, {r['method']}"
+                  + (f" (n={r['seeds']})" if r["seeds"] > 1 else ""))
+              for i, r in enumerate(columns.to_dicts(), 1)]
+    group_curves_figure(curves, panels, path, key="column")
     err.print(f"wrote figure {path}")
 
 

@@ -61,6 +61,21 @@ TABLE_DOCS: dict[str, tuple[str, dict[str, str]]] = {
         "weight_norm": "norm of the class's classifier row",
         "bias": "the class's classifier bias (0 without one)",
     }),
+    "posthoc": (("Post-hoc logit adjustment (Menon et al. 2021) at each evaluated epoch, from "
+                 "the same eval passes as `epochs`: per tau of `--posthoc-tau`, each class's "
+                 "samples that argmax_c z_c - tau * log pi_c classifies correctly, z the logits "
+                 "and pi_c = n_c / N the class's share of the long-tailed training set. Runs "
+                 "recorded before the table existed have no rows."), {
+        "run_id": "the run",
+        "epoch": "the epoch evaluated after (0 = before training)",
+        "step": "the step the epoch ended at",
+        "split": "'train' or 'test'",
+        "tau": "the adjustment's strength (0 = the plain logits: `correct` equals the epochs "
+               "row's)",
+        "class_id": "the class",
+        "n": "the class's samples in the split (as in `epochs`)",
+        "correct": "of them classified correctly by the adjusted logits",
+    }),
     "probes": ("Every K steps (`--probe-every`), each group's share of the batch loss: the "
                "norm of its full-model gradient and its cosines.", {
         "run_id": "the run",
@@ -150,9 +165,15 @@ RUN_DOCS: dict[str, str] = {
     "sampler": "none, class-balanced or square-root",
     "drw": "deferred re-weighting: unweighted for this many epochs, class-balanced weights "
            "after (NULL without)",
-    "method": "loss, drw, the class-weight reduction and sampler as one label "
-              "(imbtui.store.schema.method_label): ce, ldam-drw, cb-mean, ce+class-balanced",
-    "epochs": "epochs planned",
+    "method": "the method as one label (imbtui.store.schema.method_label): the loss, -drw, "
+              "-mean (the class-weight reduction), then +sampler, +ls / +las (label smoothing), "
+              "+mixup, +sam / +imbsam, +maxnorm and +the second stage: ce, ldam-drw, cb-mean, "
+              "ce+class-balanced, ce+maxnorm+cb-finetune",
+    "epochs": "epochs planned for the first stage",
+    "stage2": "the second stage on frozen features (crt, lws, tau-norm, cb-finetune; 'none' "
+              "without): see the `stages` view",
+    "stage2_epochs": "epochs planned for the second stage (tau-norm: one evaluation)",
+    "steps_per_epoch": "optimiser steps per epoch",
     "batch_size": "samples per step",
     "lr": "peak learning rate",
     "seed": "initialisation, batch order and augmentation",
@@ -228,6 +249,10 @@ def views_table() -> str:
         cols = ", ".join(c for c in view.columns if c not in view.key)
         rows.append(f"| `{view.name}` | {'run, ' + key if key != 'run' else 'run'} | {cols} |")
     for macro in MACROS:
+        if macro.returns:  # a scalar macro: one value, used in an expression
+            rows.append(f"| `{macro.name}({', '.join(macro.params)})` | one value | "
+                        f"a {macro.returns} |")
+            continue
         rows.append(f"| `{macro.name}({', '.join(macro.params)})` | "
                     f"{', '.join(c for c in macro.columns if c in ('class_id', 'grp', 'bucket'))} | "
                     f"{', '.join(c for c in macro.columns if c not in ('class_id', 'grp', 'bucket'))} |")

@@ -56,6 +56,19 @@ TABLES: dict[str, dict[str, pl.DataType]] = {
         "weight_norm": pl.Float64(),
         "bias": pl.Float64(),
     },
+    # Post-hoc logit adjustment (Menon et al. 2021) at each evaluation: per split, tau and class,
+    # how many of the class's samples argmax_c z_c - tau * log pi_c classifies correctly, pi_c the
+    # class's share of the training set (trainer.dynamics, "post-hoc logit adjustment").
+    "posthoc": {
+        "run_id": pl.String(),
+        "epoch": pl.Int32(),
+        "step": pl.Int64(),
+        "split": pl.String(),
+        "tau": pl.Float64(),
+        "class_id": pl.Int32(),
+        "n": pl.Int64(),
+        "correct": pl.Int64(),
+    },
     # Gradient probes every K steps: the full-model gradient of one group's loss on the batch.
     "probes": {
         "run_id": pl.String(),
@@ -236,7 +249,10 @@ RUN_COLUMNS: dict[str, pl.DataType] = {
     "sampler": pl.String(),
     "drw": pl.Int32(),  # deferred re-weighting from this epoch; NULL without
     "method": pl.String(),  # loss, drw and sampler as one label: ce, ldam-drw, ce+class-balanced
-    "epochs": pl.Int32(),
+    "epochs": pl.Int32(),  # of the first stage
+    "stage2": pl.String(),  # the second stage (crt, lws, tau-norm, cb-finetune); 'none' without
+    "stage2_epochs": pl.Int32(),
+    "steps_per_epoch": pl.Int64(),
     "batch_size": pl.Int32(),
     "lr": pl.Float64(),
     "seed": pl.Int64(),          # initialisation, batch order, augmentation

@@ -234,19 +234,117 @@ FROM per_sample s
 JOIN classes c USING (run_id, class_id)""")
 
 # In dependency order: a view may read the stored tables and the views before it.
+STAGES = View(
+    name="stages",
+    key=("run_id", "stage"),
+    doc="The stages of each run: every run has stage 1; a run trained with `--stage2` has a "
+        "second, on the first stage's frozen features, whose epochs and steps continue the "
+        "first's (tau-norm's second stage is one evaluation and no step).",
+    columns={
+        "run_id": "the run",
+        "stage": "1 or 2",
+        "name": "'train' for the first stage; the second's `--stage2` (crt, lws, tau-norm, "
+                "cb-finetune)",
+        "first_epoch": "the stage's first epoch",
+        "last_epoch": "the stage's last epoch",
+        "first_step": "the step the stage begins at (the steps before it belong to earlier "
+                      "stages)",
+    },
+    sql="""
+    SELECT run_id, 1 AS stage, 'train' AS name, 1 AS first_epoch, epochs AS last_epoch,
+           0::BIGINT AS first_step
+    FROM runs
+    UNION ALL
+    SELECT run_id, 2, stage2, epochs + 1,
+           epochs + CASE WHEN stage2 = 'tau-norm' THEN 1 ELSE stage2_epochs END,
+           epochs * steps_per_epoch
+    FROM runs
+    WHERE stage2 IS NOT NULL AND stage2 <> 'none'
+""")
+
+
+POSTHOC_RESULTS = View(
+    name="posthoc_results",
+    key=("run_id", "epoch", "split", "tau", "grp", "class_id"),
+    doc="Post-hoc logit adjustment (Menon et al. 2021: predict argmax_c z_c - tau * log pi_c, "
+        "pi_c the class's share of the training set; the `posthoc` table) beside the plain "
+        "logits, at each evaluated epoch, split and tau: a row per class, and a row per group "
+        "(`majority`, `minority`, and `all`, whose accuracy is the balanced accuracy). The "
+        "adjusted accuracies are class_results' and group_results' own SQL run over the "
+        "adjusted counts (a group's accuracy is the mean of its classes' accuracies); the plain "
+        "ones are those views' `acc`. Empty for runs recorded before the table existed.",
+    columns={
+        "run_id": "the run",
+        "epoch": "evaluated epoch (0 = before training)",
+        "step": "the step the epoch ended at",
+        "split": "'train' or 'test'",
+        "tau": "the adjustment's strength (`--posthoc-tau`; 0 = the plain logits)",
+        "grp": "the class's group; on a group's row 'majority', 'minority' or 'all'",
+        "class_id": "the class (NULL on a group's row)",
+        "classes": "on a group's row its classes with n > 0, as group_results.classes (NULL on "
+                   "a class's row)",
+        "n": "samples evaluated (on a group's row summed over its classes)",
+        "correct": "of them classified correctly by the adjusted logits",
+        "adjusted_acc": "correct / n on a class's row; on a group's row the mean over its "
+                        "classes of their adjusted_acc, as group_results.acc (for `all`: "
+                        "balanced accuracy)",
+        "plain_acc": "the same accuracy of the plain logits: class_results.acc on a class's "
+                     "row, group_results.acc on a group's",
+        "gain": "adjusted_acc - plain_acc",
+    },
+    sql=f"""
+WITH adjusted AS (
+    -- the posthoc rows as `epochs` rows whose run_id stands for (run, tau): class_results' and
+    -- group_results' SQL, run unchanged over them, then keep every tau apart
+    SELECT {{'run_id': run_id, 'tau': tau}} AS run_id, epoch, step, split, class_id, n, correct,
+           NULL::DOUBLE AS loss_sum, NULL::DOUBLE AS p_true_sum
+    FROM posthoc
+),
+adjusted_classes AS (
+    SELECT r.run_id, c.* EXCLUDE (run_id)
+    FROM (SELECT DISTINCT run_id FROM adjusted) r
+    JOIN classes c ON c.run_id = r.run_id.run_id
+),
+adjusted_results AS (
+    WITH epochs AS (SELECT * FROM adjusted),
+         classes AS (SELECT * FROM adjusted_classes),
+         class_results AS ({CLASS_RESULTS.sql}),
+         group_results AS ({GROUP_RESULTS.sql})
+    SELECT run_id, epoch, step, split, grp, class_id, NULL::INTEGER AS classes, n, correct, acc
+    FROM class_results
+    UNION ALL
+    SELECT run_id, epoch, step, split, grp, NULL::INTEGER, classes, n, correct, acc
+    FROM group_results
+),
+plain AS (
+    SELECT run_id, epoch, split, grp, class_id, acc FROM class_results
+    UNION ALL
+    SELECT run_id, epoch, split, grp, NULL::INTEGER, acc FROM group_results
+)
+SELECT a.run_id.run_id AS run_id, a.epoch, a.step, a.split, a.run_id.tau AS tau, a.grp,
+       a.class_id, a.classes, a.n, a.correct,
+       a.acc AS adjusted_acc, p.acc AS plain_acc, a.acc - p.acc AS gain
+FROM adjusted_results a
+LEFT JOIN plain p
+  ON p.run_id = a.run_id.run_id AND p.epoch = a.epoch AND p.split = a.split
+ AND p.grp = a.grp AND p.class_id IS NOT DISTINCT FROM a.class_id""")
+
 VIEWS: tuple[View, ...] = (CLASS_RESULTS, GROUP_RESULTS, FINAL_RESULTS, SAMPLE_PRESENTATIONS,
-                           SAMPLE_EVENTS)
+                           SAMPLE_EVENTS, STAGES, POSTHOC_RESULTS)
 
 
 @dataclass(frozen=True)
 class Macro:
-    """A table macro: a view with parameters (DuckDB `CREATE MACRO ... AS TABLE`)."""
+    """A table macro: a view with parameters (DuckDB `CREATE MACRO ... AS TABLE`); or, with
+    `returns` (the DuckDB type of its value) set and no columns, a scalar macro: a function of
+    its parameters that a query uses in an expression (`CREATE MACRO ... AS expression`)."""
 
     name: str
     params: dict[str, str]
     doc: str
     columns: dict[str, str]
     sql: str
+    returns: str | None = None
 
 
 CLASS_BUCKETS = Macro(
@@ -302,7 +400,69 @@ SELECT grp, bucket, count(acc)::INTEGER AS classes, sum(n)::BIGINT AS n,
 FROM class_buckets(run, width, span)
 GROUP BY grp, bucket""")
 
-MACROS: tuple[Macro, ...] = (CLASS_BUCKETS, GROUP_BUCKETS)
+# Comparisons over seeds: a setting run with several seeds is reported as mean ± ci95 (n = seeds),
+# and a difference of two such means as d ± ci95_diff; the named queries method_comparison and
+# ratio_sweep, and through them `imbtui report`, read these three macros.
+T975 = Macro(
+    name="t975",
+    params={"df": "degrees of freedom (n - 1 for the mean of n values)"},
+    doc="The 0.975 quantile of Student's t distribution with `df` degrees of freedom: the factor "
+        "of a two-sided 95 % t-interval. For df 1 to 30 the standard table's values (3 decimals: "
+        "12.706, 4.303, 3.182, 2.776, ..., 2.042; NIST/SEMATECH e-Handbook of Statistical "
+        "Methods, table 1.3.6.7.2); from df 31 on the Cornish-Fisher expansion in 1/df about the "
+        "normal quantile 1.959964 (Abramowitz & Stegun 26.7.5, four terms; within 3e-8 of the "
+        "exact quantile there). A non-integer df (Welch's) is rounded down, which widens an "
+        "interval slightly. NULL when df < 1 or NULL.",
+    columns={},
+    returns="DOUBLE",
+    sql="""
+CASE
+    WHEN df IS NULL OR floor(df + 1e-9) < 1 THEN NULL
+    WHEN floor(df + 1e-9) <= 30 THEN
+        ([12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228,
+          2.201, 2.179, 2.160, 2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086,
+          2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042
+         ]::DOUBLE[])[floor(df + 1e-9)::INTEGER]
+    ELSE 1.959963984540054 + 2.372271230298562 / floor(df + 1e-9)
+         + 2.8224986157396112 / pow(floor(df + 1e-9), 2)
+         + 2.555849679507722 / pow(floor(df + 1e-9), 3)
+         + 1.5895340533938225 / pow(floor(df + 1e-9), 4)
+END""")
+
+CI95 = Macro(
+    name="ci95",
+    params={"sd": "the values' sample standard deviation (stddev_samp)",
+            "n": "how many values (seeds)"},
+    doc="Half-width of the two-sided 95 % t-interval of the mean of `n` values: t975(n - 1) * "
+        "sd / sqrt(n). A mean over seeds is reported as mean ± ci95 (n = seeds). NULL when "
+        "n < 2: one seed gives no spread.",
+    columns={},
+    returns="DOUBLE",
+    sql="""
+CASE WHEN n >= 2 THEN t975(n - 1) * sd / sqrt(n) END""")
+
+CI95_DIFF = Macro(
+    name="ci95_diff",
+    params={"sd_a": "sample standard deviation of side a", "n_a": "side a's values",
+            "sd_b": "the same for side b", "n_b": "side b's values"},
+    doc="Half-width of the two-sided 95 % Welch t-interval of a difference of two means (a's "
+        "minus b's): t975(v) * sqrt(sd_a^2 / n_a + sd_b^2 / n_b), v the Welch-Satterthwaite "
+        "degrees of freedom (sd_a^2/n_a + sd_b^2/n_b)^2 / ((sd_a^2/n_a)^2 / (n_a - 1) + "
+        "(sd_b^2/n_b)^2 / (n_b - 1)). A difference d is within the seeds' spread (not "
+        "significant at the 5 % level by Welch's t-test) when |d| <= ci95_diff. NULL when either "
+        "side has n < 2; 0 when both sides' sd are 0.",
+    columns={},
+    returns="DOUBLE",
+    sql="""
+CASE
+    WHEN n_a < 2 OR n_b < 2 OR sd_a IS NULL OR sd_b IS NULL THEN NULL
+    WHEN sd_a = 0 AND sd_b = 0 THEN 0.0::DOUBLE
+    ELSE t975(pow(sd_a * sd_a / n_a + sd_b * sd_b / n_b, 2)
+              / (pow(sd_a * sd_a / n_a, 2) / (n_a - 1) + pow(sd_b * sd_b / n_b, 2) / (n_b - 1)))
+         * sqrt(sd_a * sd_a / n_a + sd_b * sd_b / n_b)
+END""")
+
+MACROS: tuple[Macro, ...] = (CLASS_BUCKETS, GROUP_BUCKETS, T975, CI95, CI95_DIFF)
 
 
 def create_views(con: duckdb.DuckDBPyConnection) -> None:
@@ -311,7 +471,8 @@ def create_views(con: duckdb.DuckDBPyConnection) -> None:
         con.execute(f"CREATE OR REPLACE VIEW {view.name} AS {view.sql}")
     for macro in MACROS:
         args = ", ".join(macro.params)
-        con.execute(f"CREATE OR REPLACE MACRO {macro.name}({args}) AS TABLE {macro.sql}")
+        kind = "" if macro.returns else "TABLE "
+        con.execute(f"CREATE OR REPLACE MACRO {macro.name}({args}) AS {kind}{macro.sql}")
 
 
 _LIVE: duckdb.DuckDBPyConnection | None = None  # made at the first call, kept for the process
@@ -365,7 +526,12 @@ def reference_markdown() -> str:
         call = f"{macro.name}({', '.join(macro.params)})"
         out += [f"### `{call}`", "", macro.doc, "",
                 "Parameters: " + "; ".join(f"`{p}` {d}" for p, d in macro.params.items()) + ".",
-                "", f"Use it as a table: `SELECT * FROM {call}`.", "",
+                ""]
+        if macro.returns:  # a scalar macro: no columns
+            out += [f"Use it in an expression: `SELECT {call}`; its value is a {macro.returns}.",
+                    ""]
+            continue
+        out += [f"Use it as a table: `SELECT * FROM {call}`.", "",
                 "| column | definition |", "|---|---|"]
         out += [f"| `{c}` | {d} |" for c, d in macro.columns.items()]
         out.append("")

@@ -379,15 +379,17 @@ def test_gradient_probes(store: Store) -> None:
 
 def test_ratio_sweep(store: Store) -> None:
     rows = run(store, "ratio_sweep")
-    keys = ["loss", "ratio", "runs", "seeds", "test_balanced", "test_majority", "test_minority",
-            "train_minority", "minority_gap"]
+    keys = ["method", "ratio", "seeds", "seed_list", "test_balanced", "test_majority",
+            "test_minority", "train_minority", "minority_gap"]
     assert approx(rows, keys) == [
         ("ce", 1.0, 1, "0", 0.85, 0.9, 0.8, 1.0, 0.2),
         ("ce", 10.0, 2, "0,1", 0.65, 0.875, 0.425, (0.9 + 1) / 2, ((0.9 - 0.35) + 0.5) / 2),
         ("focal", 10.0, 1, "0", 0.7, 0.8, 0.6, 1.0, 0.4),
     ]
-    assert rows[0]["test_balanced_sd"] is None
-    assert rows[1]["test_balanced_sd"] == approx64(0.1 / 2 ** 0.5)  # sd of 0.6, 0.7
+    assert rows[0]["test_balanced_ci"] is None  # one seed: no spread
+    # seeds 0.6 and 0.7: sd 0.1 / sqrt(2), half-width t(0.975, df 1) * sd / sqrt(2), 12.706 from
+    # the published t table (NIST/SEMATECH e-Handbook 1.3.6.7.2)
+    assert rows[1]["test_balanced_ci"] == approx64(12.706 * (0.1 / 2 ** 0.5) / 2 ** 0.5)
     assert {(r["dataset"], r["profile"], r["model"], r["epochs"]) for r in rows} == {
         ("toy", "exp", "mlp", 2)}
 
@@ -395,23 +397,26 @@ def test_ratio_sweep(store: Store) -> None:
 def test_ratio_sweep_can_count_unfinished_runs(store: Store) -> None:
     rows = run(store, "ratio_sweep", include_unfinished=True, runs=["a", "b", "e"])
     (row,) = rows
-    assert (row["runs"], row["seeds"]) == (3, "0,1,2")
+    assert (row["seeds"], row["seed_list"]) == (3, "0,1,2")
     assert row["test_balanced"] == approx64((0.6 + 0.7 + 0.0) / 3)
 
 
 def test_method_comparison(store: Store) -> None:
     rows = run(store, "method_comparison")
-    keys = ["ratio", "loss", "runs", "test_balanced", "d_balanced", "d_majority", "d_minority"]
+    keys = ["ratio", "method", "seeds", "test_balanced", "d_balanced", "d_majority", "d_minority"]
     assert approx(rows, keys) == [
         (1.0, "ce", 1, 0.85, 0.0, 0.0, 0.0),
         (10.0, "ce", 2, 0.65, 0.0, 0.0, 0.0),
         (10.0, "focal", 1, 0.7, 0.05, 0.8 - 0.875, 0.6 - 0.425),
     ]
+    # one seed of focal: no interval for it nor for its difference, and no verdict
+    assert [(r["test_balanced_ci"], r["d_balanced_ci"], r["d_balanced_within"])
+            for r in (rows[0], rows[2])] == [(None, None, None)] * 2
 
 
 def test_method_comparison_against_another_baseline(store: Store) -> None:
-    rows = run(store, "method_comparison", baseline_loss="focal")
-    keys = ["ratio", "loss", "d_balanced", "d_minority"]
+    rows = run(store, "method_comparison", baseline="focal")
+    keys = ["ratio", "method", "d_balanced", "d_minority"]
     assert approx(rows, keys) == [
         (1.0, "ce", None, None),  # no focal run at ratio 1
         (10.0, "focal", 0.0, 0.0),  # the baseline comes first
@@ -428,21 +433,21 @@ def test_method_comparison_keeps_deferred_reweighting_apart(tmp_path: Path) -> N
     _epoch(w, 2, "test", TEST_N, [10, 10, 8, 8])
     w.finish("finished")
     rows = run(Store(root), "method_comparison")
-    keys = ["ratio", "loss", "drw", "runs", "test_balanced", "d_balanced", "d_majority",
+    keys = ["ratio", "method", "seeds", "test_balanced", "d_balanced", "d_majority",
             "d_minority"]
-    # f alone: balanced (1 + 1 + .8 + .8) / 4, majority 20/20, minority 16/20, against the plain
-    # ce rows a and b (0.65, 0.875, 0.425), which stay pooled without f
+    # f alone (method ce-drw): balanced (1 + 1 + .8 + .8) / 4, majority 20/20, minority 16/20,
+    # against the plain ce rows a and b (0.65, 0.875, 0.425), which stay pooled without f
     assert approx(rows, keys) == [
-        (1.0, "ce", None, 1, 0.85, 0.0, 0.0, 0.0),
-        (10.0, "ce", None, 2, 0.65, 0.0, 0.0, 0.0),
-        (10.0, "ce", 1, 1, 0.9, 0.25, 0.125, 0.375),
-        (10.0, "focal", None, 1, 0.7, 0.05, 0.8 - 0.875, 0.6 - 0.425),
+        (1.0, "ce", 1, 0.85, 0.0, 0.0, 0.0),
+        (10.0, "ce", 2, 0.65, 0.0, 0.0, 0.0),
+        (10.0, "ce-drw", 1, 0.9, 0.25, 0.125, 0.375),
+        (10.0, "focal", 1, 0.7, 0.05, 0.8 - 0.875, 0.6 - 0.425),
     ]
 
 
 def test_parameters_are_bound_not_pasted(store: Store) -> None:
     # pasted into SQL text, this value would make the baseline match every run
-    rows = run(store, "method_comparison", baseline_loss="ce' OR true OR '")
+    rows = run(store, "method_comparison", baseline="ce' OR true OR '")
     assert [r["d_balanced"] for r in rows] == [None, None, None]
 
 
@@ -468,7 +473,7 @@ def test_cli_query_run_by_name_and_csv(store: Store, capsys: pytest.CaptureFixtu
     assert code == 0
     header, line = out.strip().splitlines()
     row = dict(zip(header.split(","), line.split(",")))
-    assert (row["ratio"], row["runs"], row["seeds"]) == ("1.0", "1", "0")
+    assert (row["ratio"], row["seeds"], row["seed_list"]) == ("1.0", "1", "0")
     assert float(row["test_minority"]) == approx64(0.8)
 
 

@@ -53,8 +53,9 @@ def test_a_class_never_learned_counts_as_one_past_the_last_epoch(hand: Path) -> 
 
 
 def test_changes_follow_ratio_and_method(hand: Path) -> None:
-    frame = report.findings(open_store(hand), ["a", "c", "d"])
-    lines = report.changes(frame)
+    store = open_store(hand)
+    frame = report.findings(store, ["a", "c", "d"])
+    lines = report.changes(report.settings(store, frame))  # one seed each: plain numbers
     by_ratio = [x for x in lines if x.startswith("excess") and "by ratio" in x]
     by_method = [x for x in lines if x.startswith("excess") and "by method" in x]
     # excess gap: c (ratio 1) minority (.1 + .3) / 2 vs majority .1 -> +0.1; a as above -> +0.45

@@ -37,6 +37,8 @@ class RunCurves:
     classes: pl.DataFrame                         # per class: counts, rank, final accuracies
     class_curves: dict[int, Series] = field(default_factory=dict)
     class_metric: str = "train_acc"
+    stage2: str | None = None      # the second stage's name (the `stages` view), None without
+    stage2_at: float | None = None  # where it begins, as a fraction of the x-axis
 
 
 # ==== SQL fragments and statements ================================================================
@@ -231,7 +233,7 @@ def _axis(resolution: str) -> Axis:
 
 # The x-axis runs to the run's planned total, or further where the record already went past it.
 _EPOCH_SPAN_SQL = """
-SELECT greatest(coalesce(max(r.epochs), 0),
+SELECT greatest(coalesce((SELECT max(last_epoch) FROM stages WHERE run_id = $run), 0),
                 coalesce((SELECT max(epoch) FROM epochs WHERE run_id = $run), 0))
 FROM runs r WHERE r.run_id = $run
 """
@@ -384,13 +386,29 @@ def run_meta(cur: duckdb.DuckDBPyConnection, run_id: str) -> dict[str, Any]:
     return rows.row(0, named=True) if rows.height else {}
 
 
+def second_stage(cur: duckdb.DuckDBPyConnection, run_id: str, resolution: str
+                 ) -> tuple[str | None, float | None]:
+    """The run's second stage (the `stages` view) and where it begins on the x-axis, as a
+    fraction of it: its first step over the step span, or its first epoch over the epoch span
+    (epoch 0 is the axis' first point); (None, None) for a one-stage run."""
+    row = cur.sql("SELECT name, first_step, first_epoch FROM stages WHERE run_id = $run "
+                  "AND stage = 2", params={"run": run_id}).fetchall()
+    if not row:
+        return None, None
+    name, first_step, first_epoch = row[0]
+    span = _span(cur, run_id, resolution)
+    at = (first_step if resolution == "step" else first_epoch) / max(1, span)
+    return name, min(1.0, max(0.0, float(at)))
+
+
 def load_run(cur: duckdb.DuckDBPyConnection, run_id: str, width: int, resolution: str = "step",
              class_metric: str = "train_acc", class_width: int | None = None) -> RunCurves:
     """Everything the run screen needs, in one worker call."""
+    stage2, stage2_at = second_stage(cur, run_id, resolution)
     return RunCurves(run_id=run_id, resolution=resolution, width=width,
                      meta=run_meta(cur, run_id),
                      groups=group_curves(cur, run_id, width, resolution),
                      classes=class_finals(cur, run_id),
                      class_curves=class_curves(cur, run_id, class_width or width, class_metric,
                                                resolution),
-                     class_metric=class_metric)
+                     class_metric=class_metric, stage2=stage2, stage2_at=stage2_at)

@@ -154,7 +154,7 @@ class RunScreen(Screen[None]):
             return
         curves = [ema(groups.get(g, []), self.smoothing) for g in GROUPS]
         row.set_curves(curves[0], curves[1], y_range(row.key, curves),
-                       last_value(curves[0]), last_value(curves[1]))
+                       last_value(curves[0]), last_value(curves[1]), c.stage2_at)
 
     def _apply_classes(self, c: RunCurves) -> None:
         curves = {k: ema(v, self.smoothing) for k, v in c.class_curves.items()}
@@ -170,9 +170,11 @@ class RunScreen(Screen[None]):
     def _show_mode(self) -> None:
         live = f" · [green]{SPINNER[self.tick % len(SPINNER)]} live[/]" if self._live() else ""
         smooth = "off" if not self.smoothing else f"{self.smoothing:g}"
+        c = self.curves
+        stage = (f" · [reverse] [/] stage 2: {c.stage2}" if c is not None and c.stage2 else "")
         self.query_one("#run-mode", Label).update(
             f"[b]{self.resolution}[/] resolution (e) · EMA {smooth} (m) · class rows: "
-            f"{METRIC[self.class_metric].label} (k){live}")
+            f"{METRIC[self.class_metric].label} (k){stage}{live}")
 
     # -- actions -----------------------------------------------------------------------------------
     def action_resolution(self) -> None:

@@ -60,10 +60,12 @@ class MetricRow(Horizontal):
         yield Label("–", classes="metric-value minority")
 
     def set_curves(self, majority: Values, minority: Values, y_range: tuple[float, float],
-                   maj_value: float | None, min_value: float | None) -> None:
+                   maj_value: float | None, min_value: float | None,
+                   mark: float | None = None) -> None:
+        """`mark`: where a second stage begins, as a fraction of the x-axis (a shaded column)."""
         lines = self.query(SharedSparkline)
-        lines[0].update(majority, y_range)
-        lines[1].update(minority, y_range)
+        lines[0].update(majority, y_range, mark)
+        lines[1].update(minority, y_range, mark)
         values = self.query(".metric-value").results(Label)
         for label, v in zip(values, (maj_value, min_value)):
             label.update(fmt_value(v))

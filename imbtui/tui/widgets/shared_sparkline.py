@@ -60,6 +60,7 @@ class SharedSparkline(Widget):
 
     data: reactive[tuple[float | None, ...]] = reactive(tuple, layout=False)
     y_range: reactive[tuple[float, float]] = reactive((0.0, 1.0))
+    mark: reactive[float | None] = reactive(None)  # a column to mark (fraction of the width)
 
     def __init__(self, data: Values = (), y_range: tuple[float, float] = (0.0, 1.0), *,
                  id: str | None = None, classes: str | None = None) -> None:
@@ -67,11 +68,25 @@ class SharedSparkline(Widget):
         self.set_reactive(SharedSparkline.data, tuple(data))
         self.set_reactive(SharedSparkline.y_range, y_range)
 
-    def update(self, data: Values, y_range: tuple[float, float]) -> None:
+    def update(self, data: Values, y_range: tuple[float, float], mark: float | None = None
+               ) -> None:
         self.data = tuple(data)
         self.y_range = y_range
+        self.mark = mark
 
     def render(self) -> Text:
         width, height = self.content_size.width, max(1, self.content_size.height)
         lo, hi = self.y_range
-        return Text("\n".join(sparkline_rows(self.data, width, height, lo, hi)), no_wrap=True)
+        text = Text("\n".join(sparkline_rows(self.data, width, height, lo, hi)), no_wrap=True)
+        col = mark_column(self.mark, width)
+        if col is not None:  # the column's background, so the curve stays readable through it
+            for r in range(height):
+                text.stylize("on grey35", r * (width + 1) + col, r * (width + 1) + col + 1)
+        return text
+
+
+def mark_column(mark: float | None, width: int) -> int | None:
+    """The column a mark at `mark` (a fraction of the x-axis) falls in, or None."""
+    if mark is None or width <= 0:
+        return None
+    return min(width - 1, max(0, int(mark * width)))
