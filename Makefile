@@ -7,7 +7,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: setup demo test test-kernels test-fast bench samples clean
+.PHONY: setup demo test test-kernels test-fast bench samples methods-fmnist clean
 
 setup: $(VENV)/.installed
 
@@ -38,6 +38,28 @@ samples: setup
 	rm -rf sample_runs/runs
 	$(BIN)/imbtui sweep --ratio 1 10 100 --loss ce --epochs 20 --store sample_runs --name sample -q
 	$(BIN)/imbtui sweep --ratio 100 --loss ldam --drw 16 --epochs 20 --store sample_runs --name sample -q
+
+# every method on Fashion-MNIST-LT at ratio 100 (Debian's dataset-fashion-mnist package), 3 seeds,
+# a short CPU schedule: 4 epochs, second stages of 2 (docs/methods.md, "Measured here")
+FMNIST_STORE ?= fmnist-methods
+FMNIST := $(BIN)/imbtui sweep --dataset fashion-mnist --ratio 100 --epochs 4 --stage2-epochs 2 \
+	--seed 0 1 2 --dynamics minimal --store $(FMNIST_STORE) -j 2 -q
+methods-fmnist: setup
+	$(FMNIST) --loss ce weighted-ce cb focal balanced-softmax logit-adjusted
+	$(FMNIST) --loss ldam --drw 3
+	$(FMNIST) --sampler class-balanced square-root
+	$(FMNIST) --smoothing 0.1
+	$(FMNIST) --smoothing 0.3 --smoothing-tail 0.0
+	$(FMNIST) --mixup 1
+	$(FMNIST) --mixup 1 --drw 3
+	$(FMNIST) --loss balanced-softmax --mixup 1
+	$(FMNIST) --optimizer sam imbsam
+	$(FMNIST) --weight-decay 5e-3 --max-norm 0.1
+	$(FMNIST) --weight-decay 5e-3 --stage2 cb-finetune --max-norm 0.1 --stage2-weight-decay 0.1 \
+		--stage2-lr 0.01
+	$(FMNIST) --stage2 crt lws tau-norm
+	$(BIN)/imbtui query method_comparison --store $(FMNIST_STORE)
+	$(BIN)/imbtui query posthoc_adjustment --store $(FMNIST_STORE) -p taus=1
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info

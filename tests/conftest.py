@@ -48,7 +48,7 @@ def torchrun_train(train_args: list[str], store: Path, nproc: int = 2,
 # an ulp above 1, a tolerance tuned to one CPU's summation order) fails here, not on a user's CPU.
 NUMERIC = {"test_augment", "test_dynamics", "test_dynamics_full", "test_geometry", "test_losses",
            "test_golden", "test_models", "test_probes", "test_cosines_property", "test_samples",
-           "test_train_e2e"}
+           "test_train_e2e", "test_smoothing", "test_mixup", "test_sharpness", "test_posthoc"}
 
 
 @pytest.hookimpl(tryfirst=True)  # before `-m` selects by marker

@@ -61,18 +61,19 @@ def stage2_epochs(stage2: str, epochs: int | None) -> int:
 # ==== the classifier's constraints ================================================================
 
 class MaxNorm:
-    """Projects each classifier row back into the ball of the bound set at the first call."""
+    """Projects each classifier row back into the ball of the bound set when it is made (the
+    stage's start: the reference's `setPerLayerThresh` before training)."""
 
+    @torch.no_grad()
     def __init__(self, fc: nn.Module, threshold: float) -> None:
         self.fc, self.threshold = fc, threshold
-        self.bound: torch.Tensor | None = None
+        norms = fc.weight.norm(dim=1)  # a tensor: setting it never waits for the device
+        self.bound = norms.min() + threshold * (norms.max() - norms.min())
 
     @torch.no_grad()
     def __call__(self) -> None:
         w = self.fc.weight
         norms = w.norm(dim=1)
-        if self.bound is None:  # a tensor: setting it never waits for the device
-            self.bound = norms.min() + self.threshold * (norms.max() - norms.min())
         w.mul_(torch.where(norms > self.bound, self.bound / norms, torch.ones_like(norms))[:, None])
 
 

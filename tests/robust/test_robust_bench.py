@@ -1,6 +1,6 @@
-"""bench/store.py and bench/parts.py at a smoke size: it runs, the browse queries give the same answers over the store
-and over the exported DuckDB file (the bench refuses to time them otherwise), and it ends with the
-line the issue asks for."""
+"""bench/store.py, bench/parts.py and bench/methods.py at a smoke size: each runs and ends with its
+last line; the store bench also finds the browse queries giving the same answers over the store and
+over the exported DuckDB file (it refuses to time them otherwise)."""
 
 from __future__ import annotations
 
@@ -32,3 +32,13 @@ def test_parts_bench_smoke() -> None:
     lines = proc.stdout.strip().splitlines()
     assert lines[0].startswith("steps  part (2,000 rows, 100 parts)")
     assert re.fullmatch(r"part_speedup=\d+\.\d\d", lines[-1])
+
+
+def test_methods_bench_smoke() -> None:
+    """bench/methods.py trains each arm and ends with one ratio per method."""
+    proc = subprocess.run([sys.executable, "bench/methods.py", "--epochs", "1", "--repeats", "1",
+                           "--dynamics", "minimal", "--methods", "ce+sam", "ce+tau-norm"],
+                          cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert re.fullmatch(r"ce\+sam=\d+\.\d\d ce\+tau-norm=\d+\.\d\d",
+                        proc.stdout.strip().splitlines()[-1])

@@ -87,7 +87,7 @@ def test_maxnorm_projects_as_the_reference(thresh: float) -> None:
     bound = ref_threshold(w0, thresh)
     assert_close(project.bound, bound.squeeze(), n=16)
     assert_close(fc.weight.detach(), ref_pgd(w0, bound), n=16)
-    # the bound stays the one set at the first call, as the reference's perLayerThresh
+    # the bound stays the one set at the start, as the reference's perLayerThresh
     with torch.no_grad():
         fc.weight.mul_(3.0)
     w1 = fc.weight.detach().clone()
