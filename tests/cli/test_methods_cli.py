@@ -129,3 +129,24 @@ def test_bad_combinations_are_refused_before_anything_is_written(tmp_path: Path,
     lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1 and words in lines[0] and "Traceback" not in proc.stderr
     assert not (store / "runs").exists() or not any((store / "runs").iterdir())
+
+
+def test_the_run_screen_reads_post_hoc_adjustment(methods_store: Path) -> None:
+    from imbtui.store import Store
+    from imbtui.tui.data.curves import load_run
+
+    con = Store(methods_store).connect()
+    run_id = con.execute("SELECT run_id FROM runs WHERE name = 'ce'").fetchall()[0][0]
+    (row,) = load_run(con.cursor(), run_id, 40, "epoch").posthoc
+    # by hand from the stored counts: the last epoch's test classes, adjusted with tau = 1
+    per_class = con.execute("""
+        SELECT p.correct / p.n, c.grp FROM posthoc p
+        JOIN classes c ON c.run_id = p.run_id AND c.class_id = p.class_id
+        WHERE p.run_id = ? AND p.split = 'test' AND p.tau = 1
+          AND p.epoch = (SELECT max(epoch) FROM posthoc WHERE run_id = ?)""",
+                            [run_id, run_id]).fetchall()
+    accs = [a for a, _ in per_class]
+    minority = [a for a, g in per_class if g == "minority"]
+    assert row["tau"] == 1.0
+    assert row["adjusted_balanced"] == pytest.approx(sum(accs) / len(accs), abs=1e-12)
+    assert row["adjusted_minority"] == pytest.approx(sum(minority) / len(minority), abs=1e-12)

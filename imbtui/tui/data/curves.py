@@ -39,6 +39,7 @@ class RunCurves:
     class_metric: str = "train_acc"
     stage2: str | None = None      # the second stage's name (the `stages` view), None without
     stage2_at: float | None = None  # where it begins, as a fraction of the x-axis
+    posthoc: list[dict[str, Any]] = field(default_factory=list)  # posthoc_adjustment's rows
 
 
 # ==== SQL fragments and statements ================================================================
@@ -401,6 +402,13 @@ def second_stage(cur: duckdb.DuckDBPyConnection, run_id: str, resolution: str
     return name, min(1.0, max(0.0, float(at)))
 
 
+def posthoc_finals(cur: duckdb.DuckDBPyConnection, run_id: str) -> list[dict[str, Any]]:
+    """Post-hoc logit adjustment at the run's last evaluated epoch, one row per tau: the
+    posthoc_adjustment analysis's rows (plain and adjusted test accuracies, and the gains)."""
+    query = get_query("posthoc_adjustment")
+    return cur.sql(query.sql, params=query.bind({"runs": [run_id]})).pl().to_dicts()
+
+
 def load_run(cur: duckdb.DuckDBPyConnection, run_id: str, width: int, resolution: str = "step",
              class_metric: str = "train_acc", class_width: int | None = None) -> RunCurves:
     """Everything the run screen needs, in one worker call."""
@@ -411,4 +419,5 @@ def load_run(cur: duckdb.DuckDBPyConnection, run_id: str, width: int, resolution
                      classes=class_finals(cur, run_id),
                      class_curves=class_curves(cur, run_id, class_width or width, class_metric,
                                                resolution),
-                     class_metric=class_metric, stage2=stage2, stage2_at=stage2_at)
+                     class_metric=class_metric, stage2=stage2, stage2_at=stage2_at,
+                     posthoc=posthoc_finals(cur, run_id))

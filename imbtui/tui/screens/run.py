@@ -17,6 +17,7 @@ from imbtui.tui.data.metrics import CLASS_METRICS, GROUPS, METRIC, METRICS, ema,
 from imbtui.tui.data.session import StoreSession
 from imbtui.tui.messages import RunLoaded
 from imbtui.tui.widgets import ClassCountChart, ClassCurves, ClassLine, ConfigPanel, MetricRow
+from imbtui.tui.widgets.metric_row import fmt_value
 from imbtui.tui.widgets.runs_table import SPINNER
 
 if TYPE_CHECKING:
@@ -77,6 +78,7 @@ class RunScreen(Screen[None]):
                 yield ConfigPanel("loading…", id="run-config")
                 yield ClassCountChart(id="run-chart")
             yield Label("", id="run-mode")
+            yield Label("", id="run-posthoc")
             with Horizontal(id="run-legend"):
                 yield Label("", classes="metric-label")
                 yield Label("majority", classes="legend majority")
@@ -146,6 +148,7 @@ class RunScreen(Screen[None]):
             self._apply_metric(row, c)
         self._apply_classes(c)
         self._show_mode()
+        self._show_posthoc(c)
 
     def _apply_metric(self, row: MetricRow, c: RunCurves) -> None:
         groups = c.groups.get(row.key)
@@ -175,6 +178,17 @@ class RunScreen(Screen[None]):
         self.query_one("#run-mode", Label).update(
             f"[b]{self.resolution}[/] resolution (e) · EMA {smooth} (m) · class rows: "
             f"{METRIC[self.class_metric].label} (k){stage}{live}")
+
+    def _show_posthoc(self, c: RunCurves) -> None:
+        """Post-hoc logit adjustment's test accuracies at the last epoch (the posthoc_adjustment
+        analysis), one part per tau; hidden for a run recorded without them."""
+        label = self.query_one("#run-posthoc", Label)
+        label.display = bool(c.posthoc)
+        parts = [f"τ={r['tau']:g}: balanced {fmt_value(r['adjusted_balanced'])} "
+                 f"({r['gain_balanced']:+.3f}), minority {fmt_value(r['adjusted_minority'])} "
+                 f"({r['gain_minority']:+.3f})" for r in c.posthoc
+                 if r["gain_balanced"] is not None and r["gain_minority"] is not None]
+        label.update("post-hoc logit adjustment, test, last epoch · " + " · ".join(parts))
 
     # -- actions -----------------------------------------------------------------------------------
     def action_resolution(self) -> None:
