@@ -79,6 +79,11 @@ def with_options(func: Callable[..., Any], options: Iterable[Option], lists: Ite
 
 
 def values_of(params: dict[str, Any], options: Iterable[Option]) -> dict[str, Any]:
-    """{option name: plain value} from a command's parsed parameters (Enum members as values)."""
-    return {o.name: getattr(params.get(o.name), "value", params.get(o.name)) for o in options
-            if o.name in params}
+    """{option name: plain value} from a command's parsed parameters (Enum members as values,
+    also inside a sweep axis' list)."""
+    def plain(v: Any) -> Any:
+        if isinstance(v, list):
+            return [plain(x) for x in v]
+        return getattr(v, "value", v)
+
+    return {o.name: plain(params.get(o.name)) for o in options if o.name in params}

@@ -3,14 +3,19 @@
 (1) With balanced data all classes are learned alike; with imbalance they are not: the spread of the
     classes' learning onsets (first epoch whose train accuracy reaches a threshold).
 (2) Early on the network underfits the minority: minority vs majority train accuracy over the first
-    epochs, and how many epochs later the minority classes reach the threshold (onset lag).
+    epochs, and how many epochs later the minority classes reach the threshold (onset lag); each
+    group's loss change over the first K training steps and whether the minority's rose while the
+    majority's fell (the initial drop, Francazi et al. 2023); and each group's learning speed, the
+    area under its classes' train accuracy curves, with the correlation of a class's area with the
+    log of its training count.
 (3) Later it memorises the minority without generalising: the minority's final train - test gap
     against the majority's.
 
-Every number comes from the named analyses learning_onset, group_curves and generalisation_gap, so
-`imbtui query` shows the rows behind any cell of the report. A setting run with several seeds is
-shown as mean ± half-width of the 95 % t-interval (n = seeds): DuckDB computes both, with the store's
-`ci95` macro (imbtui/store/semantic.py), as the named queries method_comparison and ratio_sweep do.
+Every number comes from the named analyses learning_onset, group_curves, initial_drop (at its
+default K and window), learning_speed and generalisation_gap, so `imbtui query` shows the rows
+behind any cell of the report. A setting run with several seeds is shown as mean ± half-width of the
+95 % t-interval (n = seeds): DuckDB computes both, with the store's `ci95` macro
+(imbtui/store/semantic.py), as the named queries method_comparison and ratio_sweep do.
 """
 
 from __future__ import annotations
@@ -39,8 +44,23 @@ class Row:
     fmt: str = "{:.3f}"
 
 
+YES_NO = "yes/no"  # a Row's fmt for a flag: "yes" or "no"; over seeds "k/n seeds"
+
+
+def drop_params() -> tuple[int, int]:
+    """K and the window of the report's initial-drop rows: the initial_drop analysis's defaults
+    of `steps` and `window`."""
+    from imbtui.queries import get_query
+
+    query = get_query("initial_drop")
+    steps, window = query.param("steps"), query.param("window")
+    assert steps is not None and window is not None
+    return int(steps.default), int(window.default)
+
+
 def rows(threshold: float, early: int) -> list[Row]:
     span = "epoch 1" if early == 1 else f"epochs 1-{early}"
+    first = f"first {drop_params()[0]} steps"
     return [
         Row("(1) classes learned alike?"),
         Row("onset spread, max - min (epochs)", "onset_spread", "{:.0f}"),
@@ -49,6 +69,12 @@ def rows(threshold: float, early: int) -> list[Row]:
         Row(f"train acc majority, {span}", "early_majority"),
         Row(f"train acc minority, {span}", "early_minority"),
         Row("onset lag, minority - majority (epochs)", "onset_lag", "{:+.1f}"),
+        Row(f"loss change, {first}, majority", "loss_change_majority", "{:+.3f}"),
+        Row(f"loss change, {first}, minority", "loss_change_minority", "{:+.3f}"),
+        Row(f"minority loss rose, {first}", "minority_loss_rose", YES_NO),
+        Row("learning speed (train acc AUC), majority", "auc_majority"),
+        Row("learning speed (train acc AUC), minority", "auc_minority"),
+        Row("Pearson r, ln(train count) vs AUC", "auc_pearson_log_count", "{:+.3f}"),
         Row("(3) memorised, not generalised?"),
         Row("train - test gap, majority", "gap_majority", "{:+.3f}"),
         Row("train - test gap, minority", "gap_minority", "{:+.3f}"),
@@ -78,9 +104,13 @@ def findings(store: Queryable, runs: Sequence[str] = (), threshold: float = 0.5,
                      f"list_contains($runs, run_id)", {"runs": runs})
     onsets = onset_stats(store.query("learning_onset", runs=runs, threshold=threshold))
     early_acc = early_stats(store.query("group_curves", runs=runs), early)
+    drop = drop_stats(store.query("initial_drop", runs=runs))
+    speed = speed_stats(store.query("learning_speed", runs=runs))
     gaps = gap_stats(store.query("generalisation_gap", runs=runs))
     frame = (meta.join(onsets, on="run_id", how="inner")
              .join(early_acc, on="run_id", how="left")
+             .join(drop, on="run_id", how="left")
+             .join(speed, on="run_id", how="left")
              .join(gaps, on="run_id", how="left"))
     order = IDENTITY + [c for c in frame.columns if c not in IDENTITY]
     return frame.select(order).sort("dataset", "profile", "loss", "sampler", "ratio", "seed",
@@ -115,6 +145,29 @@ def early_stats(curves: pl.DataFrame, early: int) -> pl.DataFrame:
         early_majority=pl.col("acc").filter(pl.col("grp") == "majority").mean(),
         early_minority=pl.col("acc").filter(pl.col("grp") == "minority").mean())
     return acc.with_columns(early_gap=pl.col("early_majority") - pl.col("early_minority"))
+
+
+def drop_stats(drop: pl.DataFrame) -> pl.DataFrame:
+    """The initial_drop analysis's rows side by side: each group's loss change over the first K
+    steps, whether the minority's rose, and the minority's change minus the majority's, all as
+    the query gives them (NULL for a run that has not reached step K)."""
+    maj, mnr = pl.col("grp") == "majority", pl.col("grp") == "minority"
+    return drop.group_by("run_id").agg(
+        loss_change_majority=pl.col("change").filter(maj).first(),
+        loss_change_minority=pl.col("change").filter(mnr).first(),
+        minority_loss_rose=pl.col("rose").filter(mnr).first(),
+        loss_change_excess=pl.col("minority_minus_majority").first())
+
+
+def speed_stats(speed: pl.DataFrame) -> pl.DataFrame:
+    """The learning_speed analysis's group rows side by side: each group's mean area under its
+    classes' train accuracy curves, and the correlations across every class (the `all` row)."""
+    groups = speed.filter(pl.col("class_id").is_null())
+    return groups.group_by("run_id").agg(
+        auc_majority=pl.col("auc").filter(pl.col("grp") == "majority").first(),
+        auc_minority=pl.col("auc").filter(pl.col("grp") == "minority").first(),
+        auc_pearson_log_count=pl.col("pearson_log_count").filter(pl.col("grp") == "all").first(),
+        auc_spearman_count=pl.col("spearman_count").filter(pl.col("grp") == "all").first())
 
 
 def gap_stats(gap: pl.DataFrame) -> pl.DataFrame:
@@ -248,10 +301,15 @@ def table(columns: pl.DataFrame, threshold: float, early: int):
 
 def _cell(col: dict[str, Any], key: str, fmt: str) -> str:
     """One number of a column: the value, or "mean ± half-width (n=k)" over k >= 2 seeds (a
-    count, "{:.0f}", gets one decimal there: its mean need not be whole)."""
+    count, "{:.0f}", gets one decimal there: its mean need not be whole). A flag (YES_NO) reads
+    "yes" or "no", and over several seeds "k/n seeds": its mean over the seeds times n."""
     value, ci, n = col.get(key), col.get(f"{key}_ci"), col.get(f"{key}_n")
     if value is None:
         return "-"
+    if fmt == YES_NO:
+        if n is not None and n > 1:
+            return f"{round(value * n)}/{n} seeds"
+        return "yes" if value else "no"
     if ci is None:
         return fmt.format(value)
     fmt = fmt.replace(".0f", ".1f")
@@ -277,6 +335,12 @@ def legend(columns: pl.DataFrame, frame: pl.DataFrame, threshold: float) -> list
     lines.append(f"onset: first epoch >= 1 with train accuracy >= {threshold:g} (a class that "
                  f"never gets there counts as last epoch + 1); a group's accuracy is the mean "
                  f"over its classes; gaps are at the last epoch.")
+    k, w = drop_params()
+    lines.append(f"loss change: a group's training loss per step (the mean over its classes in "
+                 f"the batch) over steps {k - w + 1}-{k} minus over steps 0-{w - 1} (query "
+                 f"initial_drop); learning speed: the area under a class's train accuracy curve "
+                 f"over the epochs, divided by the epochs, its group's mean (query "
+                 f"learning_speed); r across every class.")
     if (columns["seeds"] > 1).any():
         lines.append("a ± b (n=k): the mean over k seeds ± the half-width of its 95 % "
                      "t-interval, t975(k - 1) * sd / sqrt(k) (the ci95 macro, docs/store.md).")

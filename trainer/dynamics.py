@@ -7,7 +7,8 @@ the part from the class's own samples and the part from the other classes' sampl
 and loss at its presentation, from the training forward pass. Every K steps (`GradientProbe`): the
 full-model gradient of the majority's and of the minority's share of the batch loss. Per epoch
 (`evaluate_features`, `geometry_tables`): the eval passes' per-class rows (with post-hoc logit
-adjustment's correct counts for each tau) and the geometry of the penultimate features (NC1-NC3 as
+adjustment's correct counts for each tau, and the logit statistics: own, largest other and norm
+of the logits, and prediction counts) and the geometry of the penultimate features (NC1-NC3 as
 Papyan et al. 2020 define them, class-mean norms and cosines, minority collapse, train-vs-test
 shift).
 
@@ -514,6 +515,28 @@ def posthoc_hits(logits: torch.Tensor, y: torch.Tensor, offsets: torch.Tensor) -
     return ((z[:, None, :] - offsets[None]).argmax(2) == y[:, None]).double()
 
 
+# Logit statistics (the `logits` table; Wei et al. 2022, "Mitigating Neural Network Overconfidence
+# with Logit Normalization", on logit norms; class-wise logits as Kini et al. 2021 analyse them).
+# An eval pass sums, per true class y, over the class's samples: the own logit z_y, the largest
+# other logit max_{c != y} z_c and the logit vector's norm ||z||_2 (float32 values of the float32
+# logits, as per_sample_stats takes them, widened exactly and summed in float64); and per class c
+# the samples of the split predicted as c (argmax z, ties to the first index: the `correct` count's
+# prediction), whatever their label. The rows' `LOGIT_STATS` is {name: (C,) array} of these names;
+# at epoch 0 pred_count is the untrained network's guessing (Francazi et al. 2024).
+LOGIT_SUMS = Stats(("own_logit_sum", "other_logit_sum", "norm_sum", "pred_count"))
+LOGIT_STATS = "logit_stats"
+
+
+@torch.no_grad()
+def logit_terms(logits: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Per sample (B,): own logit z_y, largest other logit, ||z||_2 (float32, as per_sample_stats
+    computes its margin)."""
+    z = logits.detach().float()
+    return {"own_logit_sum": z.gather(1, y[:, None]).squeeze(1),
+            "other_logit_sum": z.scatter(1, y[:, None], float("-inf")).amax(1),
+            "norm_sum": z.norm(dim=1)}
+
+
 def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, n_classes: int,
              batch_size: int = 4096, prepare=None, taus: Sequence[float] = (),
              log_prior: np.ndarray | None = None) -> dict[str, np.ndarray]:
@@ -526,7 +549,8 @@ def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, n_classes
 @torch.no_grad()
 def evaluate_features(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, n_classes: int,
                       batch_size: int = 4096, prepare=None, features: bool = True,
-                      taus: Sequence[float] = (), log_prior: np.ndarray | None = None
+                      taus: Sequence[float] = (), log_prior: np.ndarray | None = None,
+                      logit_stats: bool = False
                       ) -> tuple[dict[str, np.ndarray], FeatureSums | None]:
     """`evaluate`'s rows and, with `features`, the per-class feature sums the geometry needs.
 
@@ -535,7 +559,9 @@ def evaluate_features(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, 
     across ranks on the device, so every rank returns the whole set's rows. With `taus` (and
     `log_prior`, `class_log_prior` of the training counts) the rows also hold `POSTHOC_CORRECT`:
     per tau and class, the samples that post-hoc logit adjustment classifies correctly, counted
-    on the device from the same logits (without taus the rows have no such key).
+    on the device from the same logits (without taus the rows have no such key). With
+    `logit_stats` the rows also hold `LOGIT_STATS`: the logit statistics' per-class sums and
+    prediction counts (`LOGIT_SUMS`), from the same logits too.
     """
     x, y = eval_shard(x, y)
     was_training = model.training
@@ -545,6 +571,8 @@ def evaluate_features(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, 
     offsets = torch.as_tensor(posthoc_offsets(taus, log_prior), device=dev) if len(taus) else None
     hits = (torch.zeros(n_classes, len(taus), device=dev, dtype=torch.float64)
             if offsets is not None else None)
+    lsum = (torch.zeros(n_classes, len(LOGIT_SUMS), device=dev, dtype=torch.float64)
+            if logit_stats else None)
     dim = model.fc.in_features
     hsum = torch.zeros(n_classes, dim, device=dev, dtype=torch.float64) if features else None
     hh = torch.zeros(dim, dim, device=dev, dtype=torch.float64) if features else None
@@ -555,7 +583,7 @@ def evaluate_features(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, 
         h, logits = model.forward_features(xb)
         h = h.float()
         hd = h.double()  # float32 products are exact in float64; its sums round at 1.1e-16
-        loss, correct, p_true, _, _ = per_sample_stats(logits, yb)
+        loss, correct, p_true, _, pred = per_sample_stats(logits, yb)
         # ||h||^2 in float64: within_var = sq/n - ||mu_c||^2 cancels, and a float32 sum of D
         # squares (D * 6e-8 relative) would leave little of a small class spread. The others
         # are float32 values, widened exactly.
@@ -564,6 +592,12 @@ def evaluate_features(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, 
         acc.index_add_(0, yb, torch.stack([terms[k].double() for k in EVAL_SUMS.names], 1))
         if hits is not None:
             hits.index_add_(0, yb, posthoc_hits(logits, yb, offsets))
+        if lsum is not None:  # by true class; pred_count by predicted class
+            lt = logit_terms(logits, yb)
+            LOGIT_SUMS.index_add_(lsum, tuple(lt), yb,
+                                  torch.stack([v.double() for v in lt.values()], 1))
+            LOGIT_SUMS.of(lsum, "pred_count").index_add_(
+                0, pred, torch.ones_like(loss, dtype=torch.float64))
         if hsum is not None:
             hsum.index_add_(0, yb, hd)
             hh.addmm_(hd.T, hd)  # sum_i h_i h_i^T, one (D, B) @ (B, D) product per batch
@@ -581,6 +615,11 @@ def evaluate_features(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, 
             "loss_sum": col("loss_sum"), "p_true_sum": col("p_true_sum"), "feature_norm": feat}
     if hits is not None:
         rows[POSTHOC_CORRECT] = np.rint(dist_sum_(hits).cpu().numpy().T).astype(np.int64)
+    if lsum is not None:
+        ls = dist_sum_(lsum).cpu().numpy()
+        rows[LOGIT_STATS] = {
+            name: (np.rint(LOGIT_SUMS.of(ls, name)).astype(np.int64) if name == "pred_count"
+                   else LOGIT_SUMS.of(ls, name).copy()) for name in LOGIT_SUMS.names}
     if hsum is None:
         return rows, None
     return rows, FeatureSums(n, dist_sum_(hsum).cpu().numpy(), col("sq_norm_sum"),

@@ -267,7 +267,8 @@ def evaluate_epoch(run: Training, recorder: Recorder, epoch: int, step: int) -> 
     """Eval passes over the training set (eval mode, no augmentation) and the balanced test set:
     their per-class rows (and feature sums, if the recorder wants them; and post-hoc logit
     adjustment's correct counts for each of cfg.posthoc_tau, with the prior of the training
-    counts) go to the recorder, their accuracies and losses (`summarise`) to the caller."""
+    counts; and the logit statistics, if the recorder keeps them) go to the recorder, their
+    accuracies and losses (`summarise`) to the caller."""
     from trainer.dynamics import class_log_prior
 
     d = run.data
@@ -277,7 +278,7 @@ def evaluate_epoch(run: Training, recorder: Recorder, epoch: int, step: int) -> 
             rows[split], features[split] = evaluate_features(
                 run.model, x, y, d.n_classes, run.eval_batch, prepare=d.prepare,
                 features=recorder.features, taus=run.cfg.posthoc_tau,
-                log_prior=class_log_prior(d.counts))
+                log_prior=class_log_prior(d.counts), logit_stats=recorder.logit_stats)
     summary = summarise(rows, d.groups)
     recorder.evaluated(epoch, step, rows, features)
     return summary

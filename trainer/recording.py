@@ -4,8 +4,9 @@
     off       NullRecorder      nothing: every method does nothing, so the loop has no
                                 `if recording:` branches (as NullSink, one level down)
     minimal   StepsRecorder     the classes table; per step and class the steps rows (the
-                                classifier gradient split included); per evaluation the epochs rows
-                                and the posthoc rows (post-hoc logit adjustment, each tau)
+                                classifier gradient split included); per evaluation the epochs rows,
+                                the posthoc rows (post-hoc logit adjustment, each tau) and the
+                                logits rows (logit statistics and prediction counts)
     full      FullRecorder      minimal, and each sample's presentations, a gradient probe every
                                 `probe_every` steps, and the feature geometry of every evaluation
 
@@ -32,7 +33,7 @@ import torch
 
 from trainer import distributed
 from trainer.data import ClassInfo
-from trainer.dynamics import (POSTHOC_CORRECT, GradientProbe, SampleRecorder,
+from trainer.dynamics import (LOGIT_STATS, POSTHOC_CORRECT, GradientProbe, SampleRecorder,
                               StepRecorder, classifier_grad_split, classifier_rows,
                               geometry_tables)
 from trainer.sink import Sink
@@ -73,6 +74,7 @@ class Recorder(Protocol):
     """The one interface of the three recorders (module docstring)."""
 
     features: bool  # whether the evaluation passes gather the penultimate features
+    logit_stats: bool  # whether they sum the logit statistics (rows[split][LOGIT_STATS])
 
     def start(self, classes: Sequence[ClassInfo]) -> None:
         """Once, after the sink started: the run's classes table."""
@@ -98,7 +100,8 @@ class Recorder(Protocol):
     def evaluated(self, epoch: int, step: int, rows: Mapping[str, dict[str, np.ndarray]],
                   features: Mapping[str, Any]) -> None:
         """An evaluation's per-class rows and feature sums, by split (`train`, `test`); the rows
-        hold POSTHOC_CORRECT, one row per tau of the Subject's posthoc_tau, when it has taus."""
+        hold POSTHOC_CORRECT, one row per tau of the Subject's posthoc_tau, when it has taus,
+        and LOGIT_STATS when the passes summed them (`logit_stats`)."""
 
 
 # ==== off =========================================================================================
@@ -107,6 +110,7 @@ class NullRecorder:
     """`dynamics="off"`: records nothing, so the loop runs without recording branches."""
 
     features = False
+    logit_stats = False
 
     def __init__(self, sink: Sink, hooks: FlushHook, run: Subject) -> None:
         pass
@@ -138,9 +142,10 @@ class NullRecorder:
 # ==== minimal =====================================================================================
 
 class StepsRecorder:
-    """`dynamics="minimal"`: the classes, steps and epochs tables."""
+    """`dynamics="minimal"`: the classes, steps and epochs tables (and posthoc, logits)."""
 
     features = False
+    logit_stats = True
 
     def __init__(self, sink: Sink, hooks: FlushHook, run: Subject,
                  samples: SampleRecorder | None = None) -> None:
@@ -194,6 +199,8 @@ class StepsRecorder:
         self.sink.write("epochs", epoch_rows(epoch, step, rows, self.fc))
         if self.posthoc_tau:  # post-hoc logit adjustment's counts, both splits in one part too
             self.sink.write("posthoc", posthoc_rows(epoch, step, rows, self.posthoc_tau))
+        if rows and all(LOGIT_STATS in r for r in rows.values()):  # logit statistics: one part
+            self.sink.write("logits", logit_rows(epoch, step, rows))
 
     def _drain_steps(self) -> Columns | None:
         """The buffered steps' rows, summed across ranks (None: none buffered). The one place the
@@ -289,7 +296,8 @@ def epoch_rows(epoch: int, step: int, rows: Mapping[str, dict[str, np.ndarray]],
     parts = []
     for split, r in rows.items():
         c = len(r["n"])
-        own = {k: v for k, v in r.items() if k != POSTHOC_CORRECT}  # the posthoc table's
+        own = {k: v for k, v in r.items()
+               if k not in (POSTHOC_CORRECT, LOGIT_STATS)}  # the posthoc and logits tables'
         parts.append({"epoch": np.full(c, epoch), "step": np.full(c, step),
                       "split": np.array([split] * c), "class_id": np.arange(c), **own,
                       "weight_norm": w, "bias": b})
@@ -315,6 +323,21 @@ def posthoc_rows(epoch: int, step: int, rows: Mapping[str, dict[str, np.ndarray]
             parts.append({"epoch": np.full(c, epoch), "step": np.full(c, step),
                           "split": np.array([split] * c), "tau": np.full(c, taus[i]),
                           "class_id": np.arange(c), "n": r["n"], "correct": hits[i]})
+    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
+
+def logit_rows(epoch: int, step: int, rows: Mapping[str, dict[str, np.ndarray]]) -> Columns:
+    """The `logits` table columns of one evaluation: per split and class, the class's samples
+    (n) and rows[split][LOGIT_STATS]'s sums (own logit, largest other logit, logit norm) and
+    prediction count."""
+    parts = []
+    for split, r in rows.items():
+        stats = r[LOGIT_STATS]
+        c = len(r["n"])
+        parts.append({"epoch": np.full(c, epoch), "step": np.full(c, step),
+                      "split": np.array([split] * c), "class_id": np.arange(c), "n": r["n"],
+                      **{k: np.asarray(stats[k]) for k in ("own_logit_sum", "other_logit_sum",
+                                                           "norm_sum", "pred_count")}})
     return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
 

@@ -39,6 +39,7 @@ KEY_COLUMNS: dict[str, tuple[str, ...]] = {
     "steps": ("run_id", "step", "class_id"),
     "epochs": ("run_id", "epoch", "split", "class_id"),
     "posthoc": ("run_id", "epoch", "split", "tau", "class_id"),
+    "logits": ("run_id", "epoch", "split", "class_id"),
     "probes": ("run_id", "step", "grp"),
     "samples": ("run_id", "epoch", "sample_id"),
     "geometry": ("run_id", "epoch", "split", "class_id"),

@@ -76,6 +76,24 @@ TABLE_DOCS: dict[str, tuple[str, dict[str, str]]] = {
         "n": "the class's samples in the split (as in `epochs`)",
         "correct": "of them classified correctly by the adjusted logits",
     }),
+    "logits": (("Logit statistics at each evaluated epoch, from the same eval passes as "
+                "`epochs` (no extra forward pass): per split and class, sums over the class's "
+                "samples of its own logit, of the largest other logit and of the logit vector's "
+                "norm, and how many samples of the split are predicted as the class. The "
+                "`logit_results` view turns them into means and prediction shares. Runs "
+                "recorded before the table existed (or with `--dynamics off`) have no rows."), {
+        "run_id": "the run",
+        "epoch": "the epoch evaluated after (0 = before training)",
+        "step": "the step the epoch ended at",
+        "split": "'train' or 'test'",
+        "class_id": "the class",
+        "n": "the class's samples in the split (as in `epochs`)",
+        "own_logit_sum": "sum over them of their own class's logit z_y",
+        "other_logit_sum": "sum over them of the largest other logit max_{c != y} z_c",
+        "norm_sum": "sum over them of the logit vector's norm ||z||_2",
+        "pred_count": "samples of the whole split predicted as this class (argmax z, ties to "
+                      "the first class)",
+    }),
     "probes": ("Every K steps (`--probe-every`), each group's share of the batch loss: the "
                "norm of its full-model gradient and its cosines.", {
         "run_id": "the run",

@@ -69,6 +69,22 @@ TABLES: dict[str, dict[str, pl.DataType]] = {
         "n": pl.Int64(),
         "correct": pl.Int64(),
     },
+    # Logit statistics at each evaluation, from the same eval passes as `epochs`: per split and
+    # class y, sums over its samples of z_y, of max_{c != y} z_c and of ||z||_2 (float64), and the
+    # samples of the whole split predicted (argmax) as the class (trainer.dynamics, "logit
+    # statistics").
+    "logits": {
+        "run_id": pl.String(),
+        "epoch": pl.Int32(),
+        "step": pl.Int64(),
+        "split": pl.String(),
+        "class_id": pl.Int32(),
+        "n": pl.Int64(),
+        "own_logit_sum": pl.Float64(),
+        "other_logit_sum": pl.Float64(),
+        "norm_sum": pl.Float64(),
+        "pred_count": pl.Int64(),
+    },
     # Gradient probes every K steps: the full-model gradient of one group's loss on the batch.
     "probes": {
         "run_id": pl.String(),

@@ -329,8 +329,151 @@ LEFT JOIN plain p
   ON p.run_id = a.run_id.run_id AND p.epoch = a.epoch AND p.split = a.split
  AND p.grp = a.grp AND p.class_id IS NOT DISTINCT FROM a.class_id""")
 
+# The two lenses of docs/analyses.md: the group's loss step by step (read by the named query
+# initial_drop) and each class's learning speed (read by learning_speed).
+GROUP_STEPS = View(
+    name="group_steps",
+    key=("run_id", "step", "grp"),
+    doc="Each group's results on each training batch (the `steps` table), defined as "
+        "group_results defines a group's: the mean over the group's classes of each class's mean "
+        "over its samples in the batch. A class absent from the batch (n = 0: at a large ratio "
+        "the smallest classes miss many batches) is left out of that step's mean rather than "
+        "counted as 0, as in group_buckets; a step with none of the group's classes has NULL "
+        "acc and loss.",
+    columns={
+        "run_id": "the run",
+        "step": "the training step (0-based; measured before its update, so after `step` "
+                "updates)",
+        "epoch": "the epoch it belongs to (1-based)",
+        "grp": "'majority' or 'minority'",
+        "classes": "the group's classes present in the batch (n > 0)",
+        "n": "the group's samples in the batch",
+        "acc": "mean over the present classes of correct / n",
+        "loss": "mean over the present classes of loss_sum / n (plain cross-entropy whatever "
+                "the objective)",
+    },
+    sql="""
+SELECT s.run_id, s.step, any_value(s.epoch) AS epoch, c.grp,
+       (count(*) FILTER (WHERE s.n > 0))::INTEGER AS classes,
+       sum(s.n)::BIGINT AS n,
+       avg(s.correct / nullif(s.n, 0)) AS acc,
+       avg(s.loss_sum / nullif(s.n, 0)) AS loss
+FROM steps s
+JOIN classes c ON c.run_id = s.run_id AND c.class_id = s.class_id
+GROUP BY s.run_id, s.step, c.grp""")
+
+CLASS_LEARNING_SPEED = View(
+    name="class_learning_speed",
+    key=("run_id", "class_id"),
+    doc="How fast each class is learned: the area under its training-accuracy curve "
+        "(class_results.acc, split 'train') from its first evaluated epoch (0, the untrained "
+        "network) to its last, by the trapezoid rule over epochs, divided by the epochs it spans "
+        "so that it lies in [0, 1] (1 = every training sample right from the start). Of two "
+        "classes that end fitted, the one learned earlier has the larger area. Every evaluated "
+        "epoch counts, a second stage's included. The mean of a group's classes' areas is the "
+        "area under the group's group_results train curve.",
+    columns={
+        "run_id": "the run",
+        "class_id": "the class",
+        "grp": "'majority' or 'minority'",
+        "shot": "'many', 'medium' or 'few'",
+        "rank": "0 = largest class in the training set",
+        "train_count": "the class's training samples",
+        "first_epoch": "the first epoch of the curve (0 = before training)",
+        "last_epoch": "the last evaluated epoch",
+        "auc": "sum over consecutive evaluated epochs e < e' of (acc_e + acc_e') / 2 * (e' - e), "
+               "divided by last_epoch - first_epoch (NULL with a single evaluated epoch)",
+    },
+    sql="""
+WITH curve AS (
+    SELECT run_id, class_id, epoch, acc,
+           lead(epoch) OVER w AS next_epoch, lead(acc) OVER w AS next_acc
+    FROM class_results
+    WHERE split = 'train' AND acc IS NOT NULL
+    WINDOW w AS (PARTITION BY run_id, class_id ORDER BY epoch)
+)
+SELECT k.run_id, k.class_id, c.grp, c.shot, c.rank, c.train_count,
+       min(k.epoch) AS first_epoch, max(k.epoch) AS last_epoch,
+       sum((k.acc + k.next_acc) / 2 * (k.next_epoch - k.epoch))
+           / nullif(max(k.epoch) - min(k.epoch), 0) AS auc
+FROM curve k
+JOIN classes c ON c.run_id = k.run_id AND c.class_id = k.class_id
+GROUP BY k.run_id, k.class_id, c.grp, c.shot, c.rank, c.train_count""")
+
+# The logit statistics lens (the `logits` table): Wei et al. 2022 (LogitNorm) on logit norms,
+# Francazi et al. 2024 on the untrained network's guessing bias (pred_share at epoch 0).
+LOGIT_RESULTS = View(
+    name="logit_results",
+    key=("run_id", "epoch", "split", "grp", "class_id"),
+    doc="Logit statistics at each evaluated epoch and split (the `logits` table): a row per "
+        "class, and a row per group (`majority`, `minority`, and `all` classes). A class's "
+        "values are means over its samples; a group's logit values are the mean over its "
+        "classes of theirs, computed by group_results' own SQL (a class with n = 0 is left out), "
+        "while its pred_share is the sum over its classes of theirs. Empty for runs recorded "
+        "before the table existed or with `--dynamics off`.",
+    columns={
+        "run_id": "the run",
+        "epoch": "evaluated epoch (0 = the untrained network)",
+        "step": "the step the epoch ended at",
+        "split": "'train' or 'test'",
+        "grp": "the class's group; on a group's row 'majority', 'minority' or 'all'",
+        "class_id": "the class (NULL on a group's row)",
+        "classes": "on a group's row its classes with n > 0, as group_results.classes (NULL on "
+                   "a class's row)",
+        "n": "samples of the class in the split (on a group's row summed over its classes)",
+        "pred_count": "samples of the split predicted as the class (on a group's row summed "
+                      "over its classes)",
+        "own_logit": "mean over the class's samples of their own logit z_y: own_logit_sum / n "
+                     "(on a group's row the mean over its classes, as group_results.acc)",
+        "other_logit": "mean of the largest other logit max_{c != y} z_c: other_logit_sum / n "
+                       "(group: mean over its classes)",
+        "margin": "own_logit - other_logit: the mean logit margin (on a group's row the mean "
+                  "over its classes of their margins)",
+        "logit_norm": "mean logit norm ||z||_2: norm_sum / n (group: mean over its classes)",
+        "pred_share": "pred_count / the split's samples: the share of the split's predictions "
+                      "that go to the class; on a group's row the sum over its classes of "
+                      "theirs (1 for `all`; on the balanced test set an unbiased classifier "
+                      "gives each class 1 / C)",
+    },
+    sql=f"""
+WITH per_class AS (
+    SELECT l.run_id, l.epoch, l.step, l.split, l.class_id, c.grp, l.n, l.pred_count,
+           l.own_logit_sum / nullif(l.n, 0) AS own_logit,
+           l.other_logit_sum / nullif(l.n, 0) AS other_logit,
+           l.norm_sum / nullif(l.n, 0) AS logit_norm
+    FROM logits l
+    JOIN classes c ON c.run_id = l.run_id AND c.class_id = l.class_id
+),
+grouped AS (
+    -- group_results' SQL, run unchanged over the class rows: its acc, loss and p_true (means
+    -- over the group's classes) stand for own_logit, other_logit and logit_norm, its correct
+    -- (a sum) for pred_count
+    WITH class_results AS (
+        SELECT run_id, epoch, step, split, grp, n, pred_count AS correct,
+               own_logit AS acc, other_logit AS loss, logit_norm AS p_true
+        FROM per_class),
+         group_results AS ({GROUP_RESULTS.sql})
+    SELECT * FROM group_results
+),
+every AS (
+    SELECT run_id, epoch, step, split, grp, class_id, NULL::INTEGER AS classes, n, pred_count,
+           own_logit, other_logit, logit_norm
+    FROM per_class
+    UNION ALL
+    SELECT run_id, epoch, step, split, grp, NULL::INTEGER, classes, n, correct,
+           acc, loss, p_true
+    FROM grouped
+)
+SELECT e.run_id, e.epoch, e.step, e.split, e.grp, e.class_id, e.classes, e.n, e.pred_count,
+       e.own_logit, e.other_logit, e.own_logit - e.other_logit AS margin, e.logit_norm,
+       e.pred_count / nullif(t.n, 0) AS pred_share
+FROM every e
+JOIN grouped t
+  ON t.run_id = e.run_id AND t.epoch = e.epoch AND t.split = e.split AND t.grp = 'all'""")
+
 VIEWS: tuple[View, ...] = (CLASS_RESULTS, GROUP_RESULTS, FINAL_RESULTS, SAMPLE_PRESENTATIONS,
-                           SAMPLE_EVENTS, STAGES, POSTHOC_RESULTS)
+                           SAMPLE_EVENTS, STAGES, POSTHOC_RESULTS, GROUP_STEPS,
+                           CLASS_LEARNING_SPEED, LOGIT_RESULTS)
 
 
 @dataclass(frozen=True)

@@ -61,6 +61,19 @@ def test_dry_run_lists_the_grid(tmp_path: Path) -> None:
     assert not (tmp_path / "s").exists()
 
 
+def test_choice_axes_hand_each_run_their_plain_values(tmp_path: Path) -> None:
+    # --optimizer and --stage2 are axes whose choices the parser checks (Enums inside Typer):
+    # each run's line must carry the value itself, which `imbtui train` accepts
+    proc = imbtui("sweep", "--optimizer", "sgd", "imbsam", "--stage2", "none", "crt",
+                  "--epochs", "2", "--store", str(tmp_path / "s"), "--dry-run")
+    lines = [line.split() for line in proc.stdout.strip().splitlines()]
+    pairs = {(w[w.index("--optimizer") + 1], w[w.index("--stage2") + 1]) for w in lines}
+    assert pairs == {(o, s) for o in ("sgd", "imbsam") for s in ("none", "crt")}
+    names = {w[w.index("--name") + 1] for w in lines}
+    assert names == {"mnist1d-r100-ce-s0", "mnist1d-r100-ce+imbsam-s0", "mnist1d-r100-ce+crt-s0",
+                     "mnist1d-r100-ce+imbsam+crt-s0"}
+
+
 def test_sweep_runs_in_parallel_into_one_store(tmp_path: Path) -> None:
     store = tmp_path / "store"
     proc = imbtui("sweep", "--ratio", "1", "100", "--seed", "3", "--epochs", "1", "--max-steps",

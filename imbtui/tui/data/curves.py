@@ -120,6 +120,17 @@ SELECT * FROM g FULL JOIN norms USING (grp, split, bucket) ORDER BY ALL
 """
 
 
+def logit_sql(axis: Axis) -> str:
+    """Per group: the logit norm and margin of the eval pass over the training set (the
+    logit_results view's group rows: means over the group's classes)."""
+    return f"""
+SELECT grp, {bucket(axis)} AS bucket, avg(logit_norm) AS logit_norm, avg(margin) AS logit_margin
+FROM logit_results
+WHERE run_id = $run AND split = 'train' AND class_id IS NULL AND grp <> 'all'
+GROUP BY ALL ORDER BY ALL
+"""
+
+
 def probe_sql(axis: Axis) -> str:
     """Per group: the gradient probes' full-model norm and cosine to the whole batch."""
     return f"""
@@ -319,6 +330,8 @@ def group_curves(cur: duckdb.DuckDBPyConnection, run_id: str, width: int,
     _collect(test, ("test_acc",), width, out, fill=by_step)
     train_eval = epochs.filter(pl.col("split") == "train")
     _collect(train_eval, ("weight_norm", "feature_norm"), width, out, fill=by_step)
+    logits = cur.sql(logit_sql(axis), params=params).pl()
+    _collect(logits, ("logit_norm", "logit_margin"), width, out, fill=by_step)
     probes = cur.sql(probe_sql(axis), params=params).pl()
     _collect(probes, ("probe_grad", "probe_cos"), width, out, fill=False)
     geometry = cur.sql(geometry_sql(axis), params=params).pl()

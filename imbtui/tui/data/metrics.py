@@ -55,6 +55,13 @@ METRICS: tuple[Metric, ...] = (
            "(Fang et al. 2021) shows as the minority's rising toward 1", per_class=False),
     Metric("feature_norm", "feature norm", "zero", "mean penultimate-feature norm of the group's "
            "training samples (epochs)"),
+    Metric("logit_norm", "logit norm", "zero", "mean over the group's classes of each class's "
+           "mean logit norm ||z||_2 on the training set's eval pass, per epoch (logit_results; "
+           "the logit norm as Wei et al. 2022's LogitNorm discusses it)", per_class=False),
+    Metric("logit_margin", "logit margin", "free", "mean over the group's classes of each "
+           "class's mean own logit minus its largest other logit on the training set's eval "
+           "pass, per epoch (logit_results.margin; `margin` is the same on the training "
+           "batches)", per_class=False),
     Metric("within_rel", "within/between", "zero", "each class's within-class variability of "
            "the training features relative to the between-class spread (geometry.within_rel = "
            "tr Sigma_W,c / tr Sigma_B, a trace ratio, not NC1), mean over the group's classes, "
