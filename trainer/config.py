@@ -86,7 +86,10 @@ class TrainConfig:
     # recording
     dynamics: str = _default("dynamics")
     probe_every: int = _default("probe_every")
+    conflict_every: int | None = None  # gradient conflict every N steps (trainer/conflict.py)
     posthoc_tau: tuple[float, ...] = _default("posthoc_tau")  # post-hoc logit adjustment's taus
+    sharpness_every: int | None = None  # group sharpness after every N-th evaluation (hessian.py)
+    sharpness_samples: int = _default("sharpness_samples")  # per group, fixed subset
     flush_steps: int = 200           # flush the step buffer at least every N steps...
     flush_seconds: float = 1.0       # ...or every S seconds, so live readers stay <= ~S s behind
     extra: dict[str, Any] = field(default_factory=dict)
@@ -164,6 +167,18 @@ def check_config(cfg: TrainConfig, image: bool) -> None:
     _choose(cfg.dynamics, DYNAMICS, "--dynamics")
     if cfg.probe_every < 1:
         raise DataError(f"probe_every must be >= 1 step, got {cfg.probe_every}")
+    if cfg.conflict_every is not None and cfg.conflict_every < 1:
+        raise DataError(f"--conflict-every must be >= 1 step, got {cfg.conflict_every}")
+    if cfg.conflict_every is not None and cfg.dynamics != "full":
+        raise DataError(f"--conflict-every records with the full recorder: it needs --dynamics "
+                        f"full, not --dynamics {cfg.dynamics}")
+    if cfg.sharpness_every is not None and cfg.sharpness_every < 1:
+        raise DataError(f"--sharpness-every must be >= 1 epoch, got {cfg.sharpness_every}")
+    if cfg.sharpness_samples < 1:
+        raise DataError(f"--sharpness-samples must be >= 1, got {cfg.sharpness_samples}")
+    if cfg.sharpness_every is not None and cfg.dynamics == "off":
+        raise DataError("--sharpness-every writes the sharpness table, but --dynamics off "
+                        "records nothing: use --dynamics minimal or full")
     _choose(cfg.sampler, SAMPLERS, "sampler")
     _choose(cfg.augment, AUGMENTS, "--augment")
     if cfg.augment != "none" and not image:

@@ -31,6 +31,7 @@ from trainer.dynamics import WithFeatures, evaluate_features
 from trainer.losses import build_loss, classifier_scale
 from trainer.models import Classifier, build_model, n_params
 from trainer.recording import Diverged, Recorder, Subject, make_recorder
+from trainer.hessian import make_sharpness
 from trainer.samplers import Sampler
 from trainer.config import (CIFAR_LT, DYNAMICS, RECIPES, SCHEDULES, TrainConfig,  # noqa: F401
                             check_config, check_stage_steps, resolve_config)
@@ -426,7 +427,8 @@ def _train(cfg: TrainConfig, sink: Sink, hooks: Hooks) -> RunResult:
     # the recorder exists before the run does, so the handlers below can always flush it
     recorder = make_recorder(cfg.dynamics, sink, hooks, Subject(
         model, data.groups == "minority", data.sample_ids, data.steps_per_epoch, device,
-        cfg.flush_steps, cfg.flush_seconds, cfg.probe_every, cfg.posthoc_tau))
+        cfg.flush_steps, cfg.flush_seconds, cfg.probe_every, cfg.posthoc_tau,
+        sharpness=make_sharpness(cfg, data)))
 
     step, epoch = 0, 0
     status, message = "finished", None

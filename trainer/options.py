@@ -195,6 +195,22 @@ OPTIONS: tuple[Option, ...] = (
            "argmax z_c - tau * log pi_c, for each of these comma-separated taus.", (1.0,)),
     Option("probe_every", "int", "full: a gradient probe (one extra backward pass) every N "
            "steps.", 100, minimum=1),
+    Option("conflict_every", "int", "full: gradient conflict (Francazi et al. 2023) at steps 0, "
+           "N, 2N, ...: the cosines between every two classes' full-model gradients, and each "
+           "group's mini-batch gradient against its whole-training-set gradient. Costs C extra "
+           "backward passes per recorded step (C classes), plus one forward and two backward "
+           "passes over the training set. Default: off.", minimum=1),
+    Option("sharpness_every", "int", "minimal, full: sharpness per group (Rangwani et al. "
+           "2022) after the evaluation of epoch 0 and of every N-th epoch: the largest and "
+           "smallest Hessian eigenvalue of each group's training loss, by power iteration and "
+           "Lanczos (trainer/hessian.py). Costs up to 2 x 20 Hessian-vector products (each "
+           "~3-6 forward-backward passes) per group over --sharpness-samples samples per "
+           "recorded epoch: measured on 2 busy CPU cores, ~25-30 s per recorded epoch for "
+           "MNIST-1D's cnn1d at 512 samples, about one epoch of its training. Default: off.",
+           minimum=1),
+    Option("sharpness_samples", "int", "--sharpness-every: samples per group in the loss (a "
+           "fixed subset drawn once with --subset-seed; the whole group if smaller). The cost "
+           "grows linearly with it.", 512, minimum=1),
     Option("sweep", "str", "Id shared by the runs of one sweep.", hidden=True, sweep=False),
 )
 OPTION = {o.name: o for o in OPTIONS}

@@ -6,9 +6,11 @@
     minimal   StepsRecorder     the classes table; per step and class the steps rows (the
                                 classifier gradient split included); per evaluation the epochs rows,
                                 the posthoc rows (post-hoc logit adjustment, each tau) and the
-                                logits rows (logit statistics and prediction counts)
+                                logits rows (logit statistics and prediction counts); with
+                                `sharpness_every`, the sharpness rows (trainer.hessian)
     full      FullRecorder      minimal, and each sample's presentations, a gradient probe every
-                                `probe_every` steps, and the feature geometry of every evaluation
+                                `probe_every` steps, and the feature geometry of every evaluation;
+                                with `conflict_every`, the gradient conflict rows (trainer.conflict)
 
 The loop, per step: `watch(logits)` before the backward pass, `keeps_graph(step)` for it,
 `record(...)` after it (before the optimiser moves the classifier), then `flush_if_due()`; per
@@ -32,7 +34,9 @@ import numpy as np
 import torch
 
 from trainer import distributed
+from trainer.conflict import ConflictRecorder, WholeSet
 from trainer.data import ClassInfo
+from trainer.hessian import GroupSharpness
 from trainer.dynamics import (LOGIT_STATS, POSTHOC_CORRECT, GradientProbe, SampleRecorder,
                               StepRecorder, classifier_grad_split, classifier_rows,
                               geometry_tables)
@@ -68,6 +72,13 @@ class Subject:
     probe_every: int = 100
     # post-hoc logit adjustment's taus: the order of an evaluation's rows[split][POSTHOC_CORRECT]
     posthoc_tau: tuple[float, ...] = ()
+    # gradient conflict (trainer.conflict) at steps 0, N, 2N, ... (full only; None: off), and
+    # (epoch, minority mask) -> the groups' whole-training-set gradients (None: no direction rows)
+    conflict_every: int | None = None
+    whole_set: WholeSet | None = None
+    # group sharpness (trainer.hessian.make_sharpness: when, and each group's fixed subset) after
+    # the evaluations it is due at (minimal and full; None: off)
+    sharpness: GroupSharpness | None = None
 
 
 class Recorder(Protocol):
@@ -159,6 +170,7 @@ class StepsRecorder:
         self.buffer = StepRecorder(len(run.minority), max(1, run.flush_steps), run.device,
                                    samples=samples)
         self.last_flush = time.monotonic()
+        self.sharpness = run.sharpness
 
     def start(self, classes: Sequence[ClassInfo]) -> None:
         self.sink.write("classes", {f: [getattr(c, f) for c in classes] for f in CLASS_FIELDS})
@@ -201,6 +213,8 @@ class StepsRecorder:
             self.sink.write("posthoc", posthoc_rows(epoch, step, rows, self.posthoc_tau))
         if rows and all(LOGIT_STATS in r for r in rows.values()):  # logit statistics: one part
             self.sink.write("logits", logit_rows(epoch, step, rows))
+        if self.sharpness is not None and self.sharpness.due(epoch):  # Hessian eigenvalues
+            self.sink.write("sharpness", self.sharpness.rows(self.net, epoch, step))
 
     def _drain_steps(self) -> Columns | None:
         """The buffered steps' rows, summed across ranks (None: none buffered). The one place the
@@ -246,6 +260,8 @@ class FullRecorder(StepsRecorder):
         self.probe = GradientProbe(torch.as_tensor(run.minority, device=run.device),
                                    run.steps_per_epoch // run.probe_every + 1, run.device)
         self.model = run.model
+        self.conflict = (ConflictRecorder(run.minority, run.conflict_every, run.device,
+                                          run.whole_set) if run.conflict_every else None)
 
     @property
     def params(self) -> list[torch.Tensor]:
@@ -253,14 +269,19 @@ class FullRecorder(StepsRecorder):
         return [p for p in self.model.parameters() if p.requires_grad]
 
     def keeps_graph(self, step: int) -> bool:
-        return step % self.probe_every == 0
+        return step % self.probe_every == 0 or self._conflict_due(step)
+
+    def _conflict_due(self, step: int) -> bool:
+        return self.conflict is not None and self.conflict.due(step)
 
     def record(self, step: int, epoch: int, lr: float, h: torch.Tensor, logits: torch.Tensor,
                y: torch.Tensor, rows: torch.Tensor) -> None:
         super().record(step, epoch, lr, h, logits, y, rows)
         self.samples.record(step, epoch, self.sample_ids[rows], y)
-        if self.keeps_graph(step):
+        if step % self.probe_every == 0:
             self.probe.record(step, epoch, logits, y, self.params)
+        if self._conflict_due(step):
+            self.conflict.record(step, epoch, logits, y, self.params)
 
     def evaluated(self, epoch: int, step: int, rows: Mapping[str, dict[str, np.ndarray]],
                   features: Mapping[str, Any]) -> None:
@@ -274,7 +295,8 @@ class FullRecorder(StepsRecorder):
 
     def _drain_epoch_tables(self) -> dict[str, Columns | None]:
         return {"samples": self.samples.drain() if len(self.samples) else None,
-                "probes": self.probe.drain() if len(self.probe) else None}
+                "probes": self.probe.drain() if len(self.probe) else None,
+                **(self.conflict.drain() if self.conflict is not None else {})}
 
 
 RECORDERS: dict[str, type[NullRecorder | StepsRecorder]] = {

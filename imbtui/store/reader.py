@@ -41,9 +41,12 @@ KEY_COLUMNS: dict[str, tuple[str, ...]] = {
     "posthoc": ("run_id", "epoch", "split", "tau", "class_id"),
     "logits": ("run_id", "epoch", "split", "class_id"),
     "probes": ("run_id", "step", "grp"),
+    "conflict": ("run_id", "step", "grp_a", "grp_b", "class_a", "class_b"),
+    "direction": ("run_id", "step", "grp"),
     "samples": ("run_id", "epoch", "sample_id"),
     "geometry": ("run_id", "epoch", "split", "class_id"),
     "geometry_summary": ("run_id", "epoch", "split"),
+    "sharpness": ("run_id", "epoch", "grp"),
 }
 # What identifies one row, for finding rows stored twice: a sampler with replacement may present
 # one sample twice in a step, at two batch positions (older parts have no `pos`: NULL).

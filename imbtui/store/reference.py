@@ -107,6 +107,39 @@ TABLE_DOCS: dict[str, tuple[str, dict[str, str]]] = {
         "cos_other": "its cosine with the other group's gradient, in [-1, 1] (NULL when either "
                      "is absent)",
     }),
+    "conflict": ("Gradient conflict (Francazi et al. 2023; `--conflict-every N`, steps 0, N, "
+                 "2N, ...): cosines between the classes' full-model gradients, class c's being "
+                 "the gradient of the sum of its samples' terms of the batch loss over every "
+                 "trainable parameter. With C <= 20 classes a row per ordered class pair (the "
+                 "whole C x C matrix: symmetric, 1 on the diagonal); with more, a row per group "
+                 "pair whose class_a and class_b are NULL and whose cos is the mean over its "
+                 "class pairs. The `group_conflict` view reads both alike.", {
+        "run_id": "the run",
+        "step": "the recorded step",
+        "epoch": "its epoch",
+        "class_a": "the first class (NULL on a group pair's row)",
+        "class_b": "the second class (NULL on a group pair's row)",
+        "grp_a": "class_a's group, or the pair's first group ('majority' or 'minority')",
+        "grp_b": "class_b's group, or the pair's second group",
+        "pairs": "class pairs the cosine is over: 1 on a class pair's row (0 when its cosine is "
+                 "NULL); on a group pair's row its distinct class pairs with both classes in the "
+                 "batch",
+        "cos": "the cosine of the two classes' gradients in [-1, 1], or the mean over the "
+               "group pair's class pairs (NULL when a class is absent from the batch, or no "
+               "pair has both)",
+    }),
+    "direction": ("Directional noise at the `conflict` table's steps: per group, the cosine "
+                  "between the mini-batch's group gradient (the sum of its classes' gradients) "
+                  "and the group's gradient over the whole long-tailed training set, taken in "
+                  "the model's current mode in chunks of the batch size (trainer/conflict.py).", {
+        "run_id": "the run",
+        "step": "the recorded step",
+        "epoch": "its epoch",
+        "grp": "'majority' or 'minority'",
+        "n": "the group's samples in the batch",
+        "cos_to_full": "cosine of the batch's group gradient with the whole set's, in [-1, 1] "
+                       "(NULL when the group is absent from the batch)",
+    }),
     "samples": ("Each training sample at each presentation, from the training forward pass.", {
         "run_id": "the run",
         "epoch": "the epoch of the presentation",
@@ -161,6 +194,32 @@ TABLE_DOCS: dict[str, tuple[str, dict[str, str]]] = {
         "w_cos_mean": "mean pairwise cosine of the classifier rows (uncentred)",
         "w_majority_cos": "the same over the majority's rows",
         "w_minority_cos": "the same over the minority's rows (minority collapse: toward 1)",
+    }),
+    "sharpness": (("Sharpness per group (Rangwani et al. 2022; `--sharpness-every N`, after the "
+                   "evaluations of epochs 0, N, 2N, ...; `--dynamics minimal` or `full`): the "
+                   "largest and smallest eigenvalue of the Hessian, with respect to every "
+                   "parameter of the model, of the group's training loss L_g = mean "
+                   "cross-entropy over a fixed subset of its training samples "
+                   "(`--sharpness-samples`, drawn once with `--subset-seed`), in eval mode "
+                   "(BatchNorm's running statistics), float32, without augmentation. Power "
+                   "iteration and Lanczos on Hessian-vector products (trainer/hessian.py), each "
+                   "at most 20 products or until its estimate changes by less than 1e-3 "
+                   "relative. Each value is a Rayleigh quotient: lambda_max is a lower bound on "
+                   "the true top eigenvalue, lambda_min an upper bound on the true bottom one "
+                   "(which converges more slowly: read its sign and size). The "
+                   "`group_sharpness` view adds the minority / majority ratio."), {
+        "run_id": "the run",
+        "epoch": "the epoch evaluated after (0 = before training)",
+        "step": "the step the epoch ended at",
+        "grp": "'majority' or 'minority'",
+        "n": "the group's samples in the loss (min(--sharpness-samples, the group's size))",
+        "lambda_max": "the largest Hessian eigenvalue of L_g (sharpness; NaN when the loss is "
+                      "not finite)",
+        "lambda_min": "the smallest Hessian eigenvalue of L_g (negative: a direction of "
+                      "negative curvature, a saddle point's sign)",
+        "iters": "Hessian-vector products of the power iteration (20: it hit the cap before "
+                 "converging to 1e-3)",
+        "iters_lanczos": "Hessian-vector products of the Lanczos run (20: it hit the cap)",
     }),
 }
 

@@ -96,6 +96,30 @@ TABLES: dict[str, dict[str, pl.DataType]] = {
         "cos_to_batch": pl.Float64(),
         "cos_other": pl.Float64(),  # cosine with the other group's gradient at the same step
     },
+    # Gradient conflict (trainer.conflict, `--conflict-every`): cosines between the classes'
+    # full-model gradients at a recorded step; with C <= 20 a row per ordered class pair (the whole
+    # matrix), else a row per group pair (class_a, class_b NULL: the mean over its class pairs).
+    "conflict": {
+        "run_id": pl.String(),
+        "step": pl.Int64(),
+        "epoch": pl.Int32(),
+        "class_a": pl.Int32(),
+        "class_b": pl.Int32(),
+        "grp_a": pl.String(),
+        "grp_b": pl.String(),
+        "pairs": pl.Int64(),
+        "cos": pl.Float64(),
+    },
+    # Directional noise at the same steps: each group's mini-batch gradient against its gradient
+    # over the whole training set.
+    "direction": {
+        "run_id": pl.String(),
+        "step": pl.Int64(),
+        "epoch": pl.Int32(),
+        "grp": pl.String(),
+        "n": pl.Int64(),
+        "cos_to_full": pl.Float64(),
+    },
     # Each training sample at each presentation, from the training forward pass.
     "samples": {
         "run_id": pl.String(),
@@ -158,6 +182,21 @@ TABLES: dict[str, dict[str, pl.DataType]] = {
         "w_cos_mean": pl.Float64(),      # mean pairwise cosine of the classifier rows, uncentred
         "w_majority_cos": pl.Float64(),  # (as Fang et al.'s code): every class, the majority's,
         "w_minority_cos": pl.Float64(),  # the minority's (rising toward 1: minority collapse)
+    },
+    # Sharpness per group (trainer.hessian, `--sharpness-every`; Rangwani et al. 2022): the
+    # extreme Hessian eigenvalues of the group's training loss (mean cross-entropy over a fixed
+    # subset of its samples, eval mode, float32) by power iteration and Lanczos on Hessian-vector
+    # products.
+    "sharpness": {
+        "run_id": pl.String(),
+        "epoch": pl.Int32(),
+        "step": pl.Int64(),
+        "grp": pl.String(),
+        "n": pl.Int64(),
+        "lambda_max": pl.Float64(),
+        "lambda_min": pl.Float64(),
+        "iters": pl.Int32(),          # Hessian-vector products of the power iteration
+        "iters_lanczos": pl.Int32(),  # ... and of the Lanczos run
     },
 }
 

@@ -471,9 +471,79 @@ FROM every e
 JOIN grouped t
   ON t.run_id = e.run_id AND t.epoch = e.epoch AND t.split = e.split AND t.grp = 'all'""")
 
+# The gradient-conflict lens (the `conflict` table, trainer/conflict.py): Francazi et al. 2023.
+GROUP_CONFLICT = View(
+    name="group_conflict",
+    key=("run_id", "step", "grp_a", "grp_b"),
+    doc="Gradient conflict per group pair at each recorded step (`--conflict-every`): the mean "
+        "cosine between the full-model gradients of two distinct classes, over the class pairs "
+        "within the majority, between the majority and the minority, and within the minority "
+        "(each unordered pair once; a pair with a class absent from the batch is left out). "
+        "Computed from the stored C x C matrix when C <= 20, read as stored (the same mean, "
+        "taken by the trainer) above. Negative: the classes' gradients pull the shared model "
+        "apart. Empty for runs recorded without the option.",
+    columns={
+        "run_id": "the run",
+        "step": "the recorded step",
+        "epoch": "its epoch",
+        "grp_a": "'majority' or 'minority' (the pair's groups in that order: majority/majority, "
+                 "majority/minority, minority/minority)",
+        "grp_b": "the pair's second group",
+        "pairs": "class pairs with a cosine (both classes in the batch)",
+        "cos": "the mean of their cosines, in [-1, 1] (NULL when there is none)",
+    },
+    sql="""
+SELECT run_id, step, any_value(epoch) AS epoch,
+       least(grp_a, grp_b) AS grp_a, greatest(grp_a, grp_b) AS grp_b,
+       count(cos)::BIGINT AS pairs, avg(cos) AS cos
+FROM conflict
+WHERE class_a IS NOT NULL AND class_a < class_b
+GROUP BY run_id, step, least(grp_a, grp_b), greatest(grp_a, grp_b)
+UNION ALL
+SELECT run_id, step, epoch, grp_a, grp_b, pairs, cos
+FROM conflict
+WHERE class_a IS NULL""")
+
+# The sharpness lens (the `sharpness` table, trainer/hessian.py): Rangwani et al. 2022.
+GROUP_SHARPNESS = View(
+    name="group_sharpness",
+    key=("run_id", "epoch"),
+    doc="Sharpness per group at each recorded epoch (`--sharpness-every`), both groups on one "
+        "row: the largest and smallest Hessian eigenvalue of each group's training loss (the "
+        "`sharpness` table), and the minority's top eigenvalue over the majority's. Rangwani et "
+        "al. 2022 report the minority (tail) loss at sharper points, with clearly negative "
+        "eigenvalues (saddle points): a ratio above 1 and a minority_lambda_min well below 0. "
+        "Empty for runs recorded without the option.",
+    columns={
+        "run_id": "the run",
+        "epoch": "the epoch evaluated after (0 = before training)",
+        "step": "the step the epoch ended at",
+        "majority_n": "the majority's samples in its loss",
+        "minority_n": "the minority's samples in its loss",
+        "majority_lambda_max": "the largest Hessian eigenvalue of the majority's loss",
+        "minority_lambda_max": "the largest Hessian eigenvalue of the minority's loss",
+        "lambda_max_ratio": "minority_lambda_max / majority_lambda_max (NULL when the "
+                            "majority's is 0 or either is missing)",
+        "majority_lambda_min": "the smallest Hessian eigenvalue of the majority's loss",
+        "minority_lambda_min": "the smallest Hessian eigenvalue of the minority's loss",
+    },
+    sql="""
+SELECT run_id, epoch, any_value(step) AS step,
+       max(n) FILTER (WHERE grp = 'majority') AS majority_n,
+       max(n) FILTER (WHERE grp = 'minority') AS minority_n,
+       max(lambda_max) FILTER (WHERE grp = 'majority') AS majority_lambda_max,
+       max(lambda_max) FILTER (WHERE grp = 'minority') AS minority_lambda_max,
+       max(lambda_max) FILTER (WHERE grp = 'minority')
+           / nullif(max(lambda_max) FILTER (WHERE grp = 'majority'), 0) AS lambda_max_ratio,
+       max(lambda_min) FILTER (WHERE grp = 'majority') AS majority_lambda_min,
+       max(lambda_min) FILTER (WHERE grp = 'minority') AS minority_lambda_min
+FROM sharpness
+GROUP BY run_id, epoch""")
+
 VIEWS: tuple[View, ...] = (CLASS_RESULTS, GROUP_RESULTS, FINAL_RESULTS, SAMPLE_PRESENTATIONS,
                            SAMPLE_EVENTS, STAGES, POSTHOC_RESULTS, GROUP_STEPS,
-                           CLASS_LEARNING_SPEED, LOGIT_RESULTS)
+                           CLASS_LEARNING_SPEED, LOGIT_RESULTS, GROUP_CONFLICT,
+                           GROUP_SHARPNESS)
 
 
 @dataclass(frozen=True)
