@@ -32,6 +32,7 @@ from trainer.losses import build_loss, classifier_scale
 from trainer.models import Classifier, build_model, n_params
 from trainer.recording import Diverged, Recorder, Subject, make_recorder
 from trainer.hessian import make_sharpness
+from trainer.conflict import whole_set_of
 from trainer.samplers import Sampler
 from trainer.config import (CIFAR_LT, DYNAMICS, RECIPES, SCHEDULES, TrainConfig,  # noqa: F401
                             check_config, check_stage_steps, resolve_config)
@@ -428,7 +429,8 @@ def _train(cfg: TrainConfig, sink: Sink, hooks: Hooks) -> RunResult:
     recorder = make_recorder(cfg.dynamics, sink, hooks, Subject(
         model, data.groups == "minority", data.sample_ids, data.steps_per_epoch, device,
         cfg.flush_steps, cfg.flush_seconds, cfg.probe_every, cfg.posthoc_tau,
-        sharpness=make_sharpness(cfg, data)))
+        sharpness=make_sharpness(cfg, data), conflict_every=cfg.conflict_every,
+        whole_set=lambda epoch, minority: whole_set_of(run, epoch, minority)))
 
     step, epoch = 0, 0
     status, message = "finished", None

@@ -448,7 +448,8 @@ def test_export_writes_a_standalone_duckdb_file(tmp_path: Path,
                              ).fetchall())
         assert {t for t, k in kinds.items() if k == "BASE TABLE"} == {
             "runs", "classes", "steps", "epochs", "probes", "samples", "geometry",
-            "geometry_summary", "posthoc", "logits", "export_info"}
+            "geometry_summary", "posthoc", "logits", "conflict", "direction", "sharpness",
+            "export_info"}
         # the semantic layer travels with the data, as views over the file's own tables
         assert {t for t, k in kinds.items() if k == "VIEW"} == {v.name for v in VIEWS}
         ours = Store(root).sql("SELECT * FROM final_results ORDER BY run_id")
