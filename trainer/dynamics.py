@@ -27,6 +27,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -602,17 +603,28 @@ def evaluate_features(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, 
             hsum.index_add_(0, yb, hd)
             hh.addmm_(hd.T, hd)  # sum_i h_i h_i^T, one (D, B) @ (B, D) product per batch
     model.train(was_training)
-    dist_sum_(acc)
-    a = acc.cpu().numpy()
+    a = dist_sum_(acc).cpu().numpy()
+    rows = eval_rows(a, hits, lsum)
+    if hsum is None:
+        return rows, None
+    return rows, FeatureSums(rows["n"], dist_sum_(hsum).cpu().numpy(),
+                             EVAL_SUMS.of(a, "sq_norm_sum"), dist_sum_(hh).cpu().numpy())
 
+
+def eval_rows(a: np.ndarray, hits: torch.Tensor | None, lsum: torch.Tensor | None
+              ) -> dict[str, Any]:
+    """An eval pass's per-class rows from its summed (C, len(EVAL_SUMS)) array `a`, with the
+    post-hoc counts (`hits`) and the logit statistics (`lsum`) when it gathered them (these two
+    are summed across ranks here)."""
     def col(name: str) -> np.ndarray:
         return EVAL_SUMS.of(a, name)
 
     n = np.rint(col("n")).astype(np.int64)
     with np.errstate(invalid="ignore", divide="ignore"):
         feat = np.where(n > 0, col("norm_sum") / np.maximum(n, 1), np.nan)
-    rows = {"n": n, "correct": np.rint(col("correct")).astype(np.int64),
-            "loss_sum": col("loss_sum"), "p_true_sum": col("p_true_sum"), "feature_norm": feat}
+    rows: dict[str, Any] = {"n": n, "correct": np.rint(col("correct")).astype(np.int64),
+                            "loss_sum": col("loss_sum"), "p_true_sum": col("p_true_sum"),
+                            "feature_norm": feat}
     if hits is not None:
         rows[POSTHOC_CORRECT] = np.rint(dist_sum_(hits).cpu().numpy().T).astype(np.int64)
     if lsum is not None:
@@ -620,10 +632,7 @@ def evaluate_features(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, 
         rows[LOGIT_STATS] = {
             name: (np.rint(LOGIT_SUMS.of(ls, name)).astype(np.int64) if name == "pred_count"
                    else LOGIT_SUMS.of(ls, name).copy()) for name in LOGIT_SUMS.names}
-    if hsum is None:
-        return rows, None
-    return rows, FeatureSums(n, dist_sum_(hsum).cpu().numpy(), col("sq_norm_sum"),
-                             dist_sum_(hh).cpu().numpy())
+    return rows
 
 
 def classifier_rows(fc: torch.nn.Linear) -> tuple[np.ndarray, np.ndarray]:
