@@ -432,7 +432,7 @@ def _train(cfg: TrainConfig, sink: Sink, hooks: Hooks) -> RunResult:
         sharpness=make_sharpness(cfg, data), conflict_every=cfg.conflict_every,
         whole_set=lambda epoch, minority: whole_set_of(run, epoch, minority)))
 
-    step, epoch = 0, 0
+    at = Progress()  # the loop's step and epoch as it goes: what a Ctrl-C records
     status, message = "finished", None
     final: dict[str, float] = {}
     # The run exists in the store from sink.start on: whatever stops it, its setup included (a
@@ -447,56 +447,61 @@ def _train(cfg: TrainConfig, sink: Sink, hooks: Hooks) -> RunResult:
         t0 = time.perf_counter()
         final = evaluate_epoch(run, recorder, 0, 0)
         hooks.on_epoch(0, final)
-        epoch, step, final = train_epochs(run, recorder, sink, hooks, sampler,
-                                          range(1, cfg.epochs + 1), step, final)
+        final = train_epochs(run, recorder, sink, hooks, sampler, range(1, cfg.epochs + 1), at,
+                             final)
         if cfg.stage2 != "none":  # -- the second stage, on the frozen features ---------------
-            run, sampler = second_stage(run, gen, step)
-            epoch, step, final = train_epochs(
-                run, recorder, sink, hooks, sampler,
-                range(cfg.epochs + 1, cfg.epochs + 1 + stage2_epochs(cfg.stage2,
-                                                                     cfg.stage2_epochs)),
-                step, final)
+            run, sampler = second_stage(run, gen, at.step)
+            final = train_epochs(run, recorder, sink, hooks, sampler,
+                                 range(cfg.epochs + 1, cfg.epochs + 1
+                                       + stage2_epochs(cfg.stage2, cfg.stage2_epochs)), at, final)
     except Diverged as exc:
-        status, message, step = "diverged", str(exc), exc.kept  # step_done = steps kept
+        status, message, at.step = "diverged", str(exc), exc.kept  # step_done = steps kept
     except KeyboardInterrupt:
         _safe_flush(recorder)
-        _safe_finish(sink, "interrupted", f"interrupted at step {step}", step_done=step)
+        _safe_finish(sink, "interrupted", f"interrupted at step {at.step}", step_done=at.step)
         raise
     except BaseException as exc:
         _safe_finish(sink, "failed", f"{exc.__class__.__name__}: {exc}")
         raise
-    sink.update(epoch_done=epoch, step_done=step)
+    sink.update(epoch_done=at.epoch, step_done=at.step)
     sink.finish(status, message)
-    return RunResult(sink.run_id, status, step, epoch, time.perf_counter() - t0, final, message,
-                     model)
+    return RunResult(sink.run_id, status, at.step, at.epoch, time.perf_counter() - t0, final,
+                     message, model)
+
+
+@dataclass
+class Progress:
+    """Where the loop is: steps taken and the epoch under way (updated as it goes, so whatever
+    stops the run reads them)."""
+
+    step: int = 0
+    epoch: int = 0
 
 
 def train_epochs(run: Training, recorder: Recorder, sink: Sink, hooks: Hooks, sampler: Sampler,
-                 epochs: range, step: int, final: dict[str, float]
-                 ) -> tuple[int, int, dict[str, float]]:
-    """Epochs of SGD over device-side permutations, each followed by its evaluation; returns the
-    last epoch, the step count and the last evaluation's summary."""
+                 epochs: range, at: Progress, final: dict[str, float]) -> dict[str, float]:
+    """Epochs of SGD over device-side permutations, each followed by its evaluation, advancing
+    `at`; returns the last evaluation's summary."""
     cfg, data = run.cfg, run.data
-    epoch = epochs.start - 1
-    for epoch in epochs:
+    for at.epoch in epochs:
         run.train_mode()
         perm = sampler.epoch()[:data.steps_per_epoch * cfg.batch_size]  # whole batches only
-        for rows in perm.view(-1, cfg.batch_size)[:data.total_steps - step]:  # --max-steps
+        for rows in perm.view(-1, cfg.batch_size)[:data.total_steps - at.step]:  # --max-steps
             # after the first step nothing in a step may wait for the device (checked on CUDA)
-            with sync_guard(cfg.check_sync and step > 0):
-                train_step(run, recorder, step, epoch, rows)
-            step += 1
+            with sync_guard(cfg.check_sync and at.step > 0):
+                train_step(run, recorder, at.step, at.epoch, rows)
+            at.step += 1
             recorder.flush_if_due()
         recorder.flush(epoch_end=True)
         # -- per-epoch evaluation: training set without augmentation, balanced test set ---------
-        final = evaluate_epoch(run, recorder, epoch, step)
+        final = evaluate_epoch(run, recorder, at.epoch, at.step)
         if not math.isfinite(final["train_loss"]):
-            raise Diverged(step, kept=step)
-        sink.update(epoch_done=epoch, step_done=step)
-        hooks.on_epoch(epoch, final)
-        if step >= data.total_steps:
+            raise Diverged(at.step, kept=at.step)
+        sink.update(epoch_done=at.epoch, step_done=at.step)
+        hooks.on_epoch(at.epoch, final)
+        if at.step >= data.total_steps:
             break
-    return epoch, step, final
+    return final
 
 
 def second_stage(run: Training, gen: torch.Generator, step: int) -> tuple[Training, Sampler]:
