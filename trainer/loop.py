@@ -26,7 +26,7 @@ import torch
 from trainer import distributed
 from trainer.augment import Augment, normalizer
 from trainer.data import (ArrayDataset, ClassInfo, DataError, class_table, dataset_counts,
-                          load_dataset, long_tailed_indices)
+                          dataset_label, is_image_dataset, load_dataset, long_tailed_indices)
 from trainer.dynamics import WithFeatures, evaluate_features
 from trainer.losses import build_loss, classifier_scale
 from trainer.models import Classifier, build_model, n_params
@@ -40,7 +40,6 @@ from trainer.mixup import Mixup, mixed_loss, mixed_terms
 from trainer.sharpness import Stepper, make_stepper
 from trainer.stages import MaxNorm, begin_stage2, no_projection, stage2_epochs, stage_lr
 from trainer.sink import NullSink, Sink
-from trainer.vision import IMAGE_DATASETS
 
 
 # ==== configuration (trainer/config.py) ===========================================================
@@ -49,7 +48,7 @@ def check_run(cfg: TrainConfig, load: Callable[..., Any] = load_dataset) -> list
     """What train() would refuse, found without training (a sweep checks every run up front).
     Returns the long-tailed training counts."""
     cfg = resolve_config(cfg)
-    check_config(cfg, cfg.dataset in IMAGE_DATASETS)
+    check_config(cfg, is_image_dataset(cfg.dataset))
     resolve_device(cfg.device)
     ds = load(cfg.dataset, cfg.data_dir)
     counts = dataset_counts(ds, cfg.ratio, cfg.profile, cfg.minority_fraction)
@@ -174,7 +173,7 @@ def load_data(cfg: TrainConfig, device: torch.device) -> Data:
     if cfg.max_steps is not None:
         total_steps = min(total_steps, cfg.max_steps)
     prepare = (normalizer(ds.meta["mean"], ds.meta["std"], device, cfg.channels_last)
-               if cfg.dataset in IMAGE_DATASETS else _as_is)
+               if is_image_dataset(cfg.dataset) else _as_is)
     return Data(x_train, y_train, x_test, y_test, torch.from_numpy(idx).to(device), counts,
                 ds.n_classes, classes, np.array([c.grp for c in classes]), steps_per_epoch,
                 total_steps, prepare)
@@ -206,7 +205,7 @@ def make_model(cfg: TrainConfig, data: Data, device: torch.device
     (gradients averaged), with --compile compiled."""
     model = build_model(cfg.resolved_model(), tuple(data.x_train.shape[1:]), data.n_classes,
                         scale=classifier_scale(cfg.loss, cfg.loss_params)).to(device)
-    if cfg.dataset in IMAGE_DATASETS and cfg.channels_last:
+    if is_image_dataset(cfg.dataset) and cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
     forward = distributed.wrap(WithFeatures(model), device)
     return model, torch.compile(forward) if cfg.compile else forward
@@ -401,7 +400,7 @@ def train(cfg: TrainConfig, sink: Sink | None = None, hooks: Hooks | None = None
 
 
 def _train(cfg: TrainConfig, sink: Sink, hooks: Hooks) -> RunResult:
-    check_config(cfg, cfg.dataset in IMAGE_DATASETS)
+    check_config(cfg, is_image_dataset(cfg.dataset))
     device = distributed.setup(resolve_device(cfg.device))  # under torchrun: this rank's device
     distributed.check_batch(cfg.batch_size)
     sink = distributed.rank_sink(sink)  # one run in the store: rank 0 writes, the others don't
@@ -542,7 +541,7 @@ def default_name(cfg: TrainConfig) -> str:
     from imbtui.store.schema import method_label
 
     method = method_label(dataclasses.asdict(cfg))
-    return f"{cfg.dataset}-{cfg.profile}{cfg.ratio:g}-{method}"
+    return f"{dataset_label(cfg.dataset)}-{cfg.profile}{cfg.ratio:g}-{method}"
 
 
 def _safe_flush(recorder: Recorder) -> None:
