@@ -13,7 +13,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from trainer.data import DataError
+from trainer.data import DataError, dataset_hash, default_model
 from trainer.options import (AUGMENTS, CB_REDUCTIONS, CIFAR_LT, DEFAULT_MODEL,  # noqa: F401
                              DEVICES, DYNAMICS, LOSS_PARAMS, LOSSES, OPTIMIZERS, OPTION, OPTIONS,
                              PROFILES, RECIPES, SAMPLERS, SCHEDULES, STAGE2, _SMALL, parse_floats,
@@ -34,8 +34,9 @@ class TrainConfig:
     dataset's recipe (`resolve_config`). The rest are set by code, never by a flag."""
 
     # data and imbalance
-    dataset: str = _default("dataset")
+    dataset: str = _default("dataset")  # a built-in name, or folder:/abs/path, npz:/abs/path
     data_dir: str | None = None
+    data_hash: str | None = None     # a user dataset's SHA-256 (resolve_config; docs/datasets.md)
     profile: str = _default("profile")
     ratio: float = _default("ratio")
     minority_fraction: float = _default("minority_fraction")
@@ -97,10 +98,10 @@ class TrainConfig:
     def resolved_model(self) -> str:
         if self.model:
             return self.model
-        try:
-            return DEFAULT_MODEL[self.dataset]
-        except KeyError:
-            raise DataError(f"no default model for dataset {self.dataset!r}; pass --model") from None
+        model = default_model(self.dataset)
+        if model is None:
+            raise DataError(f"no default model for dataset {self.dataset!r}; pass --model")
+        return model
 
     @classmethod
     def from_options(cls, values: dict[str, Any]) -> TrainConfig:
@@ -115,6 +116,10 @@ class TrainConfig:
             kwargs["posthoc_tau"] = parse_floats(kwargs["posthoc_tau"], "--posthoc-tau")
         if kwargs.get("data_dir") is not None:
             kwargs["data_dir"] = str(kwargs["data_dir"])
+        if isinstance(kwargs.get("dataset"), str):  # a user dataset's path, made absolute
+            from trainer.userdata import normalise
+
+            kwargs["dataset"] = normalise(kwargs["dataset"])
         return cls(**kwargs)
 
     def option_values(self) -> dict[str, Any]:
@@ -126,17 +131,52 @@ class TrainConfig:
 
 
 def resolve_config(cfg: TrainConfig) -> TrainConfig:
-    """A copy with every None recipe field taken from the dataset's recipe. A shortened run keeps
-    the recipe's shape: default milestones scale with --epochs (160/200 and 180/200 of the run)."""
+    """A copy with every None recipe field taken from the dataset's recipe (a user dataset takes
+    the small one). A shortened run keeps the recipe's shape: default milestones scale with
+    --epochs (160/200 and 180/200 of the run; one that falls on or after the last epoch, where it
+    would never act, is left out). Milestones given by the user are checked here, where their
+    origin is still known; a user dataset's content hash is recorded."""
     recipe = RECIPES.get(cfg.dataset, _SMALL)
     values = {k: v if getattr(cfg, k) is None else getattr(cfg, k) for k, v in recipe.items()}
     if cfg.milestones is None and cfg.epochs is not None and recipe["milestones"]:
-        values["milestones"] = tuple(round(m * cfg.epochs / recipe["epochs"])
-                                     for m in recipe["milestones"])
+        values["milestones"] = tuple(m for m in (round(m * cfg.epochs / recipe["epochs"])
+                                                 for m in recipe["milestones"]) if m < cfg.epochs)
     values["milestones"] = tuple(int(m) for m in values["milestones"])
-    values["model"] = cfg.model or DEFAULT_MODEL.get(cfg.dataset)
+    if cfg.milestones is not None:
+        check_milestones(values["milestones"], values["epochs"])
+    values["model"] = cfg.model or default_model(cfg.dataset)
+    values["data_hash"] = cfg.data_hash or dataset_hash(cfg.dataset)
     values["posthoc_tau"] = tuple(float(t) for t in cfg.posthoc_tau)
     return dataclasses.replace(cfg, **values)
+
+
+def check_milestones(milestones: tuple[int, ...], epochs: int) -> None:
+    """The step schedule multiplies lr by --lr-decay once the epochs before a step reach a
+    milestone: one that means something lies in 1..epochs-1, and each comes after the last."""
+    for i, m in enumerate(milestones):
+        if not 1 <= m <= epochs - 1:
+            raise DataError(f"--milestones {','.join(map(str, milestones))}: {m} is outside 1.."
+                            f"{epochs - 1} (lr drops after that many of the {epochs} epochs)")
+        if i and m <= milestones[i - 1]:
+            raise DataError(f"--milestones {','.join(map(str, milestones))} must increase strictly "
+                            f"({m} follows {milestones[i - 1]})")
+
+
+def check_name(name: str | None) -> None:
+    """A run's name is shown in tables and one-line messages: printable text only."""
+    if name is None:
+        return
+    if not name.strip():
+        raise DataError("--name must not be empty (leave it out for the default name)")
+    bad = next((ch for ch in name if not ch.isprintable()), None)
+    if bad is not None:
+        raise DataError(f"--name {name!r} holds the control character {bad!r}; names are shown "
+                        f"in tables and must be printable text")
+    if len(name) > MAX_NAME:
+        raise DataError(f"--name is {len(name)} characters long; at most {MAX_NAME}")
+
+
+MAX_NAME = 200
 
 
 def _choose(value: Any, choices: tuple[str, ...], label: str) -> None:
@@ -151,6 +191,7 @@ def check_config(cfg: TrainConfig, image: bool) -> None:
         raise DataError(f"--epochs must be >= 1, got {cfg.epochs}")
     if cfg.batch_size < 1:
         raise DataError(f"--batch-size must be >= 1, got {cfg.batch_size}")
+    check_name(cfg.name)
     if not (cfg.lr > 0 and math.isfinite(cfg.lr)):
         raise DataError(f"--lr must be a positive number, got {cfg.lr}")
     _choose(cfg.schedule, SCHEDULES, "--schedule")

@@ -19,7 +19,7 @@ import numpy as np
 
 from imbtui.errors import UserError
 
-from trainer.options import DATASETS, PROFILES  # noqa: E402  (the one list of names)
+from trainer.options import DATASETS, DEFAULT_MODEL, PROFILES  # noqa: E402  (the one list of names)
 SHOT_MANY, SHOT_FEW = 100, 20  # many > 100, medium 20..100, few < 20 (training samples)
 
 
@@ -201,15 +201,65 @@ def _generate_mnist1d(path: Path, per_class: int, train_per_class: int) -> None:
 
 
 
+# ==== the registry: every dataset a run can name ==================================================
+
 def load_dataset(name: str, data_dir: str | None = None) -> ArrayDataset:
-    """mnist1d from the cache (generated offline); the image datasets through torchvision."""
+    """mnist1d from the cache (generated offline); the image datasets through torchvision; a
+    user's own as `folder:PATH` or `npz:PATH` (trainer/userdata.py, docs/datasets.md)."""
+    from trainer import userdata
+
     if name == "mnist1d":
         return load_mnist1d()
     if name in DATASETS:
         from trainer.vision import load_image_dataset  # torchvision only when an image set is used
 
         return load_image_dataset(name, data_dir)
-    raise DataError(f"unknown dataset {name!r}: choose one of {', '.join(DATASETS)}")
+    if userdata.parse(name):
+        return userdata.load(name)
+    raise DataError(f"unknown dataset {name!r}: choose one of {', '.join(DATASETS)}, or your own "
+                    f"as folder:PATH or npz:PATH (docs/datasets.md)")
+
+
+def is_image_dataset(name: str) -> bool:
+    """Images, kept uint8 or float (N, H, W, C) and normalised per batch on the device (the loop's
+    `prepare`), which crop and flip can augment; else 1-D signals passed to the model as they are."""
+    from trainer import userdata
+
+    if userdata.parse(name):
+        return load_dataset(name).x_train.ndim == 4
+    from trainer.vision import IMAGE_DATASETS
+
+    return name in IMAGE_DATASETS
+
+
+def default_model(name: str) -> str | None:
+    """The model a dataset trains when --model is not given: the built-ins' from DEFAULT_MODEL; a
+    user's own by its samples' shape, as the built-ins choose: 1-D signals cnn1d (MNIST-1D),
+    one-channel images cnn (MNIST, Fashion-MNIST), colour images resnet32 (CIFAR)."""
+    from trainer import userdata
+
+    if not userdata.parse(name):
+        return DEFAULT_MODEL.get(name)
+    shape = load_dataset(name).x_train.shape[1:]
+    if len(shape) == 1:
+        return "cnn1d"
+    return "cnn" if shape[-1] == 1 else "resnet32"
+
+
+def dataset_hash(name: str) -> str | None:
+    """SHA-256 of a user dataset's content (the .npz file; each image's path and bytes of a
+    folder), recorded in the run's config so a run names exactly what it trained on. None for
+    a built-in dataset (its name and version say it)."""
+    from trainer import userdata
+
+    return load_dataset(name).meta["sha256"] if userdata.parse(name) else None  # type: ignore
+
+
+def dataset_label(name: str) -> str:
+    """The dataset as a run's default name shows it: npz:signals for npz:/data/signals.npz."""
+    from trainer import userdata
+
+    return userdata.label(name)
 
 
 def dataset_counts(ds: ArrayDataset, ratio: float, profile: str = "exp",
