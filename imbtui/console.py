@@ -80,6 +80,23 @@ def column_format(values: list[Any]) -> Callable[[Any], str]:
     return one
 
 
+def shown_floats(frame: pl.DataFrame) -> pl.DataFrame:
+    """`frame` with each float column as the text `frame_table` prints for it (`column_format`),
+    right-aligned in the column; NULL stays NULL. The browse app's SQL screen shows its results
+    through this, so the screen and `imbtui sql` print a number alike."""
+    texts = []
+    for name, dtype in frame.schema.items():
+        if not dtype.is_float():
+            continue
+        values = frame[name].to_list()
+        one = column_format(values)
+        shown = [None if v is None else one(v) for v in values]
+        width = max((len(t) for t in shown if t is not None), default=0)
+        texts.append(pl.Series(name, [None if t is None else t.rjust(width) for t in shown],
+                               dtype=pl.String))
+    return frame.with_columns(texts) if texts else frame
+
+
 def print_frame(frame: pl.DataFrame, fmt_name: str, title: str | None = None) -> None:
     """table | csv | json (an array of objects) to stdout."""
     if fmt_name == "csv":

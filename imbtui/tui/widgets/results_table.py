@@ -7,10 +7,16 @@ from textual_fastdatatable import DataTable, create_backend
 
 
 class ResultsTable(DataTable):
-    """A results grid whose backend holds the polars frame as Arrow columns (no Python rows)."""
+    """A results grid whose backend holds a polars frame as Arrow columns (no Python rows).
 
-    def __init__(self, frame: pl.DataFrame, **kwargs: object) -> None:
-        super().__init__(backend=create_backend(frame.to_arrow()), cursor_type="cell",
+    `frame` is the result as DuckDB returned it; `shown`, when given, is what the grid draws (the
+    SQL screen passes its float columns formatted as `imbtui sql` prints them)."""
+
+    def __init__(self, frame: pl.DataFrame, shown: pl.DataFrame | None = None,
+                 **kwargs: object) -> None:
+        drawn = frame if shown is None else shown
+        super().__init__(backend=create_backend(drawn.to_arrow()), cursor_type="cell",
                          max_column_content_width=40, null_rep="∅", render_markup=False,
                          **kwargs)  # type: ignore[arg-type]
         self.frame = frame
+        self.shown = drawn
