@@ -38,6 +38,8 @@ class CompareScreen(Screen[None]):
         Binding("escape", "app.pop_screen", "back", id="compare.back"),
         Binding("e", "resolution", "step/epoch", id="compare.resolution"),
         Binding("m", "smooth", "smoothing", id="compare.smooth"),
+        Binding("v", "chart", "chart", id="compare.chart",
+                tooltip="The metric row in focus (or first in view) as a large chart"),
     ]
 
     def __init__(self, run_ids: list[str]) -> None:
@@ -145,3 +147,8 @@ class CompareScreen(Screen[None]):
         i = SMOOTHING.index(self.smoothing) if self.smoothing in SMOOTHING else 0
         self.smoothing = SMOOTHING[(i + 1) % len(SMOOTHING)]
         self.apply()
+
+    def action_chart(self) -> None:
+        from imbtui.tui.screens.chart import open_chart
+
+        open_chart(self, self.run_ids, CompareRow, self.session)

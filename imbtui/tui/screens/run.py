@@ -45,6 +45,8 @@ class RunScreen(Screen[None]):
         Binding("k", "class_metric", "class metric", id="run.class_metric",
                 tooltip="Which metric the per-class rows draw"),
         Binding("r", "reload", "reload", show=False, id="run.reload"),
+        Binding("v", "chart", "chart", id="run.chart",
+                tooltip="The metric row in focus (or first in view) as a large chart"),
     ]
 
     def __init__(self, run_id: str) -> None:
@@ -208,3 +210,8 @@ class RunScreen(Screen[None]):
 
     def action_reload(self) -> None:
         self.load()
+
+    def action_chart(self) -> None:
+        from imbtui.tui.screens.chart import open_chart
+
+        open_chart(self, [self.run_id], MetricRow, self.session)
