@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Horizontal, VerticalScroll
+from textual.containers import Horizontal
 from textual.screen import Screen
 from textual.widgets import Footer, Header, Label
 
@@ -16,6 +16,7 @@ from imbtui.tui.data.metrics import GROUPS, METRICS, Series, ema, y_range
 from imbtui.tui.data.session import StoreSession
 from imbtui.tui.messages import CompareLoaded
 from imbtui.tui.widgets import CompareRow
+from imbtui.tui.widgets.curves_scroll import CurvesScroll
 from imbtui.tui.widgets.runs_table import STATUS, method
 
 if TYPE_CHECKING:
@@ -62,7 +63,7 @@ class CompareScreen(Screen[None]):
 
     def compose(self) -> ComposeResult:
         yield Header()
-        with VerticalScroll(id="compare-body"):
+        with CurvesScroll(id="compare-body"):
             yield Label("", id="compare-mode")
             with Horizontal(id="compare-heads"):
                 yield Label("[b #5fafff]━ majority[/]\n[b #ffaf5f]━ minority[/]",
@@ -84,7 +85,7 @@ class CompareScreen(Screen[None]):
         self.load()
 
     def _width(self) -> int:
-        usable = max(20, self.size.width or self.app.size.width) - 18
+        usable = max(20, self.size.width or self.app.size.width) - 2 - CompareRow.LABEL_W
         return max(4, usable // len(self.run_ids) - 8)
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="compare")

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Horizontal, VerticalScroll
+from textual.containers import Horizontal
 from textual.screen import Screen
 from textual.widgets import Footer, Header, Label
 
@@ -17,6 +17,7 @@ from imbtui.tui.data.metrics import CLASS_METRICS, GROUPS, METRIC, METRICS, ema,
 from imbtui.tui.data.session import StoreSession
 from imbtui.tui.messages import RunLoaded
 from imbtui.tui.widgets import ClassCountChart, ClassCurves, ClassLine, ConfigPanel, MetricRow
+from imbtui.tui.widgets.curves_scroll import CurvesScroll
 from imbtui.tui.widgets.metric_row import fmt_value
 from imbtui.tui.widgets.runs_table import SPINNER
 
@@ -25,7 +26,7 @@ if TYPE_CHECKING:
 
 REFRESH_S = 1.0
 SMOOTHING = (0.0, 0.6, 0.9)
-LABEL_W, VALUE_W = 24, 7
+LABEL_W, VALUE_W = MetricRow.LABEL_W, MetricRow.VALUE_W
 
 
 def curve_width(screen_width: int) -> tuple[int, int]:
@@ -75,7 +76,7 @@ class RunScreen(Screen[None]):
 
     def compose(self) -> ComposeResult:
         yield Header()
-        with VerticalScroll(id="run-body"):
+        with CurvesScroll(id="run-body"):
             with Horizontal(id="run-top"):
                 yield ConfigPanel("loading…", id="run-config")
                 yield ClassCountChart(id="run-chart")

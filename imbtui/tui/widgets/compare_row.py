@@ -11,9 +11,15 @@ from imbtui.tui.widgets.metric_row import fmt_range
 
 
 class CompareRow(Horizontal):
-    DEFAULT_CSS = """
-    CompareRow { height: auto; margin-bottom: 1; }
-    CompareRow > .metric-label { width: 16; }
+    """label and y-range · one CurvePair per run. The label keeps a blank cell before the first
+    curve whatever its length (`prediction share` is 16 characters): padded, cut with an ellipsis."""
+
+    LABEL_W = 18  # with its blank cell on the right
+
+    DEFAULT_CSS = f"""
+    CompareRow {{ height: auto; margin-bottom: 1; }}
+    CompareRow > .metric-label {{ width: {LABEL_W}; padding-right: 1; text-wrap: nowrap;
+                                  text-overflow: ellipsis; }}
     """
 
     def __init__(self, key: str, label: str, n_runs: int) -> None:

@@ -6,18 +6,19 @@ from rich.text import Text
 from textual.reactive import reactive
 from textual.widget import Widget
 
-from imbtui.tui.widgets.metric_row import fmt_value
+from imbtui.tui.widgets.metric_row import VALUE_CHARS, fmt_value
 from imbtui.tui.widgets.shared_sparkline import Values, sparkline_rows
 
 
 class CurvePair(Widget):
-    """Two rows: majority curve + value, minority curve + value, drawn on the range given."""
+    """Two rows: majority curve + value, minority curve + value, drawn on the range given; a
+    blank cell between curve and value (fmt_value never writes more than VALUE_WIDTH)."""
 
     DEFAULT_CSS = """
     CurvePair { height: 2; width: 1fr; min-width: 12; padding-right: 1; }
     """
     COMPONENT_CLASSES = {"curve-pair--majority", "curve-pair--minority"}
-    VALUE_WIDTH = 6
+    VALUE_WIDTH = VALUE_CHARS
 
     curves: reactive[tuple[tuple[float | None, ...], tuple[float | None, ...]]] = reactive(
         ((), ()))

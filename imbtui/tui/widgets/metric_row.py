@@ -11,8 +11,11 @@ from textual.widgets import Label
 from imbtui.tui.widgets.shared_sparkline import SharedSparkline, Values
 
 
+VALUE_CHARS = 6  # the most characters `fmt_value` writes: a value column this wide always fits
+
+
 def fmt_value(value: float | None) -> str:
-    """Short, fixed-width-friendly number: 0.873, 12.4, 1.2e-05."""
+    """Short number of at most VALUE_CHARS characters: 0.873, -0.178, 12.4, 9.3e-4, -9e-4."""
     if value is None or not math.isfinite(value):
         return "–"
     a = abs(value)
@@ -20,8 +23,12 @@ def fmt_value(value: float | None) -> str:
         return f"{value:.3f}"
     if 10 <= a < 1000:
         return f"{value:.1f}"
-    mantissa, exponent = f"{value:.1e}".split("e")
-    return f"{mantissa}e{int(exponent)}"  # 9.3e-4, not 9.3e-04: six characters at most
+    for digits in (1, 0):  # 9.3e-4, not 9.3e-04; a negative one drops its decimal: -9e-4
+        mantissa, exponent = f"{value:.{digits}e}".split("e")
+        text = f"{mantissa}e{int(exponent)}"
+        if len(text) <= VALUE_CHARS:
+            break
+    return text
 
 
 def fmt_range(lo: float, hi: float) -> str:
@@ -36,13 +43,22 @@ def fmt_range(lo: float, hi: float) -> str:
 
 
 class MetricRow(Horizontal):
-    """label · majority curve · value │ minority curve · value (both curves on one y-range)."""
+    """label · majority curve · value │ minority curve · value (both curves on one y-range).
 
-    DEFAULT_CSS = """
-    MetricRow { height: auto; }
-    MetricRow > .metric-label { width: 24; }
-    MetricRow > .metric-value { width: 7; text-align: right; padding-right: 1; }
-    MetricRow > .metric-sep { width: 1; color: $foreground-muted; }
+    Every text cell keeps one blank cell between itself and a curve, whatever it holds: the label
+    is padded on its right and cut with an ellipsis, the value column is VALUE_CHARS wide plus a
+    blank on each side (`-0.178` never touches the curve before it or the separator after it).
+    """
+
+    LABEL_W = 24                 # with its blank cell on the right
+    VALUE_W = VALUE_CHARS + 2    # a blank cell, the value, a blank cell
+
+    DEFAULT_CSS = f"""
+    MetricRow {{ height: auto; }}
+    MetricRow > .metric-label {{ width: {LABEL_W}; padding-right: 1; text-wrap: nowrap;
+                                 text-overflow: ellipsis; }}
+    MetricRow > .metric-value {{ width: {VALUE_W}; text-align: right; padding: 0 1; }}
+    MetricRow > .metric-sep {{ width: 1; color: $foreground-muted; }}
     """
 
     def __init__(self, key: str, label: str, tooltip: str = "") -> None:
