@@ -40,6 +40,7 @@ class RunCurves:
     stage2: str | None = None      # the second stage's name (the `stages` view), None without
     stage2_at: float | None = None  # where it begins, as a fraction of the x-axis
     posthoc: list[dict[str, Any]] = field(default_factory=list)  # posthoc_adjustment's rows
+    lenses: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # lens_finals
 
 
 # ==== SQL fragments and statements ================================================================
@@ -137,6 +138,37 @@ def probe_sql(axis: Axis) -> str:
 SELECT grp, {bucket(axis)} AS bucket, avg(grad_norm) AS probe_grad,
        avg(cos_to_batch) AS probe_cos
 FROM probes WHERE run_id = $run GROUP BY ALL ORDER BY ALL
+"""
+
+
+def sharpness_sql(axis: Axis) -> str:
+    """Per group: the largest and smallest Hessian eigenvalue of its training loss at the
+    recorded epochs (the group_sharpness view, one column pair per group)."""
+    return f"""
+WITH g AS (
+    SELECT epoch, step, unnest(['majority', 'minority']) AS grp,
+           unnest([majority_lambda_max, minority_lambda_max]) AS sharpness,
+           unnest([majority_lambda_min, minority_lambda_min]) AS curvature_min
+    FROM group_sharpness WHERE run_id = $run
+)
+SELECT grp, {bucket(axis)} AS bucket, avg(sharpness) AS sharpness,
+       avg(curvature_min) AS curvature_min
+FROM g GROUP BY ALL ORDER BY ALL
+"""
+
+
+def conflict_sql(axis: Axis) -> str:
+    """Per group: the mean cosine between its classes' gradients (group_conflict's within-group
+    pairs) and its mini-batch gradient's cosine with its whole-set one (direction), per step."""
+    return f"""
+WITH c AS (
+    SELECT grp_a AS grp, step, epoch, cos AS conflict, NULL::DOUBLE AS direction
+    FROM group_conflict WHERE run_id = $run AND grp_a = grp_b
+    UNION ALL
+    SELECT grp, step, epoch, NULL, cos_to_full FROM direction WHERE run_id = $run
+)
+SELECT grp, {bucket(axis)} AS bucket, avg(conflict) AS conflict, avg(direction) AS direction
+FROM c GROUP BY ALL ORDER BY ALL
 """
 
 
@@ -334,6 +366,10 @@ def group_curves(cur: duckdb.DuckDBPyConnection, run_id: str, width: int,
     _collect(logits, ("logit_norm", "logit_margin"), width, out, fill=by_step)
     probes = cur.sql(probe_sql(axis), params=params).pl()
     _collect(probes, ("probe_grad", "probe_cos"), width, out, fill=False)
+    sharpness = cur.sql(sharpness_sql(axis), params=params).pl()
+    _collect(sharpness, ("sharpness", "curvature_min"), width, out, fill=by_step)
+    conflict = cur.sql(conflict_sql(axis), params=params).pl()
+    _collect(conflict, ("conflict", "direction"), width, out, fill=False)
     geometry = cur.sql(geometry_sql(axis), params=params).pl()
     _collect(geometry, ("within_rel", "w_cos"), width, out, fill=by_step)
     forgetting = _forgetting(cur, run_id, forget_group_sql(axis), params)
@@ -422,6 +458,27 @@ def posthoc_finals(cur: duckdb.DuckDBPyConnection, run_id: str) -> list[dict[str
     return cur.sql(query.sql, params=query.bind({"runs": [run_id]})).pl().to_dicts()
 
 
+# The one-number lenses the run screen names under its curves: each named analysis's rows for the
+# run (initial_drop: both groups; learning_speed: the group rows; guessing_bias: the untrained
+# network's eval pass over the training set, one row as its summary columns are per source).
+LENS_QUERIES = {
+    "initial_drop": "SELECT grp, change, rose, end_loss FROM q ORDER BY grp",
+    "learning_speed": "SELECT grp, auc, spearman_count FROM q WHERE class_id IS NULL ORDER BY grp",
+    "guessing_bias": "SELECT top_class, top_share, majority_share, majority_class_share FROM q "
+                     "WHERE source = 'train' LIMIT 1",
+}
+
+
+def lens_finals(cur: duckdb.DuckDBPyConnection, run_id: str) -> dict[str, list[dict[str, Any]]]:
+    """Analysis name -> its rows for the run (LENS_QUERIES), empty where it has none."""
+    out = {}
+    for name, pick in LENS_QUERIES.items():
+        query = get_query(name)
+        out[name] = cur.sql(f"WITH q AS ({query.sql}\n) {pick}",
+                            params=query.bind({"runs": [run_id]})).pl().to_dicts()
+    return out
+
+
 def load_run(cur: duckdb.DuckDBPyConnection, run_id: str, width: int, resolution: str = "step",
              class_metric: str = "train_acc", class_width: int | None = None) -> RunCurves:
     """Everything the run screen needs, in one worker call."""
@@ -433,4 +490,4 @@ def load_run(cur: duckdb.DuckDBPyConnection, run_id: str, width: int, resolution
                      class_curves=class_curves(cur, run_id, class_width or width, class_metric,
                                                resolution),
                      class_metric=class_metric, stage2=stage2, stage2_at=stage2_at,
-                     posthoc=posthoc_finals(cur, run_id))
+                     posthoc=posthoc_finals(cur, run_id), lenses=lens_finals(cur, run_id))

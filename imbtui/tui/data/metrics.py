@@ -73,6 +73,19 @@ METRICS: tuple[Metric, ...] = (
            "(gradient probes)", per_class=False),
     Metric("probe_cos", "grad cosine", "sym", "cosine between the group's full-model gradient and "
            "the whole batch's (gradient probes)", per_class=False),
+    Metric("sharpness", "sharpness", "free", "largest Hessian eigenvalue of the group's "
+           "training loss at the epochs recorded with --sharpness-every (group_sharpness; "
+           "Rangwani et al. 2022: the minority's loss sits at sharper points)", per_class=False),
+    Metric("curvature_min", "lowest curvature", "free", "smallest Hessian eigenvalue of the "
+           "group's training loss at the same epochs (group_sharpness; below 0: a direction of "
+           "negative curvature, a saddle point's sign)", per_class=False),
+    Metric("conflict", "class grad cos", "sym", "mean cosine between two distinct classes' "
+           "full-model gradients within the group, at the steps recorded with --conflict-every "
+           "(group_conflict, majority/majority and minority/minority; below 0: the classes pull "
+           "the model apart)", per_class=False),
+    Metric("direction", "batch/whole cos", "sym", "cosine between the group's mini-batch "
+           "gradient and its whole-training-set gradient at the same steps (the direction table; "
+           "well below 1: a noisy direction, Francazi et al. 2023)", per_class=False),
     Metric("forgetting", "forgetting", "zero", "per epoch, the share of the group's training "
            "presentations that are forgetting events (correct at the sample's previous "
            "presentation, wrong now: Toneva et al. 2019, as in queries/memorisation.sql), out of "

@@ -37,6 +37,31 @@ def curve_width(screen_width: int) -> tuple[int, int]:
     return group, cls
 
 
+def lens_parts(lenses: dict[str, list[dict]]) -> list[str]:
+    """One short phrase per lens with rows: the loss change of each group over the first steps
+    (initial_drop), each group's learning speed (learning_speed: area under its train accuracy
+    curve) and the untrained network's favoured class (guessing_bias)."""
+    parts = []
+    drop = {r["grp"]: r for r in lenses.get("initial_drop", []) if r["change"] is not None}
+    if len(drop) == 2:
+        rose = " [b]minority rose[/]" if drop["minority"]["rose"] else ""
+        parts.append(f"first steps' loss change: majority {drop['majority']['change']:+.2f}, "
+                     f"minority {drop['minority']['change']:+.2f}{rose}")
+    speed = {r["grp"]: r for r in lenses.get("learning_speed", []) if r["auc"] is not None}
+    if "majority" in speed and "minority" in speed:
+        rho = speed.get("all", {}).get("spearman_count")
+        size = f", ρ with class size {rho:+.2f}" if rho is not None else ""
+        parts.append(f"learning speed (train acc AUC): majority {speed['majority']['auc']:.2f}, "
+                     f"minority {speed['minority']['auc']:.2f}{size}")
+    guess = lenses.get("guessing_bias", [])
+    if guess and guess[0]["top_share"] is not None:
+        g = guess[0]
+        parts.append(f"untrained: {g['top_share']:.0%} of predictions to class {g['top_class']}, "
+                     f"{g['majority_share']:.0%} to the majority ({g['majority_class_share']:.0%} "
+                     f"of the classes)")
+    return parts
+
+
 class RunScreen(Screen[None]):
     BINDINGS = [
         Binding("escape", "app.pop_screen", "back", id="run.back"),
@@ -82,6 +107,7 @@ class RunScreen(Screen[None]):
                 yield ClassCountChart(id="run-chart")
             yield Label("", id="run-mode")
             yield Label("", id="run-posthoc")
+            yield Label("", id="run-lenses")
             with Horizontal(id="run-legend"):
                 yield Label("", classes="metric-label")
                 yield Label("majority", classes="legend majority")
@@ -152,6 +178,7 @@ class RunScreen(Screen[None]):
         self._apply_classes(c)
         self._show_mode()
         self._show_posthoc(c)
+        self._show_lenses(c)
 
     def _apply_metric(self, row: MetricRow, c: RunCurves) -> None:
         groups = c.groups.get(row.key)
@@ -192,6 +219,14 @@ class RunScreen(Screen[None]):
                  f"({r['gain_minority']:+.3f})" for r in c.posthoc
                  if r["gain_balanced"] is not None and r["gain_minority"] is not None]
         label.update("post-hoc logit adjustment, test, last epoch · " + " · ".join(parts))
+
+    def _show_lenses(self, c: RunCurves) -> None:
+        """The one-number lenses (the initial_drop, learning_speed and guessing_bias analyses):
+        each part shown where the run has its rows."""
+        parts = lens_parts(c.lenses)
+        label = self.query_one("#run-lenses", Label)
+        label.display = bool(parts)
+        label.update(" · ".join(parts))
 
     # -- actions -----------------------------------------------------------------------------------
     def action_resolution(self) -> None:
