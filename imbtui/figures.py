@@ -9,6 +9,7 @@ report's query computed (an `acc_ci` column); nothing here computes a mean or an
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -69,6 +70,10 @@ def group_curves_figure(curves: pl.DataFrame, panels: list[tuple[Any, str]], pat
         labels.append("95 % t-interval over seeds")
     fig.legend(handles, labels, loc="outside lower center",
                ncols=len(handles) if cols > 1 else 4, frameon=False)
+    return _save(fig, path, dpi)
+
+
+def _save(fig, path: Path, dpi: int) -> Path:
     try:
         fig.savefig(path, dpi=dpi)
     except (OSError, ValueError) as exc:
@@ -80,9 +85,8 @@ def _panel(ax, rows: pl.DataFrame, title: str) -> None:
     for grp, color in COLORS.items():
         for split, style in STYLES.items():
             line = rows.filter((pl.col("grp") == grp) & (pl.col("split") == split)).sort("epoch")
-            ax.plot(line["epoch"].to_list(), line["acc"].to_list(), style, color=color,
-                    lw=1.3,
-                    label=f"{grp} {split}")
+            _curve(ax, line["epoch"].to_list(), line["acc"].to_list(), color, style,
+                   f"{grp} {split}")
             _error_bars(ax, line, color)
     _shade_minority_gap(ax, rows)
     ax.set_title(title)
@@ -113,3 +117,50 @@ def _shade_minority_gap(ax, rows: pl.DataFrame) -> None:
     if wide.height:
         ax.fill_between(wide["epoch"].to_list(), wide["train"].to_list(), wide["test"].to_list(),
                         color=COLORS["minority"], alpha=0.12, lw=0)
+
+def _curve(ax, x: Sequence[float], y: Sequence[float], color: Any, style: str, label: str,
+           lo: Sequence[float] | None = None, hi: Sequence[float] | None = None) -> None:
+    """One curve, as every figure here draws it; with `lo` and `hi`, a band under it (the
+    seeds' spread)."""
+    ax.plot(list(x), list(y), style, color=color, lw=1.3, label=label)
+    if lo is not None and hi is not None:
+        ax.fill_between(list(x), list(lo), list(hi), color=color, alpha=0.18, lw=0)
+
+
+# ==== the browse app's chart view =================================================================
+
+CHART_W, CHART_H = 6.4, 3.6  # inches: one wide panel
+
+
+def chart_figure(lines: Sequence[dict[str, Any]], path: Path, *, title: str, xlabel: str,
+                 ylabel: str, log_y: bool = False, ylim: tuple[float, float] | None = None,
+                 dpi: int = 150) -> Path:
+    """The app's chart view as a figure: one panel, a curve per line (`x`, `y`, `grp`, `label`,
+    and `lo` / `hi` for a band over seeds). One series (a run or a setting's seeds) draws its
+    majority and minority in the report's colours; several draw one colour per series (its
+    `series` index of `series_count`), majority solid and minority dashed. `CHART_W` x `CHART_H`
+    inches at `dpi`; the format follows the file suffix."""
+    if not lines:
+        raise UserError("no curves to draw")
+    Figure, Canvas = _matplotlib()
+    from matplotlib import colormaps
+
+    fig = Figure(figsize=(CHART_W, CHART_H), layout="constrained")
+    Canvas(fig)
+    ax = fig.subplots()
+    palette = colormaps["tab10"]
+    for ln in lines:
+        one = ln.get("series_count", 1) <= 1
+        color = COLORS[ln["grp"]] if one else palette(ln.get("series", 0) % 10)
+        style = "-" if one or ln["grp"] == "majority" else "--"
+        _curve(ax, ln["x"], ln["y"], color, style, ln["label"], ln.get("lo"), ln.get("hi"))
+    if log_y:
+        ax.set_yscale("log")
+    elif ylim is not None:
+        ax.set_ylim(*ylim)
+    ax.set_title(title)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.25, lw=0.5)
+    ax.legend(frameon=False, ncols=2 if len(lines) > 4 else 1)
+    return _save(fig, path, dpi)
