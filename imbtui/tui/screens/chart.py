@@ -167,11 +167,11 @@ class ChartScreen(Screen[None]):
 
     @on(ChartLoaded)
     def on_chart_loaded(self, message: ChartLoaded) -> None:
-        keep = self.xs[self.cursor_index] if self.data and self.cursor_index is not None and self.xs else None
+        keep = self.cursor_x if self.data is not None else None
         self.data = message.data
         self.xs = sorted({x for ln in self.data.lines for x in ln.x})
-        self.cursor_index = self._nearest(keep) if keep is not None else (len(self.xs) - 1
-                                                                    if self.xs else None)
+        self.cursor_index = (self._nearest(keep) if keep is not None
+                             else len(self.xs) - 1 if self.xs else None)
         self.apply()
         self.call_after_refresh(self._painted)
 
@@ -259,9 +259,8 @@ class ChartScreen(Screen[None]):
                  f"pooled, {len(self.run_ids)} runs" if self.seed_runs else "pooled")
         groups = "both" if self.shown == 0 else SHOWN_GROUPS[self.shown][0]
         self.query_one("#chart-title", Label).update(
-            f"[b]{METRIC[self.metric].label}[/] (↑↓) · x: [b]{X_LABEL[self.x_axis]}[/] (x) · "
-            f"y: [b]{'log' if self.log_y else 'linear'}[/] (l) · seeds: {seeds} (s) · "
-            f"groups: {groups} (g) · p: PNG")
+            f"[b]{METRIC[self.metric].label}[/] · x: {X_LABEL[self.x_axis]} · "
+            f"y: {'log' if self.log_y else 'linear'} · seeds: {seeds} · groups: {groups}")
 
     def _show_legend(self, lines: list[ChartLine]) -> None:
         parts = []
@@ -287,7 +286,8 @@ class ChartScreen(Screen[None]):
                 text = f"{fmt_value(at[0])} ({fmt_value(at[1])}–{fmt_value(at[2])})"
             else:
                 text = fmt_value(at[0])
-            parts.append(f"[{colour}]{ln.label} {ln.grp}[/] {text}")
+            name = ln.grp if len(self._bunches()) == 1 else f"{ln.label} {ln.grp}"
+            parts.append(f"[{colour}]{name}[/] {text}")
         return " · ".join(parts)
 
     # -- actions -----------------------------------------------------------------------------------
@@ -308,7 +308,7 @@ class ChartScreen(Screen[None]):
 
     def action_x_axis(self) -> None:
         self.x_axis = X_AXES[(X_AXES.index(self.x_axis) + 1) % len(X_AXES)]
-        self.data, self.cursor_index = None, None  # x positions change: the cursor starts at the end
+        self.data, self.cursor_index = None, None  # new x positions: the cursor starts at the end
         self.load()
 
     def action_groups(self) -> None:
@@ -319,8 +319,10 @@ class ChartScreen(Screen[None]):
         if len(self.base_ids) > 1:
             self.pool = not self.pool
             if self.data is not None:  # pooling is drawn from the runs already loaded
+                keep = self.cursor_x
                 self.data.pool, self.data.lines = self.pool, chart_lines(self.data.runs, self.pool)
                 self.xs = sorted({x for ln in self.data.lines for x in ln.x})
+                self.cursor_index = self._nearest(keep) if keep is not None else None
                 self.apply()
             return
         self._toggle_siblings()
