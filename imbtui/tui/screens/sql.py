@@ -293,11 +293,9 @@ class SqlScreen(Screen[None]):
         else:
             text = editor.text.rstrip()
             sep = "\n\n" if text.endswith(";") else ";\n\n"
-            editor.move_cursor(editor.document.end)
-            start = editor.document.get_location_from_index(len(text) + len(sep))
             editor.replace(sep + body + "\n", editor.document.get_location_from_index(len(text)),
                            editor.document.end, maintain_selection_offset=False)
-            editor.move_cursor(start)
+            editor.move_cursor(editor.document.get_location_from_index(len(text) + len(sep)))
             editor.scroll_cursor_visible()
         editor.focus()
 
