@@ -24,8 +24,10 @@ KEYS = """\
 
 **Compare** · `Esc` back · `e` step / epoch resolution · `m` smoothing
 
-**SQL** · `Ctrl+R` (or `Ctrl+Enter`) run · `Ctrl+G` cancel · `Ctrl+O` named queries ·
-`Ctrl+T` history · `Ctrl+S` export results (.csv or .parquet) · `Tab` editor ⇄ results.
+**SQL** · `Ctrl+R` (or `Ctrl+Enter`) runs the selection or the statement at the cursor ·
+`Tab`/`Enter` accept a completion (`Esc` closes it) · `Ctrl+B` catalog · `Ctrl+G` cancel ·
+`Ctrl+O` insert a named analysis · `Ctrl+T` history (`↑↓` in an empty editor: every earlier
+statement on this store) · `Ctrl+S` export (.csv, .parquet, .json) · `Tab` editor ⇄ results.
 Only read-only statements run (SELECT, WITH, DESCRIBE, EXPLAIN); the store is never written.
 
 ## Reading the curves
