@@ -81,6 +81,63 @@ def _save(fig, path: Path, dpi: int) -> Path:
     return path
 
 
+def class_size_figure(rows: pl.DataFrame, y: str, ylabel: str, panels: list[tuple[Any, str]],
+                      path: Path, key: str = "method", hue: str = "ratio",
+                      censored: str | None = None, ylim: tuple[float, float] | None = None,
+                      dpi: int = 150) -> Path:
+    """One panel per (value of `key`, title): every class of every run as a point, its training
+    count (log axis) against `y`, coloured by `hue` (the imbalance ratio). Rows whose `censored`
+    column is true (a class never learned) are drawn as open markers.
+
+    `rows` are a named analysis's per-class rows (train_count, `y`, `key`, `hue`); each seed's
+    point is drawn, nothing is averaged here.
+    """
+    if not panels:
+        raise UserError("no runs to draw")
+    Figure, Canvas = _matplotlib()
+    from matplotlib import colormaps
+
+    cols = min(MAX_COLS, len(panels))
+    nrows = math.ceil(len(panels) / cols)
+    fig = Figure(figsize=(PANEL_W * cols, PANEL_H * nrows + 0.35), layout="constrained")
+    Canvas(fig)
+    axes = fig.subplots(nrows, cols, sharey=True, squeeze=False)
+    hues = sorted(rows[hue].unique().to_list())
+    cmap = colormaps["viridis"]
+    colors = {h: cmap(0.85 * i / max(1, len(hues) - 1)) for i, h in enumerate(hues)}
+    for i, (ax, (value, title)) in enumerate(zip(axes.flat, panels)):
+        panel = rows.filter(pl.col(key) == value)
+        for h in hues:
+            _class_points(ax, panel.filter(pl.col(hue) == h), y, colors[h], f"{hue} {h:g}"
+                          if isinstance(h, float) else f"{hue} {h}", censored)
+        ax.set_xscale("log")
+        ax.set_title(title)
+        ax.set_xlabel("training samples of the class")
+        ax.set_ylabel(ylabel if i % cols == 0 else "")
+        if ylim is not None:
+            ax.set_ylim(*ylim)
+        if rows[y].dtype.is_integer():
+            ax.yaxis.get_major_locator().set_params(integer=True)
+        ax.grid(alpha=0.25, lw=0.5)
+    for ax in list(axes.flat)[len(panels):]:
+        ax.set_visible(False)
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center",
+               ncols=max(1, min(len(handles), 2 * cols)), frameon=False)
+    return _save(fig, path, dpi)
+
+
+def _class_points(ax, rows: pl.DataFrame, y: str, color: Any, label: str,
+                  censored: str | None) -> None:
+    never = rows[censored] if censored else pl.Series([False] * rows.height)
+    seen, unseen = rows.filter(~never), rows.filter(never)
+    ax.scatter(seen["train_count"].to_list(), seen[y].to_list(), s=14, color=color, alpha=0.7,
+               lw=0, label=label)
+    if unseen.height:
+        ax.scatter(unseen["train_count"].to_list(), unseen[y].to_list(), s=16,
+                   facecolors="none", edgecolors=[color], lw=0.9, label=f"{label}, not reached")
+
+
 def _panel(ax, rows: pl.DataFrame, title: str) -> None:
     for grp, color in COLORS.items():
         for split, style in STYLES.items():
@@ -117,6 +174,7 @@ def _shade_minority_gap(ax, rows: pl.DataFrame) -> None:
     if wide.height:
         ax.fill_between(wide["epoch"].to_list(), wide["train"].to_list(), wide["test"].to_list(),
                         color=COLORS["minority"], alpha=0.12, lw=0)
+
 
 def _curve(ax, x: Sequence[float], y: Sequence[float], color: Any, style: str, label: str,
            lo: Sequence[float] | None = None, hi: Sequence[float] | None = None) -> None:

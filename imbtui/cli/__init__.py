@@ -15,6 +15,7 @@ import sys
 import typer
 
 from imbtui.cli import results, store, training  # noqa: F401  (each registers its commands)
+from imbtui.cli import study  # noqa: F401  (registers `imbtui study`)
 from imbtui.cli.common import UserError, app
 from imbtui.cli.training import _train_config  # noqa: F401  (the config of parsed options)
 
