@@ -111,7 +111,7 @@ def runs_table(cur: duckdb.DuckDBPyConnection) -> pl.DataFrame:
     return cur.sql("""
         SELECT r.run_id, r.name, r.status, r.recorded_status, r.dataset, r.profile, r.ratio,
                r.model, r.loss, r.sampler, r.drw, r.method, r.epoch_done, r.epochs, r.step_done,
-               r.total_steps,
+               r.total_steps, r.seed, r.lr, r.batch_size,
                r.created_at, r.heartbeat_at, r.message,
                f.test_balanced, f.test_majority, f.test_minority
         FROM runs r LEFT JOIN final_results f USING (run_id)

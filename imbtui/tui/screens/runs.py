@@ -1,4 +1,5 @@
-"""The runs screen: every run with its status, progress and final majority / minority accuracy."""
+"""The runs screen: every run with its status, progress and final majority / minority accuracy;
+a filter with qualifiers (imbtui.tui.data.filter) and saved views of filter + sort."""
 
 from __future__ import annotations
 
@@ -12,24 +13,16 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Input, Label
 
 from imbtui.store import delete_run
+from imbtui.tui.data.filter import FilterError, RunFilter, parse_filter
 from imbtui.tui.data.session import quick_runs_table, runs_table
+from imbtui.tui.data.views import SavedView, load_views, save_view
 from imbtui.tui.messages import RunDeleted, RunsLoaded
-from imbtui.tui.widgets.runs_table import SORT_KEYS, RunsTable, method, row_cells, sort_value
+from imbtui.tui.widgets.runs_table import SORT_KEYS, RunsTable, row_cells, sort_value
 
 if TYPE_CHECKING:
     from imbtui.tui.app import ImbtuiApp
 
 REFRESH_S = 1.0  # trainers flush every second: this keeps a live row <= ~2 s behind
-
-
-def matches(row: dict[str, Any], words: list[str]) -> bool:
-    """Every word of the filter occurs in one of the row's visible fields (case-insensitive)."""
-    ratio = row.get("ratio")
-    hay = " ".join(str(v) for v in (row.get("name"), row.get("run_id"), row.get("dataset"),
-                                    row.get("profile"), row.get("status"), method(row),
-                                    row.get("model"), "" if ratio is None else f"{ratio:g}"))
-    hay = hay.lower()
-    return all(w in hay for w in words)
 
 
 class RunsScreen(Screen[None]):
@@ -40,6 +33,9 @@ class RunsScreen(Screen[None]):
         Binding("slash", "filter", "filter", id="runs.filter", tooltip="Filter by typing"),
         Binding("s", "sort", "sort", id="runs.sort", tooltip="Sort by the next column"),
         Binding("S", "reverse", "reverse", show=False, id="runs.reverse"),
+        Binding("w", "save_view", "save view", show=False, id="runs.save_view",
+                tooltip="Save the filter and sort as a named view"),
+        Binding("o", "views", "views", id="runs.views", tooltip="Apply a saved view"),
         Binding("d", "delete", "delete", id="runs.delete", tooltip="Delete the run (asks first)"),
         Binding("r", "reload", "reload", show=False, id="runs.reload"),
         Binding("q", "app.quit", "quit", id="runs.quit"),
@@ -50,6 +46,7 @@ class RunsScreen(Screen[None]):
         self.frame = pl.DataFrame()
         self.marked: set[str] = set()
         self.sort_key, self.sort_desc = "started", False
+        self.filter: RunFilter = parse_filter("")  # the last filter that could be read
         self.generation = 0
         self.tick = 0
 
@@ -67,8 +64,9 @@ class RunsScreen(Screen[None]):
 
     def compose(self) -> ComposeResult:
         yield Header()
-        yield Input(placeholder="/ filter: words in name, dataset, ratio, method, status, id",
-                    id="runs-filter", compact=True)
+        yield Input(placeholder="/ filter: words · ratio>=10 · method:ldam* · status:running · "
+                                "seed:0 · /regex/", id="runs-filter", compact=True)
+        yield Label("", id="runs-filter-error")
         yield RunsTable(id="runs-table")
         yield Label("loading runs…", id="runs-status")
         yield Footer()
@@ -110,9 +108,7 @@ class RunsScreen(Screen[None]):
 
     # -- showing -----------------------------------------------------------------------------------
     def visible_rows(self) -> list[dict[str, Any]]:
-        words = self.filter_input.value.lower().split()
-        rows = [r for r in self.frame.iter_rows(named=True) if matches(r, words)] \
-            if self.frame.height else []
+        rows = self.filter(list(self.frame.iter_rows(named=True))) if self.frame.height else []
         return sorted(rows, key=lambda r: sort_value(r, self.sort_key), reverse=self.sort_desc)
 
     def apply(self) -> None:
@@ -139,7 +135,17 @@ class RunsScreen(Screen[None]):
 
     # -- filter ------------------------------------------------------------------------------------
     @on(Input.Changed, "#runs-filter")
-    def _filter_changed(self) -> None:
+    def _filter_changed(self, event: Input.Changed) -> None:
+        # A filter that cannot be read (yet: `ratio>` while typing) says why in one line and
+        # leaves the table as the last one that could be read showed it.
+        error = self.query_one("#runs-filter-error", Label)
+        try:
+            self.filter = parse_filter(event.value)
+        except FilterError as e:
+            error.update(f"[red]{e}[/]")
+            self.add_class("filter-error")
+            return
+        self.remove_class("filter-error")
         self.apply()
 
     @on(Input.Submitted, "#runs-filter")
@@ -155,6 +161,45 @@ class RunsScreen(Screen[None]):
 
     def action_filter(self) -> None:
         self.filter_input.focus()
+
+    # -- saved views -------------------------------------------------------------------------------
+    def action_save_view(self) -> None:
+        from imbtui.tui.screens.dialogs import PromptScreen
+
+        def done(name: str | None) -> None:
+            if not name:
+                return
+            view = SavedView(self.filter.text, self.sort_key, self.sort_desc)
+            try:
+                path = save_view(name, view)
+            except OSError as e:
+                self.notify(f"could not save the view: {e}", severity="error")
+                return
+            self.notify(f"saved view {name!r} in {path}")
+
+        shown = self.filter.text or "(no filter)"
+        self.app.push_screen(PromptScreen(f"Save the view: {shown} · sorted by {self.sort_key}",
+                                          placeholder="name of the view"), done)
+
+    def action_views(self) -> None:
+        from imbtui.tui.screens.dialogs import PickScreen
+
+        views = load_views()
+        options = [(name, f"{name}  [dim]{v.filter or '(no filter)'} · sorted by {v.sort} "
+                          f"{'↓' if v.desc else '↑'}[/]") for name, v in views.items()]
+
+        def done(name: str | None) -> None:
+            if name in views:
+                self.apply_view(views[name])
+
+        self.app.push_screen(PickScreen("Saved views (w saves the current one)", options,
+                                        empty="no saved views yet: press w to save one"), done)
+
+    def apply_view(self, view: SavedView) -> None:
+        self.sort_key = view.sort if view.sort in SORT_KEYS else "started"
+        self.sort_desc = view.desc
+        self.filter_input.value = view.filter  # Input.Changed reads it and applies
+        self.apply()
 
     # -- sort --------------------------------------------------------------------------------------
     def action_sort(self) -> None:
