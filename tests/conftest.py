@@ -22,6 +22,18 @@ def imbtui(*args: str, check: bool = True, env: dict[str, str] | None = None,
     return proc
 
 
+def one_thread(fn, *args, **kwargs):
+    """fn(*args, **kwargs) with torch on one thread (a reduction summed in one fixed order)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return fn(*args, **kwargs)
+    finally:
+        torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def trained_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A store holding one `imbtui train --ratio 100 --epochs 2` run (seed 0)."""

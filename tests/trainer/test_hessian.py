@@ -21,16 +21,9 @@ from trainer import hessian, loop
 from trainer.config import check_config, resolve_config
 from trainer.data import DataError
 
+from tests.conftest import one_thread
+
 CPU = torch.device("cpu")
-
-
-def one_thread(fn, *args, **kwargs):
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        return fn(*args, **kwargs)
-    finally:
-        torch.set_num_threads(threads)
 
 
 # ==== a quadratic of known spectrum ===============================================================

@@ -27,16 +27,9 @@ from trainer.models import build_model
 from trainer.recording import RECORDERS, Subject, make_recorder
 from trainer.sink import MemorySink
 
+from tests.conftest import one_thread
+
 CPU = torch.device("cpu")
-
-
-def one_thread(fn, *args, **kwargs):
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        return fn(*args, **kwargs)
-    finally:
-        torch.set_num_threads(threads)
 
 
 # ==== a real run ==================================================================================
