@@ -43,6 +43,8 @@ def parameter(option: Option, as_list: bool = False, panel: str | None = None
     kwargs: dict[str, Any] = {"hidden": option.hidden, "rich_help_panel": panel}
     if option.minimum is not None:
         kwargs["min"] = option.minimum
+    if option.maximum is not None:
+        kwargs["max"] = option.maximum
     if option.strict and option.choices:
         typ = choice_enum(option)
         default = None if default is None else typ(default)

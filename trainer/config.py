@@ -192,6 +192,10 @@ def check_config(cfg: TrainConfig, image: bool) -> None:
     if cfg.batch_size < 1:
         raise DataError(f"--batch-size must be >= 1, got {cfg.batch_size}")
     check_name(cfg.name)
+    for o in OPTIONS:  # the parser's bounds, for configs made in Python too
+        value = getattr(cfg, o.name, None)
+        if o.kind == "int" and o.maximum is not None and value is not None and value > o.maximum:
+            raise DataError(f"{o.cli_flag} {value} is above its maximum {o.maximum:,}")
     if not (cfg.lr > 0 and math.isfinite(cfg.lr)):
         raise DataError(f"--lr must be a positive number, got {cfg.lr}")
     _choose(cfg.schedule, SCHEDULES, "--schedule")

@@ -49,6 +49,14 @@ RECIPES: dict[str, dict[str, Any]] = {"mnist1d": _SMALL, "mnist": _SMALL, "fashi
                                       "cifar10": CIFAR_LT, "cifar100": CIFAR_LT}
 LOSS_PARAMS = ("beta", "gamma", "tau")  # options that go into TrainConfig.loss_params
 
+# Every whole-number option has a ceiling: far above any real run, well inside int32 (the store's
+# epochs columns) and int64 (steps), so a typo such as --epochs 99999999999999999999 is refused by
+# the parser instead of overflowing a tensor or scheduling a run that never ends.
+MAX_EPOCHS = 100_000
+MAX_STEPS = 10**12            # optimizer steps (--max-steps, the every-N-steps lenses)
+MAX_SAMPLES = 2**24           # --batch-size, --sharpness-samples
+MAX_SEED = 2**32 - 1          # numpy's and torch's seeds alike
+
 
 # ==== the options =================================================================================
 
@@ -73,6 +81,7 @@ class Option:
     choices: tuple[str, ...] | None = None
     strict: bool = False
     minimum: float | None = None
+    maximum: float | None = None
     flag: str | None = None
     axis: bool = False
     sweep: bool = True
@@ -108,7 +117,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("ratio", "float", "Imbalance ratio: largest class / smallest class (1 = balanced).",
            100.0, minimum=1.0, axis=True),
     Option("dataset", "str", "mnist1d is generated offline and cached; the others come through "
-           "torchvision.", "mnist1d", DATASETS, axis=True),
+           "torchvision. Your own: folder:PATH (PATH/<class>/*.png|jpg, or PATH/train/<class> and "
+           "PATH/test/<class>) or npz:PATH (x_train, y_train, x_test, y_test); see "
+           "docs/datasets.md.", "mnist1d", DATASETS, axis=True),
     Option("profile", "str", "exp: n_i = n_max * R^(-i/(C-1)) (Cao et al.); step: a fraction of "
            "classes get n_max / R.", "exp", PROFILES, strict=True),
     Option("minority_fraction", "float", "step profile: fraction of classes that are small "
@@ -116,7 +127,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("data_dir", "path", "Folder of the torchvision datasets (downloaded there on first "
            "use). Default: $IMBTUI_DATA, else the cache's data/ folder."),
     Option("subset_seed", "int", "Seed for which samples the long-tailed subset keeps; fixed when "
-           "--seed varies, so runs of different seeds train on the same samples.", 0, minimum=0),
+           "--seed varies, so runs of different seeds train on the same samples.", 0, minimum=0,
+           maximum=MAX_SEED),
     # model and method
     Option("model", "str", "Default: the dataset's (cnn1d for mnist1d, resnet32 for CIFAR, cnn "
            "for MNIST and Fashion-MNIST).", None, MODELS),
@@ -124,7 +136,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("sampler", "str", "Batch sampling: none (shuffle), class-balanced, square-root.",
            "none", SAMPLERS, axis=True),
     Option("drw", "int", "Deferred re-weighting: class-balanced weights (beta 0.9999) after this "
-           "many epochs (LDAM-DRW: --loss ldam --drw 160).", minimum=0),
+           "many epochs (LDAM-DRW: --loss ldam --drw 160).", minimum=0, maximum=MAX_EPOCHS),
     Option("beta", "float", "cb loss: beta of the effective number (default 0.9999)."),
     Option("gamma", "float", "focal loss: gamma (default 1)."),
     Option("tau", "float", "logit-adjusted loss: tau (default 1)."),
@@ -148,7 +160,7 @@ OPTIONS: tuple[Option, ...] = (
            "(no training), cb-finetune fine-tunes the classifier with the class-balanced loss "
            "(weight balancing's second stage).", "none", STAGE2, axis=True),
     Option("stage2_epochs", "int", "Epochs of the second stage (crt, lws, cb-finetune).",
-           minimum=1),
+           minimum=1, maximum=MAX_EPOCHS),
     Option("stage2_lr", "float", "Peak learning rate of the second stage (cosine decay to 0, no "
            "warm-up). Default: --lr."),
     Option("stage2_weight_decay", "float", "Weight decay of the second stage. Default: "
@@ -156,8 +168,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("tau_norm", "float", "tau-norm's tau: each classifier row divided by its norm^tau.",
            1.0, minimum=0.0),
     # optimisation: SGD with momentum 0.9, linear warm-up, then cosine decay or steps
-    Option("epochs", "int", "Passes over the long-tailed training set.", minimum=1),
-    Option("batch_size", "int", "Samples per step.", minimum=1),
+    Option("epochs", "int", "Passes over the long-tailed training set.", minimum=1,
+           maximum=MAX_EPOCHS),
+    Option("batch_size", "int", "Samples per step.", minimum=1, maximum=MAX_SAMPLES),
     Option("lr", "float", "Peak learning rate of SGD with momentum 0.9."),
     Option("weight_decay", "float", "Weight decay."),
     Option("warmup_epochs", "float", "Linear warm-up length in epochs."),
@@ -169,7 +182,8 @@ OPTIONS: tuple[Option, ...] = (
            minimum=0.0),
     Option("schedule", "str", "Learning-rate schedule after the warm-up.", None, SCHEDULES),
     Option("milestones", "ints", "step schedule: comma-separated epochs after which lr is "
-           "multiplied by --lr-decay (CIFAR's scale with --epochs)."),
+           "multiplied by --lr-decay, strictly increasing, each in 1..epochs-1 (CIFAR's scale "
+           "with --epochs)."),
     Option("lr_decay", "float", "step schedule: factor per milestone."),
     Option("augment", "str", "Pad-4 random crop and horizontal flip, on the device (images "
            "only).", None, AUGMENTS),
@@ -180,11 +194,12 @@ OPTIONS: tuple[Option, ...] = (
     Option("compile", "bool", "torch.compile the training forward pass.", False),
     # run
     Option("seed", "int", "Seed for the initialisation, the batch order and the augmentation "
-           "(not the subset: --subset-seed).", 0, axis=True),
+           "(not the subset: --subset-seed).", 0, minimum=0, maximum=MAX_SEED, axis=True),
     Option("device", "str", "Where to train.", "auto", DEVICES, strict=True),
-    Option("max_steps", "int", "Stop after N optimizer steps (smoke tests).", minimum=1),
-    Option("name", "str", "A name for the run (default: dataset, profile, ratio and method).",
-           sweep=False),
+    Option("max_steps", "int", "Stop after N optimizer steps (smoke tests).", minimum=1,
+           maximum=MAX_STEPS),
+    Option("name", "str", "A name for the run (default: dataset, profile, ratio and method); "
+           "printable text, no newlines or control characters.", sweep=False),
     # recording
     Option("dynamics", "str", "What to record: full = per-step and per-epoch per-class rows, "
            "feature geometry, gradient probes and every sample's presentations; minimal = "
@@ -194,12 +209,12 @@ OPTIONS: tuple[Option, ...] = (
            "beside the plain logits at every evaluation: test and train accuracy per class of "
            "argmax z_c - tau * log pi_c, for each of these comma-separated taus.", (1.0,)),
     Option("probe_every", "int", "full: a gradient probe (one extra backward pass) every N "
-           "steps.", 100, minimum=1),
+           "steps.", 100, minimum=1, maximum=MAX_STEPS),
     Option("conflict_every", "int", "full: gradient conflict (Francazi et al. 2023) at steps 0, "
            "N, 2N, ...: the cosines between every two classes' full-model gradients, and each "
            "group's mini-batch gradient against its whole-training-set gradient. Costs C extra "
            "backward passes per recorded step (C classes), plus one forward and two backward "
-           "passes over the training set. Default: off.", minimum=1),
+           "passes over the training set. Default: off.", minimum=1, maximum=MAX_STEPS),
     Option("sharpness_every", "int", "minimal, full: sharpness per group (Rangwani et al. "
            "2022) after the evaluation of epoch 0 and of every N-th epoch: the largest and "
            "smallest Hessian eigenvalue of each group's training loss, by power iteration and "
@@ -207,10 +222,10 @@ OPTIONS: tuple[Option, ...] = (
            "~3-6 forward-backward passes) per group over --sharpness-samples samples per "
            "recorded epoch: measured on 2 busy CPU cores, ~25-30 s per recorded epoch for "
            "MNIST-1D's cnn1d at 512 samples, about one epoch of its training. Default: off.",
-           minimum=1),
+           minimum=1, maximum=MAX_EPOCHS),
     Option("sharpness_samples", "int", "--sharpness-every: samples per group in the loss (a "
            "fixed subset drawn once with --subset-seed; the whole group if smaller). The cost "
-           "grows linearly with it.", 512, minimum=1),
+           "grows linearly with it.", 512, minimum=1, maximum=MAX_SAMPLES),
     Option("sweep", "str", "Id shared by the runs of one sweep.", hidden=True, sweep=False),
 )
 OPTION = {o.name: o for o in OPTIONS}

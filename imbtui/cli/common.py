@@ -27,9 +27,17 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
+def _store_path(text: str) -> Path:
+    """--store's value: an empty one would quietly mean the working folder (Path('') is '.')."""
+    if not str(text).strip():
+        raise typer.BadParameter("empty path: give the store's folder, or leave --store out for "
+                                 "$IMBTUI_STORE, else ./imbtui-runs")
+    return Path(text)
+
+
 StoreOpt = Annotated[Optional[Path], typer.Option(
     "--store", help="Run store folder. Default: $IMBTUI_STORE, else ./imbtui-runs.",
-    show_default=False)]
+    show_default=False, parser=_store_path)]
 
 
 class Fmt(str, Enum):
@@ -51,7 +59,9 @@ class Emit(str, Enum):
 
 
 
-def _store(path: Path | None, must_exist: bool = False):
+def _store(path: Path | None, must_exist: bool = True):
+    """The store a reading command reads: one that does not exist is an error (exit 2), never an
+    empty answer that looks like a store without runs."""
     from imbtui.store import Store, resolve_store
 
     root = resolve_store(path)

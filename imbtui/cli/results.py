@@ -10,6 +10,7 @@ from typing import Annotated, Optional
 import typer
 
 from imbtui.cli.common import (Fmt, StoreOpt, UserError, _resolve_run, _store, _warn, app)
+from trainer.options import MAX_EPOCHS
 
 
 # ==== runs / show =================================================================================
@@ -71,7 +72,7 @@ def show(run: Annotated[str, typer.Argument(help="Run id (or a unique prefix, or
 
     from imbtui.console import frame_json, frame_table, out
 
-    st = _store(store, must_exist=True)
+    st = _store(store)
     run_id = _resolve_run(st, run)
     meta = st.read_run(run_id) or {}
     per_class, groups = _run_finals(st.connect(), run_id)
@@ -279,7 +280,8 @@ def report(
     threshold: Annotated[float, typer.Option(
         min=0.0, max=1.0, help="Train accuracy at which a class counts as learned (onsets).")
                          ] = 0.5,
-    early: Annotated[int, typer.Option(min=1, help="How many first epochs count as early.")] = 2,
+    early: Annotated[int, typer.Option(min=1, max=MAX_EPOCHS,
+                                       help="How many first epochs count as early.")] = 2,
     fmt: Annotated[Fmt, typer.Option(
         "--format", "-f", help="table, or csv / json: one row per run with every number.")
                    ] = Fmt.table,
@@ -299,7 +301,7 @@ def report(
     from imbtui.console import out, print_frame
     from imbtui.report import changes, findings, legend, settings, table
 
-    rs = RunStore(_store(store, must_exist=True).root)
+    rs = RunStore(_store(store).root)
     ids = [_resolve_run(rs.store, r) for r in runs or []]
     frame = findings(rs, ids, threshold=threshold, early=early)
     _warn(rs.store)

@@ -21,6 +21,8 @@ def browse(store: StoreOpt = None,
     """
     from imbtui.tui.app import make_app
 
+    if store is not None:  # a store named on purpose must exist; by default the sample runs stand in
+        _store(store)
     app_ = make_app(store, open_run=None)
     if run is not None:
         app_.open_run = _resolve_run(app_.session.store, run)
@@ -107,7 +109,7 @@ def export(
     from imbtui.console import out
     from imbtui.store.export import export_duckdb
 
-    st = _store(store, must_exist=True)
+    st = _store(store)
     ids = [_resolve_run(st, r) for r in runs_] if runs_ else None
     counts = export_duckdb(st, duckdb_file, ids, where=where, force=force)
     _warn(st)

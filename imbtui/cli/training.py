@@ -99,17 +99,21 @@ def data(
 ) -> None:
     """Show a long-tailed dataset's class counts, groups and test counts, without training.
 
-    Docs: docs/methods.md
+    Your own dataset (--dataset folder:PATH or npz:PATH) is read and checked as `imbtui train`
+    would, and its path, content hash, sample shape and split are shown too.
+
+    Docs: docs/methods.md, docs/datasets.md
     """
     import json
 
     import polars as pl
 
     from imbtui.console import frame_table, out
-    from trainer.data import class_table, dataset_counts, load_dataset
+    from trainer.data import class_table, dataset_counts, default_model, load_dataset
+    from trainer.userdata import normalise
 
     v = values_of(options, DATA_OPTIONS)
-    dataset, ratio, profile = v["dataset"], v["ratio"], v["profile"]
+    dataset, ratio, profile = normalise(v["dataset"]), v["ratio"], v["profile"]
     minority_fraction, data_dir = v["minority_fraction"], v["data_dir"]
     ds = load_dataset(dataset, str(data_dir) if data_dir else None)
     counts = dataset_counts(ds, ratio, profile, minority_fraction)
@@ -119,7 +123,9 @@ def data(
             "n_train": sum(counts), "n_test": sum(ds.test_sizes()), "counts": counts,
             "test_counts": ds.test_sizes(), "groups": [c.grp for c in classes],
             "shots": [c.shot for c in classes], "class_names": ds.class_names,
-            "full_counts": ds.class_sizes()}
+            "full_counts": ds.class_sizes(), "sample_shape": list(ds.x_train.shape[1:]),
+            "default_model": default_model(dataset),
+            **{k: ds.meta[k] for k in ("path", "sha256", "split") if k in ds.meta}}
     if as_json:
         print(json.dumps(info))
         return
@@ -129,8 +135,13 @@ def data(
         members = [c for c in classes if c.grp == grp]
         out.print(f"{grp}: {len(members)} classes, {sum(c.train_count for c in members):,} "
                   f"training samples")
+    test = "balanced" if len(set(info["test_counts"])) == 1 else "as given, not balanced"
     out.print(f"{info['n_train']:,} training samples (of {sum(ds.class_sizes()):,}); "
-              f"{info['n_test']:,} test samples, balanced")
+              f"{info['n_test']:,} test samples, {test}")
+    if "sha256" in info:  # a user dataset: what a run's config will record
+        out.print(f"samples of shape {tuple(info['sample_shape'])}, default model "
+                  f"{info['default_model']}; split: {info['split']}", soft_wrap=True)
+        out.print(f"path {info['path']}  sha256 {info['sha256']}", soft_wrap=True)
 
 
 DATA_OPTIONS = tuple(OPTION[n] for n in ("dataset", "ratio", "profile", "minority_fraction",
@@ -141,6 +152,7 @@ app.command()(with_options(data, DATA_OPTIONS))
 # ==== sweep =======================================================================================
 
 _SLURM = "Slurm (--emit slurm)"  # the help panel of the script's options
+MAX_JOBS, MAX_CPUS = 1024, 100_000  # ceilings of --jobs / --gpus and --cpus-per-task
 
 
 class _ListsCommand(typer.core.TyperCommand):
@@ -171,7 +183,7 @@ def _closing_results(root, run_id: str) -> tuple[dict[str, float], dict[str, flo
 def sweep(
     ctx: typer.Context,
     jobs: Annotated[int, typer.Option(
-        "--jobs", "-j", min=1, help="Runs at once, each its own process (one per GPU when there "
+        "--jobs", "-j", min=1, max=MAX_JOBS, help="Runs at once, each its own process (one per GPU when there "
                                     "are several).")] = 1,
     name: Annotated[Optional[str], typer.Option(
         help="Prefix of the run names (--name abl gives abl-mnist1d-r100-ce-s0).",
@@ -193,10 +205,12 @@ def sweep(
         "--time", help="#SBATCH --time per run, e.g. 02:00:00.", show_default=False,
         rich_help_panel=_SLURM)] = None,
     gpus: Annotated[Optional[int], typer.Option(
-        min=1, help="GPUs per run (more than 1: one node, data-parallel under torchrun).",
+        min=1, max=MAX_JOBS, help="GPUs per run (more than 1: one node, data-parallel under "
+                                    "torchrun).",
         show_default=False, rich_help_panel=_SLURM)] = None,
     cpus_per_task: Annotated[Optional[int], typer.Option(
-        min=1, help="#SBATCH --cpus-per-task.", show_default=False, rich_help_panel=_SLURM)
+        min=1, max=MAX_CPUS, help="#SBATCH --cpus-per-task.", show_default=False,
+        rich_help_panel=_SLURM)
                              ] = None,
     mem: Annotated[Optional[str], typer.Option(
         help="#SBATCH --mem, e.g. 16G.", show_default=False, rich_help_panel=_SLURM)] = None,
@@ -271,6 +285,7 @@ def _sweep_configs(values: dict[str, Any], prefix: str | None, sweep_id: str) ->
 
     from imbtui.store.schema import method_label
     from trainer.config import TrainConfig
+    from trainer.data import dataset_label
 
     axes = {a: values.pop(a) or [OPTION[a].default] for a in AXES}
     prefix = prefix if not prefix or prefix.endswith(("-", "_", ".")) else f"{prefix}-"
@@ -278,7 +293,7 @@ def _sweep_configs(values: dict[str, Any], prefix: str | None, sweep_id: str) ->
     for combo in itertools.product(*axes.values()):
         cfg = TrainConfig.from_options({**values, **dict(zip(axes, combo))})
         method = method_label(dataclasses.asdict(cfg))
-        name = f"{prefix or ''}{cfg.dataset}-r{cfg.ratio:g}-{method}-s{cfg.seed}"
+        name = f"{prefix or ''}{dataset_label(cfg.dataset)}-r{cfg.ratio:g}-{method}-s{cfg.seed}"
         configs.append(dataclasses.replace(cfg, name=name, sweep=sweep_id))
     return configs
 
