@@ -36,6 +36,7 @@ class CompareLoaded(Message):
     groups: dict[str, dict[str, dict[str, Series]]]
     metas: dict[str, dict[str, Any]]
     generation: int
+    span: int = 0  # the x-axis every run is drawn on: steps, or epochs + 1
 
 
 @dataclass

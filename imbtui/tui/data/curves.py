@@ -297,11 +297,16 @@ def _span(cur: duckdb.DuckDBPyConnection, run_id: str, resolution: str) -> int:
     return max(1, int(row[0] or 0))
 
 
+def x_span(cur: duckdb.DuckDBPyConnection, run_id: str, resolution: str) -> int:
+    """The run's own x-axis length at `resolution` (steps, or epochs + 1)."""
+    return _span(cur, run_id, resolution)
+
+
 def _params(cur: duckdb.DuckDBPyConnection, run_id: str, width: int,
-            resolution: str) -> dict[str, Any]:
+            resolution: str, span: int | None = None) -> dict[str, Any]:
     """`$run`, `$span` and `$width` for one run's curves (never more buckets than points: the
-    widget stretches a short series)."""
-    span = _span(cur, run_id, resolution)
+    widget stretches a short series). `span` overrides the run's own axis length."""
+    span = span or _span(cur, run_id, resolution)
     return {"run": run_id, "width": max(1, min(width, span)), "span": span}
 
 
@@ -343,9 +348,14 @@ def _forgetting(cur: duckdb.DuckDBPyConnection, run_id: str, sql: str,
 # ==== what the screens call =======================================================================
 
 def group_curves(cur: duckdb.DuckDBPyConnection, run_id: str, width: int,
-                 resolution: str = "step") -> dict[str, dict[str, Series]]:
-    """metric -> {'majority': series, 'minority': series}, each `width` buckets long."""
-    params = _params(cur, run_id, width, resolution)
+                 resolution: str = "step", span: int | None = None
+                 ) -> dict[str, dict[str, Series]]:
+    """metric -> {'majority': series, 'minority': series}, each `width` buckets long.
+
+    `span`: the x-axis to draw on, in steps (or epochs + 1); by default the run's own. The compare
+    screen passes the longest compared run's, so every run is drawn on one scale and a shorter
+    run's curves end where its record ends (blank after it)."""
+    params = _params(cur, run_id, width, resolution, span)
     width, axis, by_step = params["width"], _axis(resolution), resolution == "step"
     out: dict[str, dict[Any, Series]] = {}
     epochs = cur.sql(epoch_group_sql(axis), params=params).pl()

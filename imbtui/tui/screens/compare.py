@@ -11,11 +11,13 @@ from textual.containers import Horizontal
 from textual.screen import Screen
 from textual.widgets import Footer, Header, Label
 
-from imbtui.tui.data.curves import group_curves, run_meta
+from imbtui.tui.data.config_diff import config_rows
+from imbtui.tui.data.curves import group_curves, run_meta, x_span
 from imbtui.tui.data.metrics import GROUPS, METRICS, Series, ema, y_range
 from imbtui.tui.data.session import StoreSession
 from imbtui.tui.messages import CompareLoaded
 from imbtui.tui.widgets import CompareRow
+from imbtui.tui.widgets.config_diff import ConfigDiff
 from imbtui.tui.widgets.curves_scroll import CurvesScroll
 from imbtui.tui.widgets.runs_table import STATUS, method
 
@@ -39,6 +41,8 @@ class CompareScreen(Screen[None]):
         Binding("escape", "app.pop_screen", "back", id="compare.back"),
         Binding("e", "resolution", "step/epoch", id="compare.resolution"),
         Binding("m", "smooth", "smoothing", id="compare.smooth"),
+        Binding("a", "all_config", "all config", id="compare.all_config",
+                tooltip="Show every config key, or only those that differ"),
         Binding("v", "chart", "chart", id="compare.chart",
                 tooltip="The metric row in focus (or first in view) as a large chart"),
     ]
@@ -70,6 +74,7 @@ class CompareScreen(Screen[None]):
                             classes="metric-label")
                 for i, _ in enumerate(self.run_ids):
                     yield Label("", id=f"compare-head-{i}", classes="compare-head")
+            yield ConfigDiff(id="compare-config")
             for m in METRICS:
                 yield CompareRow(m.key, m.label, len(self.run_ids))
         yield Footer()
@@ -95,11 +100,15 @@ class CompareScreen(Screen[None]):
         cur = session.cursor()
         try:
             width = self._width()
-            groups = {r: group_curves(cur, r, width, self.resolution) for r in self.run_ids}
+            # one x-axis for every run: the longest one's, so runs of different lengths line up
+            # step for step (or epoch for epoch) and a shorter run's curves end early
+            span = max(x_span(cur, r, self.resolution) for r in self.run_ids)
+            groups = {r: group_curves(cur, r, width, self.resolution, span=span)
+                      for r in self.run_ids}
             metas = {r: run_meta(cur, r) for r in self.run_ids}
         finally:
             cur.close()
-        self.post_message(CompareLoaded(groups, metas, generation))
+        self.post_message(CompareLoaded(groups, metas, generation, span))
 
     def _tick(self) -> None:
         live = self.loaded and any(m.get("status") == "running" for m in
@@ -120,10 +129,15 @@ class CompareScreen(Screen[None]):
             self.query_one(f"#compare-head-{i}", Label).update(run_heading(meta))
         for row in self.query(CompareRow):
             self._apply_row(row)
+        metas = [self.loaded.metas.get(r) or {} for r in self.run_ids]
+        self.config_diff.set_rows(config_rows(metas),
+                                  [m.get("name") or rid for m, rid in zip(metas, self.run_ids)])
         smooth = "off" if not self.smoothing else f"{self.smoothing:g}"
+        span = self.loaded.span - (self.resolution != "step")  # epochs: 0..N
+        unit = "steps" if self.resolution == "step" else "epochs"
         self.query_one("#compare-mode", Label).update(
-            f"[b]{self.resolution}[/] resolution (e) · EMA {smooth} (m) · x: each run's own "
-            f"length · y: one range per row, shared by every curve in it")
+            f"[b]{self.resolution}[/] resolution (e) · EMA {smooth} (m) · x: 0–{span} {unit} "
+            f"for every run · y: one range per row, shared by every curve in it")
 
     def _apply_row(self, row: CompareRow) -> None:
         assert self.loaded is not None
@@ -139,6 +153,13 @@ class CompareScreen(Screen[None]):
         row.set_range(rng)
         for pair_widget, (maj, mnr) in zip(row.pairs(), per_run):
             pair_widget.update(maj, mnr, rng)
+
+    @property
+    def config_diff(self) -> ConfigDiff:
+        return self.query_one(ConfigDiff)
+
+    def action_all_config(self) -> None:
+        self.config_diff.show_all = not self.config_diff.show_all
 
     def action_resolution(self) -> None:
         self.resolution = "epoch" if self.resolution == "step" else "step"
