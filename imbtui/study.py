@@ -8,10 +8,11 @@ batch-size reduction of a class-weighted loss, then `+` parts (a sampler, `ls` /
 `ce+mixup+crt` are methods; each becomes the `imbtui train` options that give it, with the
 parameters in METHOD_PARTS unless the user gave them.
 
-Resuming: a grid cell whose full training config (every TrainConfig field after the dataset's
-recipe fills it in, except the run's name and sweep id) equals a finished run's stored config
-(run.json's `config`, the `runs` view's config column) reuses that run; any other cell is trained,
-including one whose earlier run is running, failed, interrupted or crashed.
+Resuming: a grid cell whose full training config (every TrainConfig field, except the run's name
+and sweep id) equals a finished run's stored config (run.json's `config`, the `runs` view's config
+column), both resolved by today's trainer (trainer.config.resolve_config: the dataset's recipe, the
+model, the planned second-stage epochs), reuses that run; any other cell is trained, including one
+whose earlier run is running, failed, interrupted or crashed.
 
 The answer (`write_answer`) is the report (imbtui/report.py) of exactly the grid's runs, its
 figures (imbtui/figures.py) and summary.md. Every number in it is a column of a view or a named
@@ -22,7 +23,6 @@ Imports nothing heavy at module level: rich, polars and the store.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import io
 import json
 from collections.abc import Sequence
@@ -92,33 +92,34 @@ def unused_method_options(labels: Sequence[str], given: dict[str, Any]) -> list[
 # ==== the grid and what the store already holds ===================================================
 
 IGNORED = ("name", "sweep")  # a run's label and its sweep's: not part of what it trained
-
-
-def identity(config: dict[str, Any]) -> dict[str, Any]:
-    """The training config a run is matched on: TrainConfig's fields as JSON values, less IGNORED
-    (a stored config also carries what the run measured, n_train etc.: left out here)."""
-    from trainer.config import TrainConfig
-
-    fields = [f.name for f in dataclasses.fields(TrainConfig) if f.name not in IGNORED]
-    plain, defaults = json.loads(json.dumps(config, default=str)), _field_defaults()
-    return {k: plain.get(k, defaults.get(k)) for k in fields}
-
-
-@functools.cache
-def _field_defaults() -> dict[str, Any]:
-    """Each TrainConfig field's default as JSON: what a run written before the field existed
-    trained with."""
-    from trainer.config import TrainConfig
-
-    return json.loads(json.dumps(dataclasses.asdict(TrainConfig()), default=str))
+TUPLES = ("milestones", "posthoc_tau")  # TrainConfig's tuple fields (JSON gives lists)
 
 
 def resolved_identity(cfg: Any) -> dict[str, Any]:
-    """A config's identity as its run would store it (the dataset's recipe filled in)."""
+    """What a config trains, as JSON values: every TrainConfig field after resolve_config (the
+    dataset's recipe, the model, the planned second-stage epochs ...), less IGNORED."""
     from trainer.config import resolve_config
 
     resolved = resolve_config(cfg)
-    return identity({**dataclasses.asdict(resolved), "model": resolved.resolved_model()})
+    plain = json.loads(json.dumps({**dataclasses.asdict(resolved),
+                                   "model": resolved.resolved_model()}, default=str))
+    return {k: v for k, v in plain.items() if k not in IGNORED}
+
+
+def stored_identity(config: dict[str, Any]) -> dict[str, Any] | None:
+    """The identity of a stored run's config (run.json's `config`), resolved by today's trainer
+    exactly as a new config is: a field the run's code version did not have takes its default,
+    and what the run measured (n_train, n_params ...) is left out. None if it no longer resolves
+    (a user dataset that is gone)."""
+    from trainer.config import TrainConfig
+
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    kwargs = {k: tuple(v) if k in TUPLES and isinstance(v, list) else v
+              for k, v in config.items() if k in fields}
+    try:
+        return resolved_identity(TrainConfig(**kwargs))
+    except Exception:  # noqa: BLE001  (an unreadable old config never matches)
+        return None
 
 
 FINISHED_RUNS_SQL = """
@@ -126,14 +127,15 @@ SELECT run_id, config FROM runs WHERE status = 'finished' ORDER BY created_at, r
 """
 
 
-def finished_runs(store: Any) -> list[tuple[str, dict[str, Any]]]:
+def finished_runs(store: Any) -> list[tuple[str, dict[str, Any] | None]]:
     """(run id, identity) of every finished run, oldest first (the `runs` view's effective status:
     a stale `running` run is not finished)."""
     frame = store.sql(FINISHED_RUNS_SQL)
-    return [(rid, identity(json.loads(cfg or "{}"))) for rid, cfg in frame.iter_rows()]
+    return [(rid, stored_identity(json.loads(cfg or "{}"))) for rid, cfg in frame.iter_rows()]
 
 
-def match(configs: Sequence[Any], finished: list[tuple[str, dict[str, Any]]]) -> list[str | None]:
+def match(configs: Sequence[Any], finished: list[tuple[str, dict[str, Any] | None]]
+          ) -> list[str | None]:
     """For each config, the oldest finished run that trained exactly it, or None."""
     found: list[str | None] = []
     for cfg in configs:

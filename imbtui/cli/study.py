@@ -49,6 +49,9 @@ def study(
         min=0.0, max=1.0, help="Train accuracy at which a class counts as learned (onsets).")
                          ] = 0.5,
     early: Annotated[int, typer.Option(min=1, help="How many first epochs count as early.")] = 2,
+    dry_run: Annotated[bool, typer.Option(
+        "--dry-run", help="List the runs, each reused (its run id) or to train; train and write "
+                          "nothing.")] = False,
     store: StoreOpt = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")] = False,
     **options: Any,
@@ -83,6 +86,10 @@ def study(
     todo = [c for c, rid in zip(configs, reused) if rid is None]
     err.print(f"study: {len(configs)} runs, {len(configs) - len(todo)} reused from {root}, "
               f"{len(todo)} to train" + (f", {min(jobs, len(todo))} at a time" if todo else ""))
+    if dry_run:
+        for cfg, rid in zip(configs, reused):  # plain print: one run per line, never wrapped
+            print(f"{'reuse ' + rid if rid else 'train':<29} {cfg.name}")
+        return
     trained = _train(todo, root, jobs, n_gpus, quiet)
     ids = [rid or trained.get(id(c)) for c, rid in zip(configs, reused)]
     _write(root, [i for i in ids if i], out_dir, configs, threshold, early)
@@ -132,6 +139,8 @@ def _study_configs(values: dict[str, Any], ratios: list[float], seeds: list[int]
             for seed in dict.fromkeys(seeds):
                 cfg = TrainConfig.from_options({**values, **method, "ratio": ratio, "seed": seed})
                 name = method_label(dataclasses.asdict(cfg))
+                if set(name.split("+")) != set(label.strip().split("+")):
+                    raise UserError(f"method {label!r} would train as {name!r}: spell it so")
                 if (name, ratio, seed) in seen:
                     continue
                 seen.add((name, ratio, seed))
