@@ -68,10 +68,9 @@ def column_format(values: list[Any]) -> Callable[[Any], str]:
     """One number of decimals for a whole column of floats, so that its points line up and 0.990
     does not show as 0.99 beside 0.822: four significant digits for the largest value. Columns
     with values below 0.001 or from a million up keep `fmt`'s per-value format."""
-    finite = [abs(v) for v in values if isinstance(v, float) and math.isfinite(v)]
-    if not finite or max(finite) >= 1e6 or any(0 < v < 1e-3 for v in finite):
+    decimals = float_decimals(pl.Series(values, dtype=pl.Float64, strict=False))
+    if decimals is None:
         return fmt
-    decimals = max(0, 4 - len(str(int(max(finite)))))
 
     def one(value: Any) -> str:
         if isinstance(value, float) and math.isfinite(value):
@@ -80,20 +79,38 @@ def column_format(values: list[Any]) -> Callable[[Any], str]:
     return one
 
 
+def float_decimals(values: pl.Series) -> int | None:
+    """The decimals of `column_format`: four significant digits for the largest finite value;
+    None (`fmt` for each value) without a finite value, or with one below 0.001 or from 1e6."""
+    finite = values.drop_nulls()
+    finite = finite.filter(finite.is_finite()).abs()
+    if finite.len() == 0:
+        return None
+    top = float(finite.max())  # type: ignore[arg-type]
+    if top >= 1e6 or bool(((finite > 0) & (finite < 1e-3)).any()):
+        return None
+    return max(0, 4 - len(str(int(top))))
+
+
 def shown_floats(frame: pl.DataFrame) -> pl.DataFrame:
     """`frame` with each float column as the text `frame_table` prints for it (`column_format`),
-    right-aligned in the column; NULL stays NULL. The browse app's SQL screen shows its results
-    through this, so the screen and `imbtui sql` print a number alike."""
+    right-aligned under its name; NULL stays NULL. The browse app's SQL screen shows its results
+    through this, so the screen and `imbtui sql` print a number alike. One `str.format` per value
+    (no per-value branching): about 0.4 s a million values, in the screen's worker thread."""
     texts = []
     for name, dtype in frame.schema.items():
         if not dtype.is_float():
             continue
-        values = frame[name].to_list()
-        one = column_format(values)
-        shown = [None if v is None else one(v) for v in values]
-        width = max((len(t) for t in shown if t is not None), default=0)
-        texts.append(pl.Series(name, [None if t is None else t.rjust(width) for t in shown],
-                               dtype=pl.String))
+        column = frame[name]
+        decimals = float_decimals(column)
+        if decimals is None:
+            shown = [fmt(v) for v in column.fill_null(0.0).to_list()]
+        else:  # non-finite values print as fmt prints them: nan, inf, -inf
+            shown = list(map(f"{{:.{decimals}f}}".format, column.fill_null(0.0).to_list()))
+        text = pl.Series(name, shown, dtype=pl.String)
+        width = max(len(name), int(text.str.len_chars().max() or 0))
+        text = text.str.pad_start(width)
+        texts.append(pl.when(column.is_null()).then(None).otherwise(text).alias(name))
     return frame.with_columns(texts) if texts else frame
 
 
