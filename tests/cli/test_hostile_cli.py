@@ -101,6 +101,81 @@ CASES: list[tuple[str, list[str]]] = [
     # -- the program itself
     ("unknown-command", ["nosuchcommand"]),
     ("unknown-global-option", ["--frobnicate", "runs"]),
+    # -- an empty store path would mean the working folder
+    ("train-store-empty", ["train", "--max-steps", "1", "--store", ""]),
+    ("runs-store-empty", ["runs", "--store", ""]),
+    ("sweep-store-empty", ["sweep", "--max-steps", "1", "--dry-run", "--store", ""]),
+    ("study-store-empty", ["study", "--dry-run", "--store", ""]),
+    # -- whole numbers past any sane run (and past int64)
+    ("train-epochs-huge", ["train", "--epochs", "99999999999999999999", "--store", "{store}"]),
+    ("train-epochs-above-max", ["train", "--epochs", "100001", "--store", "{store}"]),
+    ("train-batch-size-huge", ["train", "--batch-size", str(2**63), "--store", "{store}"]),
+    ("train-max-steps-huge", ["train", "--max-steps", str(10**13), "--store", "{store}"]),
+    ("train-seed-huge", ["train", "--seed", str(2**64), "--store", "{store}"]),
+    ("train-seed-negative", ["train", "--seed", "-1", "--max-steps", "1", "--store", "{store}"]),
+    ("train-subset-seed-huge", ["train", "--subset-seed", str(2**32), "--store", "{store}"]),
+    ("train-drw-huge", ["train", "--drw", str(10**20), "--store", "{store}"]),
+    ("train-stage2-epochs-huge", ["train", "--stage2", "crt", "--stage2-epochs", str(10**20),
+                                  "--store", "{store}"]),
+    ("train-probe-every-huge", ["train", "--probe-every", str(10**20), "--store", "{store}"]),
+    ("train-conflict-every-huge", ["train", "--conflict-every", str(10**20), "--store",
+                                   "{store}"]),
+    ("train-sharpness-every-huge", ["train", "--sharpness-every", str(10**20), "--store",
+                                    "{store}"]),
+    ("train-sharpness-samples-huge", ["train", "--sharpness-samples", str(10**20), "--store",
+                                      "{store}"]),
+    ("sweep-epochs-huge", ["sweep", "--epochs", str(10**20), "--dry-run", "--store", "{store}"]),
+    ("sweep-seed-list-huge", ["sweep", "--seed", "0", str(10**20), "--dry-run", "--store",
+                              "{store}"]),
+    ("sweep-jobs-huge", ["sweep", "--jobs", str(10**20), "--dry-run", "--store", "{store}"]),
+    ("sweep-gpus-huge", ["sweep", "--emit", "slurm", "--gpus", str(10**20), "--store",
+                         "{store}"]),
+    ("report-early-huge", ["report", "--early", str(10**20), "--store", "{store}"]),
+    # -- milestones: strictly increasing, each in 1..epochs-1
+    ("train-milestones-unordered", ["train", "--schedule", "step", "--epochs", "6",
+                                    "--milestones", "5,3", "--store", "{store}"]),
+    ("train-milestones-past-the-end", ["train", "--schedule", "step", "--epochs", "6",
+                                       "--milestones", "5,99", "--store", "{store}"]),
+    ("train-milestones-at-the-end", ["train", "--schedule", "step", "--epochs", "6",
+                                     "--milestones", "6", "--store", "{store}"]),
+    ("train-milestones-zero", ["train", "--schedule", "step", "--epochs", "6", "--milestones",
+                               "0,3", "--store", "{store}"]),
+    ("train-milestones-repeated", ["train", "--schedule", "step", "--epochs", "6",
+                                   "--milestones", "3,3", "--store", "{store}"]),
+    ("train-milestones-huge", ["train", "--schedule", "step", "--epochs", "6", "--milestones",
+                               "99999999999999999999", "--store", "{store}"]),
+    ("sweep-milestones-unordered", ["sweep", "--schedule", "step", "--epochs", "6",
+                                    "--milestones", "5,3", "--dry-run", "--store", "{store}"]),
+    # -- run names: printable text only (tables and one-line messages show them)
+    ("train-name-newline", ["train", "--name", "a\nb", "--max-steps", "1", "--store",
+                            "{store}"]),
+    ("train-name-escape", ["train", "--name", "a\x1b[31mred", "--max-steps", "1", "--store",
+                           "{store}"]),
+    ("train-name-tab", ["train", "--name", "a\tb", "--max-steps", "1", "--store", "{store}"]),
+    ("train-name-delete", ["train", "--name", "a\x7f", "--max-steps", "1", "--store",
+                           "{store}"]),
+    ("train-name-empty", ["train", "--name", "", "--max-steps", "1", "--store", "{store}"]),
+    ("train-name-blank", ["train", "--name", "   ", "--max-steps", "1", "--store", "{store}"]),
+    ("train-name-too-long", ["train", "--name", "x" * 201, "--max-steps", "1", "--store",
+                             "{store}"]),
+    ("sweep-name-newline", ["sweep", "--name", "a\nb", "--dry-run", "--store", "{store}"]),
+    # -- a store that does not exist, for every command that reads one
+    ("runs-missing-store", ["runs", "--store", "{missing}"]),
+    ("sql-missing-store", ["sql", "SELECT 1", "--store", "{missing}"]),
+    ("query-missing-store", ["query", "run_summary", "--store", "{missing}"]),
+    ("report-missing-store", ["report", "--store", "{missing}"]),
+    ("browse-missing-store", ["browse", "--store", "{missing}"]),
+    ("export-missing-store", ["export", "--duckdb", "{out}/x.duckdb", "--store", "{missing}"]),
+    # -- a dataset of the user's own that is not there or not what it says
+    ("train-npz-missing", ["train", "--dataset", "npz:{missing}/x.npz", "--store", "{store}"]),
+    ("train-npz-no-path", ["train", "--dataset", "npz:", "--store", "{store}"]),
+    ("train-npz-not-npz", ["train", "--dataset", "npz:{file}", "--store", "{store}"]),
+    ("train-folder-is-a-file", ["train", "--dataset", "folder:{file}", "--store", "{store}"]),
+    ("train-folder-missing", ["train", "--dataset", "folder:{missing}", "--store", "{store}"]),
+    ("train-folder-no-classes", ["train", "--dataset", "folder:{out}", "--store", "{store}"]),
+    ("data-npz-missing", ["data", "--dataset", "npz:{missing}/x.npz"]),
+    ("sweep-npz-missing", ["sweep", "--dataset", "npz:{missing}/x.npz", "--dry-run", "--store",
+                           "{store}"]),
 ]
 
 
@@ -172,3 +247,66 @@ def test_as_a_real_process(name: str, places: dict[str, str]) -> None:
     assert proc.returncode == 2
     assert len(proc.stderr.splitlines()) == 1 and "Traceback" not in proc.stderr
     assert digest(store) == before
+
+
+# ==== the edges above, from the inside ============================================================
+
+def test_every_whole_number_option_has_a_ceiling_that_fits_int64() -> None:
+    from trainer.options import OPTIONS
+
+    for o in OPTIONS:
+        if o.kind == "int":
+            assert o.maximum is not None and o.maximum < 2**63, o.name
+            if o.name in ("epochs", "drw", "stage2_epochs", "sharpness_every"):
+                assert o.maximum < 2**31, o.name  # the store's epochs columns are int32
+
+
+def test_the_ceilings_hold_for_configs_made_in_python() -> None:
+    from trainer.config import TrainConfig, check_config, resolve_config
+    from trainer.data import DataError
+
+    with pytest.raises(DataError, match="--epochs 10000000000 is above its maximum 100,000"):
+        check_config(resolve_config(TrainConfig(epochs=10**10)), image=False)
+
+
+def test_milestones_that_mean_something_pass_and_the_recipe_never_trips_the_check() -> None:
+    from trainer.config import TrainConfig, resolve_config
+
+    assert resolve_config(TrainConfig(schedule="step", epochs=6, milestones=(2, 5))
+                          ).milestones == (2, 5)
+    # CIFAR's scaled milestones: one on or after the last epoch never acts and is left out
+    assert resolve_config(TrainConfig(dataset="cifar10", epochs=1)).milestones == ()
+    assert resolve_config(TrainConfig(dataset="cifar10", epochs=20)).milestones == (16, 18)
+
+
+def test_a_name_may_hold_slashes_and_any_printable_text() -> None:
+    from trainer.config import check_name
+
+    for name in ("ablation/ce", "ratio 100, seed 0", "résumé-λ-β", "a" * 200):
+        check_name(name)
+
+
+def test_browse_without_store_still_falls_back_to_the_sample_runs(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Only a store named with --store must exist; the default one missing opens the bundled
+    sample runs (docs/app.md)."""
+    import imbtui.tui.app
+
+    opened = []
+    monkeypatch.setattr(imbtui.tui.app.ImbtuiApp, "run", lambda self, *a, **k: opened.append(
+        self.session.sample))
+    monkeypatch.delenv("IMBTUI_STORE", raising=False)
+    monkeypatch.chdir(tmp_path)
+    assert main(["browse"]) == 0 and opened == [True]
+
+
+def test_read_only_sql_still_reads_files_the_user_can_read(places: dict[str, str],
+                                                           capsys: pytest.CaptureFixture[str]
+                                                           ) -> None:
+    """Documented behaviour (docs/analyses.md): DuckDB's external access stays on, since the views
+    read the store's own files, so read_text and read_csv open any file the user may open."""
+    assert main(["sql", f"SELECT content FROM read_text('{places['file']}')", "--format", "csv",
+                 "--store", places["store"]]) == 0
+    assert "not a store" in capsys.readouterr().out
+    docs = (REPO / "docs" / "analyses.md").read_text()
+    assert "enable_external_access" in docs and "read_text" in docs
