@@ -14,7 +14,8 @@ from trainer.config import TrainConfig
 from trainer.options import AXES, LOSS_PARAMS, OPTION, OPTIONS, to_argv
 
 # TrainConfig fields that code sets, not a flag
-INTERNAL = {"loss_params", "momentum", "check_sync", "flush_steps", "flush_seconds", "extra"}
+INTERNAL = {"loss_params", "momentum", "check_sync", "flush_steps", "flush_seconds", "extra",
+            "data_hash"}  # set by resolve_config: a user dataset's content hash
 
 
 def command(name: str):
