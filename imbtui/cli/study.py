@@ -85,7 +85,8 @@ def study(
     reused = match(configs, finished_runs(Store(root)) if (root / "runs").is_dir() else [])
     todo = [c for c, rid in zip(configs, reused) if rid is None]
     err.print(f"study: {len(configs)} runs, {len(configs) - len(todo)} reused from {root}, "
-              f"{len(todo)} to train" + (f", {min(jobs, len(todo))} at a time" if todo else ""))
+              f"{len(todo)} to train" + (f", {min(jobs, len(todo))} at a time" if todo else ""),
+              soft_wrap=True)
     if dry_run:
         for cfg, rid in zip(configs, reused):  # plain print: one run per line, never wrapped
             print(f"{'reuse ' + rid if rid else 'train':<29} {cfg.name}")
@@ -94,11 +95,11 @@ def study(
     ids = [rid or trained.get(id(c)) for c, rid in zip(configs, reused)]
     _write(root, [i for i in ids if i], out_dir, configs, threshold, early)
     failed = [c.name for c, rid in zip(configs, ids) if rid is None]
-    for name in failed:
-        err.print(f"[red]{name} did not finish[/red] (its run is kept; run the study again to "
-                  f"retry it)")
     out.print(f"wrote {out_dir / 'summary.md'}")
     if failed:
+        err.print(f"[red]{len(failed)} of {len(configs)} runs did not finish[/red] and are left "
+                  f"out of the answer ({', '.join(failed)}); the same command trains them again",
+                  soft_wrap=True)
         raise typer.Exit(1)
 
 
@@ -162,6 +163,7 @@ def _train(configs: list, root: Path, jobs: int, n_gpus: int, quiet: bool) -> di
 
     from imbtui.cli.training import _sweep_jobs
     from imbtui.console import err
+    from imbtui.store import Store
     from imbtui.store.layout import new_run_id
     from imbtui.study import StudyRunner
 
@@ -174,11 +176,19 @@ def _train(configs: list, root: Path, jobs: int, n_gpus: int, quiet: bool) -> di
     try:
         runner.run()
     except KeyboardInterrupt:
-        done = sum(j.returncode == 0 for j in job_list)
-        err.print(f"interrupted: {done} of {len(job_list)} runs finished and are kept in {root}; "
-                  f"the same command trains only what is missing")
+        n_done = sum(j.returncode == 0 for j in job_list)
+        err.print(f"interrupted: {n_done} of {len(job_list)} runs finished and are kept in {root}; "
+                  f"the same command trains only what is missing", soft_wrap=True)
         raise typer.Exit(130) from None
-    return {id(c): j.run_id for c, j in zip(configs, job_list) if j.returncode == 0}
+    # the run's own record says whether it finished (a process may still exit non-zero after
+    # recording its run as finished, e.g. while printing its closing table)
+    store = Store(root)
+    done = {id(c): j.run_id for c, j in zip(configs, job_list)
+            if (store.read_run(j.run_id) or {}).get("status") == "finished"}
+    for c, j in zip(configs, job_list):
+        if id(c) not in done:
+            err.print(f"[red]{j.name} failed:[/red] {j.error}", soft_wrap=True)
+    return done
 
 
 def _write(root: Path, ids: list[str], out_dir: Path, configs: list, threshold: float,
@@ -196,4 +206,5 @@ def _write(root: Path, ids: list[str], out_dir: Path, configs: list, threshold: 
         files = write_answer(root, ids, out_dir, title, threshold, early)
     except OSError as exc:
         raise UserError(f"cannot write into {str(out_dir)!r}: {exc.strerror or exc}") from None
-    err.print(f"wrote {len(files)} files into {out_dir}: " + ", ".join(p.name for p in files))
+    err.print(f"wrote {len(files)} files into {out_dir}: " + ", ".join(p.name for p in files),
+              soft_wrap=True)
