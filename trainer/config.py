@@ -147,7 +147,19 @@ def resolve_config(cfg: TrainConfig) -> TrainConfig:
     values["model"] = cfg.model or default_model(cfg.dataset)
     values["data_hash"] = cfg.data_hash or dataset_hash(cfg.dataset)
     values["posthoc_tau"] = tuple(float(t) for t in cfg.posthoc_tau)
+    values["stage2_epochs"] = planned_stage2_epochs(cfg.stage2, values["stage2_epochs"])
     return dataclasses.replace(cfg, **values)
+
+
+def planned_stage2_epochs(stage2: str, epochs: int | None) -> int:
+    """The epochs a second stage adds to the record: its training epochs (crt, lws,
+    cb-finetune), tau-norm's one evaluation, none without a second stage. The run's config keeps
+    this number (runs.stage2_epochs), and the loop and the `stages` view read it there."""
+    if stage2 == "none":
+        return 0
+    if stage2 == "tau-norm":
+        return 1
+    return int(epochs if epochs is not None else 0)
 
 
 def check_milestones(milestones: tuple[int, ...], epochs: int) -> None:

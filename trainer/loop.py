@@ -38,7 +38,7 @@ from trainer.config import (CIFAR_LT, DYNAMICS, RECIPES, SCHEDULES, TrainConfig,
                             check_config, check_stage_steps, resolve_config)
 from trainer.mixup import Mixup, mixed_loss, mixed_terms
 from trainer.sharpness import Stepper, make_stepper
-from trainer.stages import MaxNorm, begin_stage2, no_projection, stage2_epochs, stage_lr
+from trainer.stages import MaxNorm, begin_stage2, no_projection, stage_lr
 from trainer.sink import NullSink, Sink
 
 
@@ -185,7 +185,7 @@ def _as_is(x: torch.Tensor) -> torch.Tensor:
 
 def trained_stage2_epochs(cfg: TrainConfig) -> int:
     """Epochs of SGD the second stage adds (tau-norm's one evaluation trains none)."""
-    return 0 if cfg.stage2 == "tau-norm" else stage2_epochs(cfg.stage2, cfg.stage2_epochs)
+    return 0 if cfg.stage2 == "tau-norm" else cfg.stage2_epochs
 
 
 def training_subset(cfg: TrainConfig, ds: ArrayDataset) -> tuple[list[int], np.ndarray]:
@@ -451,8 +451,8 @@ def _train(cfg: TrainConfig, sink: Sink, hooks: Hooks) -> RunResult:
         if cfg.stage2 != "none":  # -- the second stage, on the frozen features ---------------
             run, sampler = second_stage(run, gen, at.step)
             final = train_epochs(run, recorder, sink, hooks, sampler,
-                                 range(cfg.epochs + 1, cfg.epochs + 1
-                                       + stage2_epochs(cfg.stage2, cfg.stage2_epochs)), at, final)
+                                 range(cfg.epochs + 1, cfg.epochs + 1 + cfg.stage2_epochs), at,
+                                 final)
     except Diverged as exc:
         status, message, at.step = "diverged", str(exc), exc.kept  # step_done = steps kept
     except KeyboardInterrupt:

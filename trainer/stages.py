@@ -49,15 +49,6 @@ from trainer.losses import Objective, class_balanced_weights
 CB_FINETUNE_BETA = 0.9999  # demo2_second-stage-training.py's CB_lossFunc
 
 
-def stage2_epochs(stage2: str, epochs: int | None) -> int:
-    """Epochs the second stage adds: its training epochs, one evaluation for tau-norm, none."""
-    if stage2 == "none":
-        return 0
-    if stage2 == "tau-norm":
-        return 1
-    return int(epochs or 0)
-
-
 # ==== the classifier's constraints ================================================================
 
 class MaxNorm:

@@ -249,7 +249,8 @@ RUN_DOCS: dict[str, str] = {
     "epochs": "epochs planned for the first stage",
     "stage2": "the second stage on frozen features (crt, lws, tau-norm, cb-finetune; 'none' "
               "without): see the `stages` view",
-    "stage2_epochs": "epochs planned for the second stage (tau-norm: one evaluation)",
+    "stage2_epochs": "epochs the second stage adds (its training epochs; tau-norm: 1, its one "
+                     "evaluation; 0 without a second stage)",
     "steps_per_epoch": "optimiser steps per epoch",
     "batch_size": "samples per step",
     "lr": "peak learning rate",

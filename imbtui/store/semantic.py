@@ -256,7 +256,7 @@ STAGES = View(
     FROM runs
     UNION ALL
     SELECT run_id, 2, stage2, epochs + 1,
-           epochs + CASE WHEN stage2 = 'tau-norm' THEN 1 ELSE stage2_epochs END,
+           epochs + stage2_epochs,
            epochs * steps_per_epoch
     FROM runs
     WHERE stage2 IS NOT NULL AND stage2 <> 'none'
@@ -560,14 +560,20 @@ class Macro:
     returns: str | None = None
 
 
-CLASS_BUCKETS = Macro(
-    name="class_buckets",
-    params={"run": "the run id", "width": "how many buckets",
-            "span": "the steps the buckets cover (usually the run's total steps)"},
-    doc="A run's training steps cut into `width` equal buckets (step s falls in bucket "
-        "floor(s * width / span)), with each class's results over the bucket's training batches: "
-        "the curves of the app at step resolution.",
+# The bucketed step curves are defined once, over a list of runs (one scan of `steps` serves them
+# all: the chart view draws up to 8 runs at once); the one-run forms the run screen calls are
+# these same rows for a list of one. Each class's sums are bucketed before the join to `classes`,
+# which then joins one row per class and bucket instead of one per class and step.
+CLASS_BUCKETS_RUNS = Macro(
+    name="class_buckets_runs",
+    params={"runs": "a list of run ids", "width": "how many buckets",
+            "span": "the steps the buckets cover (usually the longest run's total steps)"},
+    doc="The training steps of each of `runs` cut into `width` equal buckets (step s falls in "
+        "bucket floor(s * width / span); a step at or past `span` in the last one), with each "
+        "class's results over the bucket's training batches: the curves of the app at step "
+        "resolution. Every run is cut at the same steps, so several runs share one x-axis.",
     columns={
+        "run_id": "the run",
         "class_id": "the class",
         "grp": "its group",
         "bucket": "0 .. width - 1",
@@ -578,40 +584,65 @@ CLASS_BUCKETS = Macro(
         "margin": "margin_sum / n over the bucket",
     },
     sql="""
-SELECT s.class_id, any_value(c.grp) AS grp,
-       least(floor(s.step * width / span), width - 1)::BIGINT AS bucket,
-       sum(s.n)::BIGINT AS n,
-       sum(s.correct) / nullif(sum(s.n), 0) AS acc,
-       sum(s.loss_sum) / nullif(sum(s.n), 0) AS loss,
-       sum(s.p_true_sum) / nullif(sum(s.n), 0) AS p_true,
-       sum(s.margin_sum) / nullif(sum(s.n), 0) AS margin
-FROM steps s
-JOIN classes c ON c.run_id = s.run_id AND c.class_id = s.class_id
-WHERE s.run_id = run AND c.run_id = run
-GROUP BY s.class_id, bucket""")
+WITH k AS (
+    SELECT run_id, class_id, least(floor(step * width / span), width - 1)::BIGINT AS bucket,
+           sum(n)::BIGINT AS n,
+           sum(correct) / nullif(sum(n), 0) AS acc,
+           sum(loss_sum) / nullif(sum(n), 0) AS loss,
+           sum(p_true_sum) / nullif(sum(n), 0) AS p_true,
+           sum(margin_sum) / nullif(sum(n), 0) AS margin
+    FROM steps
+    WHERE list_contains(runs, run_id)
+    GROUP BY run_id, class_id, bucket
+)
+SELECT k.run_id, k.class_id, c.grp, k.bucket, k.n, k.acc, k.loss, k.p_true, k.margin
+FROM k
+JOIN classes c ON c.run_id = k.run_id AND c.class_id = k.class_id""")
 
-GROUP_BUCKETS = Macro(
-    name="group_buckets",
-    params=CLASS_BUCKETS.params,
-    doc="Each group's results over the buckets of class_buckets, defined as group_results "
+GROUP_BUCKETS_RUNS = Macro(
+    name="group_buckets_runs",
+    params=CLASS_BUCKETS_RUNS.params,
+    doc="Each group's results over the buckets of class_buckets_runs, defined as group_results "
         "defines them: the mean over the group's classes. A class absent from every batch of a "
         "bucket (n = 0: a small class in a few short batches) is left out of that bucket's mean "
         "rather than counted as 0.",
     columns={
+        "run_id": "the run",
         "grp": "'majority' or 'minority'",
         "bucket": "0 .. width - 1",
         "classes": "the group's classes present in the bucket's batches",
         "n": "the group's samples in the bucket's batches",
-        "acc": "mean over the present classes of class_buckets.acc",
-        "loss": "mean over the present classes of class_buckets.loss",
-        "p_true": "mean over the present classes of class_buckets.p_true",
-        "margin": "mean over the present classes of class_buckets.margin",
+        "acc": "mean over the present classes of class_buckets_runs.acc",
+        "loss": "mean over the present classes of class_buckets_runs.loss",
+        "p_true": "mean over the present classes of class_buckets_runs.p_true",
+        "margin": "mean over the present classes of class_buckets_runs.margin",
     },
     sql="""
-SELECT grp, bucket, count(acc)::INTEGER AS classes, sum(n)::BIGINT AS n,
+SELECT run_id, grp, bucket, count(acc)::INTEGER AS classes, sum(n)::BIGINT AS n,
        avg(acc) AS acc, avg(loss) AS loss, avg(p_true) AS p_true, avg(margin) AS margin
-FROM class_buckets(run, width, span)
-GROUP BY grp, bucket""")
+FROM class_buckets_runs(runs, width, span)
+GROUP BY run_id, grp, bucket""")
+
+CLASS_BUCKETS = Macro(
+    name="class_buckets",
+    params={"run": "the run id", "width": "how many buckets",
+            "span": "the steps the buckets cover (usually the run's total steps)"},
+    doc="One run's rows of class_buckets_runs (the same definition, for a list of one run): its "
+        "training steps cut into `width` equal buckets, with each class's results over the "
+        "bucket's training batches.",
+    columns={c: d for c, d in CLASS_BUCKETS_RUNS.columns.items() if c != "run_id"},
+    sql="""
+SELECT * EXCLUDE (run_id) FROM class_buckets_runs([run], width, span)""")
+
+GROUP_BUCKETS = Macro(
+    name="group_buckets",
+    params=CLASS_BUCKETS.params,
+    doc="One run's rows of group_buckets_runs (the same definition, for a list of one run): each "
+        "group's results over the buckets, the mean over the group's classes present in the "
+        "bucket's batches.",
+    columns={c: d for c, d in GROUP_BUCKETS_RUNS.columns.items() if c != "run_id"},
+    sql="""
+SELECT * EXCLUDE (run_id) FROM group_buckets_runs([run], width, span)""")
 
 # Comparisons over seeds: a setting run with several seeds is reported as mean ± ci95 (n = seeds),
 # and a difference of two such means as d ± ci95_diff; the named queries method_comparison and
@@ -675,7 +706,9 @@ CASE
          * sqrt(sd_a * sd_a / n_a + sd_b * sd_b / n_b)
 END""")
 
-MACROS: tuple[Macro, ...] = (CLASS_BUCKETS, GROUP_BUCKETS, T975, CI95, CI95_DIFF)
+# In dependency order: a macro may call the macros before it.
+MACROS: tuple[Macro, ...] = (CLASS_BUCKETS_RUNS, GROUP_BUCKETS_RUNS, CLASS_BUCKETS, GROUP_BUCKETS,
+                             T975, CI95, CI95_DIFF)
 
 
 def create_views(con: duckdb.DuckDBPyConnection) -> None:
