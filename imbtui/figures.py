@@ -69,7 +69,7 @@ def group_curves_figure(curves: pl.DataFrame, panels: list[tuple[Any, str]], pat
         handles.append(Line2D([], [], color="0.35", marker="|", markersize=7, lw=0))
         labels.append("95 % t-interval over seeds")
     fig.legend(handles, labels, loc="outside lower center",
-               ncols=len(handles) if cols > 1 else 4, frameon=False)
+               ncols={1: 2, 2: 3}.get(cols, len(handles)), frameon=False)  # fits the width
     return _save(fig, path, dpi)
 
 
