@@ -7,7 +7,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: setup demo test test-kernels test-fast bench samples methods-fmnist clean
+.PHONY: setup demo test test-kernels test-fast bench samples methods-fmnist study clean
 
 setup: $(VENV)/.installed
 
@@ -60,6 +60,15 @@ methods-fmnist: setup
 	$(FMNIST) --stage2 crt lws tau-norm
 	$(BIN)/imbtui query method_comparison --store $(FMNIST_STORE)
 	$(BIN)/imbtui query posthoc_adjustment --store $(FMNIST_STORE) -p taus=1
+
+# the study in one command (README.md, "Study"): MNIST-1D at ratios 1, 10, 100 x seeds 0, 1, 2 with
+# cross-entropy, 8 epochs, two runs at a time; runs already finished in the store are reused. The
+# answer (summary.md, report.txt, figures) goes to $(STUDY_OUT).
+STUDY_STORE ?= imbtui-runs
+STUDY_OUT   ?= imbtui-study
+study: setup
+	$(BIN)/imbtui study --ratios 1 10 100 --seeds 0 1 2 --methods ce --epochs 8 -j 2 \
+		--store $(STUDY_STORE) --out $(STUDY_OUT)
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info
