@@ -17,12 +17,21 @@ KEYS = """\
 
 **Runs** · `↑↓` move · `Enter` open run · `Space` mark for comparison · `c` compare marked ·
 `/` filter (type; `Enter` or `↓` back to the table, `Esc` clears) · `s` sort by next column ·
-`S` reverse · click a header to sort by it · `d` delete run (asks first) · `r` reload · `q` quit
+`S` reverse · click a header to sort by it · `w` save filter + sort as a view · `o` apply a saved
+view · `d` delete run (asks first) · `r` reload · `q` quit. The filter takes words, qualifiers
+(`ratio>=10`, `method:ldam*`, `status:running`, `dataset:mnist1d`, `seed:0`, `name:r100`) and
+`/regex/`; all must match.
 
 **Run** · `Esc` back · `e` step / epoch resolution · `m` smoothing (EMA off / 0.6 / 0.9) ·
-`k` metric of the class rows · `r` reload · `↑↓ PgUp PgDn` scroll
+`k` metric of the class rows · `v` chart of the metric row in focus · `r` reload ·
+`↑↓ PgUp PgDn` scroll
 
-**Compare** · `Esc` back · `e` step / epoch resolution · `m` smoothing
+**Compare** · `Esc` back · `e` step / epoch resolution · `m` smoothing · `a` all config keys
+(default: only those that differ) · `v` chart
+
+**Chart** · `Esc` back · `←→` cursor (`Shift` ×10, `Home`/`End`) · `↑↓` other metric · `l` log-y ·
+`x` step / epoch / samples seen · `g` groups · `c` per-class lines · `s` seeds pooled or apart ·
+`p` save as PNG
 
 **SQL** · `Ctrl+R` (or `Ctrl+Enter`) runs the selection or the statement at the cursor ·
 `Tab`/`Enter` accept a completion (`Esc` closes it) · `Ctrl+B` catalog · `Ctrl+G` cancel ·
