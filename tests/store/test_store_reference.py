@@ -31,7 +31,7 @@ def test_each_semantic_view_returns_the_columns_it_documents(tmp_path: Path) -> 
         got = [r[0] for r in con.sql(f"DESCRIBE {view.name}").fetchall()]
         assert got == list(view.columns), view.name
     for macro in MACROS:
-        args = ", ".join("NULL" if p == "run" else "1" for p in macro.params)
+        args = ", ".join("NULL" if p in ("run", "runs") else "1" for p in macro.params)
         if macro.returns:  # a scalar macro: its value's type is the one documented
             ((got_type,),) = con.sql(f"SELECT typeof({macro.name}({args}))").fetchall()
             assert (macro.columns, got_type) == ({}, macro.returns), macro.name
