@@ -301,3 +301,98 @@ def test_png_export(chart_store: Path, tmp_path: Path) -> None:
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and data[12:16] == b"IHDR"
     width, height = struct.unpack(">II", data[16:24])
     assert (width, height) == (round(CHART_W * 150), round(CHART_H * 150))
+
+
+# ==== a line per class ============================================================================
+
+def class_steps(root: Path, run_id: str, class_id: int, expr: str = "correct / n"
+                ) -> np.ndarray:
+    """One class's value at every step, straight from the run's Parquet parts."""
+    sql = (f"SELECT {expr} FROM {parquet(root, run_id, 'steps')} "
+           f"WHERE class_id = {class_id} ORDER BY step")
+    return np.array([r[0] for r in duckdb.sql(sql).fetchall()], dtype=float)
+
+
+def class_epochs(root: Path, run_id: str, class_id: int, split: str) -> np.ndarray:
+    sql = (f"SELECT correct / n FROM {parquet(root, run_id, 'epochs')} "
+           f"WHERE class_id = {class_id} AND split = '{split}' ORDER BY epoch")
+    return np.array([r[0] for r in duckdb.sql(sql).fetchall()], dtype=float)
+
+
+def test_per_class_lines_read_the_stores_parquet(chart_store: Path) -> None:
+    from imbtui.tui.screens.chart import CLASS_COLOURS
+
+    async def script(app, pilot):  # type: ignore[no-untyped-def]
+        await pilot.press("v")
+        await settle(pilot)
+        screen = app.screen
+        await pilot.press("c")
+        await settle(pilot)
+        lines = screen.drawn_lines()
+        assert screen.data.by_class and [ln.class_id for ln in lines] == [0, 1, 2, 3]
+        assert [ln.grp for ln in lines] == GRP and [ln.label for ln in lines] == ["c0", "c1",
+                                                                                   "c2", "c3"]
+        colours = {ln.class_id: screen._style(ln) for ln in lines}
+        assert colours == {c: (CLASS_COLOURS[c], GRP[c] == "minority") for c in range(N_CLASSES)}
+        for ln in lines:  # one bucket per step: every point is the class's own step
+            assert ln.x == [float(s) for s in range(STEPS)]
+            assert np.allclose(ln.y, class_steps(chart_store, "run-s0", ln.class_id))
+        await pilot.press("left", "left", "left")
+        assert screen.cursor_x == STEPS - 4
+        assert shown(screen, "c3") == fmt_value(class_steps(chart_store, "run-s0", 3)[STEPS - 4])
+        assert "per class" in str(screen.query_one("#chart-title").render())
+        await pilot.press("down")  # test accuracy, per class: carried from epoch to epoch
+        await settle(pilot)
+        await pilot.press("x")  # ... on the epoch axis: one point per evaluated epoch
+        await settle(pilot)
+        assert screen.metric == "test_acc" and screen.x_axis == "epoch"
+        assert {ln.class_id: screen._style(ln) for ln in screen.drawn_lines()} == colours
+        for ln in screen.drawn_lines():
+            assert ln.x == [float(e) for e in range(EPOCHS + 1)]
+            assert np.allclose(ln.y, class_epochs(chart_store, "run-s0", ln.class_id, "test"))
+        await pilot.press("g")  # the majority's classes alone
+        assert [ln.class_id for ln in screen.drawn_lines()] == [0, 1]
+        await pilot.press("c")
+        await settle(pilot)
+        assert not screen.data.by_class and {ln.grp for ln in screen.data.lines} == set(GRP)
+
+    drive(make_app(chart_store, open_run="run-s0"), script, size=(120, 36))
+
+
+def test_per_class_samples_axis_and_where_there_are_no_class_lines(chart_store: Path) -> None:
+    session = StoreSession(chart_store)
+    session.refresh()
+    cur = session.cursor()
+    data = load_chart(cur, ["run-s1"], "loss", "samples", 180, by_class=True)
+    assert data.by_class and len(data.lines) == N_CLASSES
+    seen = [samples_before(chart_store, "run-s1", s) for s in range(STEPS)]
+    for ln in data.lines:
+        assert ln.x == seen
+        assert np.allclose(ln.y, class_steps(chart_store, "run-s1", ln.class_id,
+                                             "loss_sum / n"))
+    # margin has no per-class curve, and several runs draw their groups: group lines then
+    assert not load_chart(cur, ["run-s1"], "margin", "step", 180, by_class=True).by_class
+    many = load_chart(cur, ["run-s1", OTHER], "train_acc", "step", 180, by_class=True)
+    assert not many.by_class and all(ln.class_id is None for ln in many.lines)
+
+
+def test_many_runs_in_one_statement_are_the_run_screens_group_buckets(chart_store: Path) -> None:
+    """group_buckets_runs over a list is, run by run, group_buckets of each run (the run screen's
+    call), and the chart's multi-run lines are those rows."""
+    session = StoreSession(chart_store)
+    session.refresh()
+    cur = session.cursor()
+    ids = [*SEEDS, OTHER]
+    many = cur.sql("SELECT * FROM group_buckets_runs($ids, 20, $span) ORDER BY ALL",
+                   params={"ids": ids, "span": STEPS}).fetchall()
+    one = [(r, *row) for r in sorted(ids) for row in cur.sql(
+        "SELECT * FROM group_buckets($run, 20, $span) ORDER BY ALL",
+        params={"run": r, "span": STEPS}).fetchall()]
+    assert len(many) == len(one) == len(ids) * 2 * 20
+    for a, b in zip(many, one):
+        assert a[:5] == b[:5] and a[5:] == pytest.approx(b[5:])
+    data = load_chart(cur, ids, "loss", "step", 20, pool=False)
+    line = next(ln for ln in data.lines if ln.run_ids == (OTHER,) and ln.grp == "minority")
+    assert line.x == [b * STEPS / 20 for b in range(20)]
+    assert line.y == pytest.approx([r[6] for r in many if r[0] == OTHER and r[1] ==
+                                    "minority"])

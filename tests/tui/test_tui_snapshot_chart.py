@@ -47,3 +47,31 @@ class TestChartView:
 
         assert snap_compare(make_app(chart_snap_store), terminal_size=(160, 48),
                             run_before=before)
+
+
+class TestChartPerClass:
+    def test_chart_per_class_80x24(self, snap_compare, chart_snap_store: str
+                                   ) -> None:  # type: ignore[no-untyped-def]
+        async def before(pilot: Pilot[None]) -> None:
+            await settle(pilot)
+            await pilot.press("v")
+            await settle(pilot)
+            await pilot.press("c")  # a line per class, largest first
+            await settle(pilot)
+
+        app = make_app(chart_snap_store, open_run="run-s0")
+        assert snap_compare(app, terminal_size=(80, 24), run_before=before)
+
+    def test_chart_per_class_loss_log_160x48(self, snap_compare, chart_snap_store: str
+                                             ) -> None:  # type: ignore[no-untyped-def]
+        async def before(pilot: Pilot[None]) -> None:
+            await settle(pilot)
+            await pilot.press("v")
+            await settle(pilot)
+            await pilot.press("c", "down", "down")  # per class: train loss
+            await settle(pilot)
+            await pilot.press("l", "left", "shift+left")  # log-y, the cursor at step 48
+            await settle(pilot)
+
+        app = make_app(chart_snap_store, open_run="run-s0")
+        assert snap_compare(app, terminal_size=(160, 48), run_before=before)

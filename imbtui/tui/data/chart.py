@@ -7,7 +7,9 @@ same numbers; at most `width` rows per run and group reach Python, whatever the 
 The x-axis is the step, the epoch, or the training samples seen before the step (the running sum
 of `steps.n`, also bucketed in DuckDB). Runs whose configs differ only in their seeds (`setting`)
 can be pooled into one line per group: the mean over the seeds at each point and the band from
-their minimum to their maximum. No Textual here: these run in thread workers, benchmarks and tests.
+their minimum to their maximum. One run's chart can draw a line per class instead, read as the run
+screen's per-class rows are (`class_curves`). No Textual here: these run in thread workers,
+benchmarks and tests.
 """
 
 from __future__ import annotations
@@ -26,13 +28,14 @@ from imbtui.tui.data.curves import (
     _forgetting,
     _params,
     bucket,
+    class_curves,
     epoch_group_sql,
     forget_group_sql,
     geometry_sql,
     logit_sql,
     probe_sql,
 )
-from imbtui.tui.data.metrics import GROUPS, METRIC
+from imbtui.tui.data.metrics import CLASS_METRICS, GROUPS, METRIC
 
 XAxis = Literal["step", "epoch", "samples"]
 X_AXES: tuple[XAxis, ...] = ("step", "epoch", "samples")
@@ -67,6 +70,7 @@ class ChartLine:
     y: list[float]
     lo: list[float] | None = None  # the band (min over the seeds), None for a single run
     hi: list[float] | None = None
+    class_id: int | None = None    # a line of one class (label: its name, grp: its group)
 
 
 @dataclass
@@ -77,6 +81,7 @@ class ChartData:
     runs: list[RunSeries]
     lines: list[ChartLine] = field(default_factory=list)
     pooled: bool = False
+    by_class: bool = False  # the lines are one run's classes
 
 
 # ==== where each metric is read ===================================================================
@@ -189,75 +194,106 @@ def seed_siblings(cur: duckdb.DuckDBPyConnection, run_id: str) -> list[str]:
 
 
 # ==== several runs in one statement ===============================================================
-# The per-step group metrics of every run come from one statement over the group_buckets macro
-# (the definition the run screen's STEP_GROUP_SQL joins), run by run through a LATERAL join: on
-# 8 runs x 20,000 steps a few times faster than a statement per run.
+# The per-step group metrics of every charted run come from one statement over the store's
+# group_buckets_runs macro (the definition the run screen's group_buckets reads, for a list of
+# runs): one scan of `steps` for all of them. Every run is cut at the same steps, `width` buckets
+# over the longest run's span, so the runs' points fall on one x-axis and a shorter run's line
+# ends where its record ends.
 
 BUCKET_COLUMN = {"train_acc": "acc", "loss": "loss", "confidence": "p_true", "margin": "margin"}
 
-# Each run's step span as data/curves.py's _STEP_SPAN_SQL takes it: its planned total steps, or
-# further where the record already went past it.
-SPANS_SQL = """
-SELECT r.run_id, greatest(coalesce(r.total_steps, 0), coalesce(max(s.step) + 1, 0), 1) AS span
-FROM runs r LEFT JOIN steps s ON s.run_id = r.run_id
-WHERE list_contains($ids, r.run_id)
-GROUP BY r.run_id, r.total_steps
+# The runs' shared step axis as data/curves.py's _STEP_SPAN_SQL takes one run's: the longest
+# planned total, or further where a record already went past it.
+SPAN_SQL = """
+SELECT greatest(
+    coalesce((SELECT max(total_steps) FROM runs WHERE list_contains($ids, run_id)), 0),
+    coalesce((SELECT max(step) + 1 FROM steps WHERE list_contains($ids, run_id)), 0), 1)
 """
-
-_PARAMS_CTE = """p AS (
-    SELECT unnest($ids) AS run_id, unnest($spans) AS span, unnest($widths) AS width
-)"""
 
 
 def many_buckets_sql(column: str) -> str:
     return f"""
-WITH {_PARAMS_CTE}
-SELECT p.run_id, g.grp, g.bucket, g.{column} AS value
-FROM p, LATERAL group_buckets(p.run_id, p.width, p.span) g
+SELECT run_id, grp, bucket, {column} AS value FROM group_buckets_runs($ids, $width, $span)
 """
 
 
 MANY_SAMPLES_SQL = f"""
-WITH {_PARAMS_CTE}, per_step AS (
+WITH per_step AS (
     SELECT run_id, step, sum(n) AS n FROM steps WHERE list_contains($ids, run_id) GROUP BY ALL
 ), seen AS (
     SELECT run_id, step, coalesce(sum(n) OVER (PARTITION BY run_id ORDER BY step
                                   ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), 0) AS before
     FROM per_step
 )
-SELECT s.run_id, least(floor(s.step * p.width / p.span), p.width - 1)::BIGINT AS bucket,
-       min(s.before)::DOUBLE AS x
-FROM seen s JOIN p USING (run_id) GROUP BY ALL
+SELECT run_id, {bucket("step")} AS bucket, min(before)::DOUBLE AS x FROM seen GROUP BY ALL
 """
 
 
 def many_run_series(cur: duckdb.DuckDBPyConnection, run_ids: Sequence[str], metric: str,
                     x_axis: XAxis, width: int) -> dict[str, dict[str, list[Point]]]:
     """run_id -> grp -> points of a per-step group metric (BUCKET_COLUMN) on the step or
-    samples axis, for every run in three statements whatever their number."""
-    spans = dict(cur.sql(SPANS_SQL, params={"ids": list(run_ids)}).fetchall())
-    ids = [r for r in run_ids if r in spans]
-    params = {"ids": ids, "spans": [int(spans[r]) for r in ids],
-              "widths": [max(1, min(width, int(spans[r]))) for r in ids]}
-    shape = {r: (w, int(spans[r])) for r, w in zip(ids, params["widths"])}
+    samples axis, for every run in two statements (three on samples) whatever their number."""
+    ids = list(run_ids)
+    span = int(cur.sql(SPAN_SQL, params={"ids": ids}).fetchall()[0][0])
+    params = {"ids": ids, "width": max(1, min(width, span)), "span": span}
     rows = cur.sql(many_buckets_sql(BUCKET_COLUMN[metric]), params=params).fetchall()
     seen: dict[tuple[str, int], float] = {}
     if x_axis == "samples":
         seen = {(r, b): x for r, b, x in cur.sql(MANY_SAMPLES_SQL, params=params).fetchall()}
+    step_of = span / params["width"]
     out: dict[str, dict[str, list[Point]]] = {r: {} for r in run_ids}
     for r, grp, b, v in rows:
-        w, span = shape[r]
-        x = seen.get((r, b)) if x_axis == "samples" else float(b) * span / w
+        x = seen.get((r, b)) if x_axis == "samples" else float(b) * step_of
         if grp in GROUPS and x is not None and v is not None and math.isfinite(v):
             out[r].setdefault(grp, []).append((x, float(v)))
     return {r: {g: sorted(p) for g, p in groups.items()} for r, groups in out.items()}
 
 
+# ==== one run's classes ===========================================================================
+# A line per class, read by data/curves.py's class_curves: the run screen's per-class rows, over
+# the store's class_buckets (steps) and class_results (epochs).
+
+CLASSES_SQL = """
+SELECT class_id, coalesce(class_name, class_id::VARCHAR), grp FROM classes
+WHERE run_id = $run ORDER BY rank, class_id
+"""
+
+
+def class_series(cur: duckdb.DuckDBPyConnection, run_id: str, metric: str, x_axis: XAxis,
+                 width: int) -> list[tuple[int, str, str, list[Point]]]:
+    """(class_id, class name, its group, its (x, value) points) of each class of the run,
+    largest class first; empty when `metric` has no per-class curve (CLASS_METRICS)."""
+    if metric not in CLASS_METRICS:
+        return []
+    resolution = "epoch" if x_axis == "epoch" else "step"
+    params = _params(cur, run_id, width, resolution)
+    curves = class_curves(cur, run_id, width, metric, resolution)
+    xs = _bucket_x(cur, params, x_axis)
+    out = []
+    for class_id, name, grp in cur.sql(CLASSES_SQL, params={"run": run_id}).fetchall():
+        pts = [(x, float(v)) for b, v in enumerate(curves.get(int(class_id), []))
+               if v is not None and (x := xs(b)) is not None]
+        out.append((int(class_id), str(name), str(grp), pts))
+    return out
+
+
+def class_lines(run: RunSeries, classes: list[tuple[int, str, str, list[Point]]]
+                ) -> list[ChartLine]:
+    return [ChartLine(name, grp, (run.run_id,), [p[0] for p in pts], [p[1] for p in pts],
+                      class_id=class_id) for class_id, name, grp, pts in classes if pts]
+
+
 def load_chart(cur: duckdb.DuckDBPyConnection, run_ids: Sequence[str], metric: str,
-               x_axis: XAxis, width: int, pool: bool = True) -> ChartData:
+               x_axis: XAxis, width: int, pool: bool = True, by_class: bool = False
+               ) -> ChartData:
     """`metric` of each run at `width` buckets on `x_axis`, and the lines to draw (seeds of one
-    setting pooled when `pool`)."""
+    setting pooled when `pool`; with `by_class`, one run's classes instead of its groups, when
+    the metric has per-class curves)."""
     names = run_names(cur, run_ids)
+    if by_class and len(run_ids) == 1 and metric in CLASS_METRICS:
+        run = RunSeries(run_ids[0], *names.get(run_ids[0], (run_ids[0], run_ids[0])), {})
+        lines = class_lines(run, class_series(cur, run.run_id, metric, x_axis, width))
+        return ChartData(metric, x_axis, width, [run], lines, pool, by_class=True)
     if metric in BUCKET_COLUMN and x_axis != "epoch":
         series = many_run_series(cur, run_ids, metric, x_axis, width)
     else:

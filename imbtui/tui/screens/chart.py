@@ -3,8 +3,9 @@
 Opened with `v` from the run screen (its run) or the compare screen (the compared runs), on the
 metric row that has the focus, the mouse, or else the first row in view. Seeds of one setting are
 pooled into their mean with a min-max band; the x-axis is the step, the epoch or the samples seen;
-the cursor reads every line's value at a point. The PNG is drawn by imbtui/figures.py, the code
-`imbtui report --png` draws with.
+the cursor reads every line's value at a point; on one run's chart `c` draws a line per class
+(metrics recorded per class) instead of its two groups. The PNG is drawn by imbtui/figures.py,
+the code `imbtui report --png` draws with.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from imbtui.tui.data.chart import (
     seed_siblings,
     value_at,
 )
-from imbtui.tui.data.metrics import GROUPS, METRIC, METRICS
+from imbtui.tui.data.metrics import CLASS_METRICS, GROUPS, METRIC, METRICS
 from imbtui.tui.data.session import StoreSession
 from imbtui.tui.widgets.line_chart import Y_LABEL_W, LineChart, Plot, PlotLine
 from imbtui.tui.widgets.metric_row import fmt_value
@@ -48,6 +49,10 @@ GROUP_COLOURS = {"majority": "#5fafff", "minority": "#ffaf5f"}  # as on the run 
 # style (majority solid, minority dotted). Stable: the i-th run of the chart keeps the i-th colour.
 RUN_COLOURS = ("#5fd7d7", "#d787d7", "#87d787", "#ffd75f", "#ff8787", "#afafff", "#d7af87",
                "#bcbcbc")
+# One colour per class on a chart of one run's classes, by class id (a class keeps its colour across
+# metrics and axes); its group is the line's style (majority solid, minority dotted).
+CLASS_COLOURS = ("#5fafff", "#ffaf5f", "#87d787", "#ff8787", "#afafff", "#d7af87", "#ff87d7",
+                 "#bcbcbc", "#d7d75f", "#5fd7d7")
 SHOWN_GROUPS = (GROUPS, ("majority",), ("minority",))
 
 
@@ -84,6 +89,8 @@ class ChartScreen(Screen[None]):
                         "for one run: bring in its other seeds"),
         Binding("g", "groups", "groups", id="chart.groups",
                 tooltip="Both groups / majority / minority"),
+        Binding("c", "classes", "classes", id="chart.classes",
+                tooltip="One run: a line per class (metrics recorded per class) / its groups"),
         Binding("up", "metric(-1)", "metric", id="chart.metric_prev",
                 tooltip="The previous / next metric"),
         Binding("down", "metric(1)", show=False, id="chart.metric_next"),
@@ -104,6 +111,7 @@ class ChartScreen(Screen[None]):
         self.pool = True
         self.seed_runs: list[str] | None = None  # one run's other seeds, when brought in
         self.shown = 0  # index into SHOWN_GROUPS
+        self.by_class = False  # one run's classes instead of its groups
         self.data: ChartData | None = None
         self.cursor_index: int | None = None  # index into self.xs
         self.xs: list[float] = []
@@ -160,7 +168,8 @@ class ChartScreen(Screen[None]):
         session.refresh()
         cur = session.cursor()
         try:
-            data = load_chart(cur, self.run_ids, self.metric, self.x_axis, self._width, self.pool)
+            data = load_chart(cur, self.run_ids, self.metric, self.x_axis, self._width, self.pool,
+                              self.by_class)
         finally:
             cur.close()
         self.post_message(ChartLoaded(data, session))
@@ -203,6 +212,8 @@ class ChartScreen(Screen[None]):
 
     def _style(self, line: ChartLine) -> tuple[str, bool]:
         """(colour, dotted) of a line."""
+        if line.class_id is not None:
+            return CLASS_COLOURS[line.class_id % len(CLASS_COLOURS)], line.grp == "minority"
         bunches = self._bunches()
         if len(bunches) == 1:
             return GROUP_COLOURS[line.grp], False
@@ -258,16 +269,22 @@ class ChartScreen(Screen[None]):
         seeds = ("each run" if not self.pool else
                  f"pooled, {len(self.run_ids)} runs" if self.seed_runs else "pooled")
         groups = "both" if self.shown == 0 else SHOWN_GROUPS[self.shown][0]
+        classes = (" · per class" if self.data is not None and self.data.by_class else
+                   " · not recorded per class" if self.by_class else "")
         self.query_one("#chart-title", Label).update(
             f"[b]{METRIC[self.metric].label}[/] · x: {X_LABEL[self.x_axis]} · "
-            f"y: {'log' if self.log_y else 'linear'} · seeds: {seeds} · groups: {groups}")
+            f"y: {'log' if self.log_y else 'linear'} · seeds: {seeds} · groups: {groups}"
+            f"{classes}")
 
     def _show_legend(self, lines: list[ChartLine]) -> None:
         parts = []
         for ln in lines:
             colour, dotted = self._style(ln)
             band = " ▒ min–max" if ln.lo is not None else ""
-            parts.append(f"[{colour}]{'┄┄' if dotted else '━━'}[/] {ln.label} {ln.grp}{band}")
+            name = ln.label if ln.class_id is not None else f"{ln.label} {ln.grp}"
+            parts.append(f"[{colour}]{'┄┄' if dotted else '━━'}[/] {name}{band}")
+        if parts and lines[0].class_id is not None:
+            parts.insert(0, "[dim]classes, largest first (majority ━━, minority ┄┄):[/]")
         self.query_one("#chart-legend", Label).update("  ".join(parts) or "[dim]no data for "
                                                       "this metric[/]")
 
@@ -286,7 +303,8 @@ class ChartScreen(Screen[None]):
                 text = f"{fmt_value(at[0])} ({fmt_value(at[1])}–{fmt_value(at[2])})"
             else:
                 text = fmt_value(at[0])
-            name = ln.grp if len(self._bunches()) == 1 else f"{ln.label} {ln.grp}"
+            name = (ln.label if ln.class_id is not None else
+                    ln.grp if len(self._bunches()) == 1 else f"{ln.label} {ln.grp}")
             parts.append(f"[{colour}]{name}[/] {text}")
         return " · ".join(parts)
 
@@ -309,6 +327,16 @@ class ChartScreen(Screen[None]):
     def action_x_axis(self) -> None:
         self.x_axis = X_AXES[(X_AXES.index(self.x_axis) + 1) % len(X_AXES)]
         self.data, self.cursor_index = None, None  # new x positions: the cursor starts at the end
+        self.load()
+
+    def action_classes(self) -> None:
+        if len(self.run_ids) > 1:
+            self.notify("a line per class: on one run's chart", timeout=3)
+            return
+        if not self.by_class and self.metric not in CLASS_METRICS:
+            self.notify(f"{METRIC[self.metric].label} is not recorded per class", timeout=3)
+            return
+        self.by_class = not self.by_class
         self.load()
 
     def action_groups(self) -> None:
@@ -342,6 +370,7 @@ class ChartScreen(Screen[None]):
                                           "in the store", timeout=4)
                 return
             self.seed_runs = found
+            self.by_class = False  # several runs: their groups
         self.pool = True
         self.app.call_from_thread(self.load)
 
@@ -356,17 +385,23 @@ class ChartScreen(Screen[None]):
         self.export(self.export_path(), self.figure_lines())
 
     def export_path(self) -> Path:
-        names = [ln.label for ln in self.drawn_lines()]
+        names = ([r.name for r in self.data.runs] if self.data and self.data.by_class
+                 else [ln.label for ln in self.drawn_lines()])
         slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", names[0] if names else "chart").strip("-")
         more = f"+{len(self._bunches()) - 1}" if len(self._bunches()) > 1 else ""
         return (self.export_dir or Path.cwd()) / f"imbtui-{self.metric}-{slug}{more}.png"
 
     def figure_lines(self) -> list[dict[str, Any]]:
         """The drawn lines as figures.chart_figure takes them (its own colours for paper)."""
+        lines = self.drawn_lines()
+        if lines and lines[0].class_id is not None:  # one colour per class
+            return [{"x": ln.x, "y": ln.y, "lo": None, "hi": None, "grp": ln.grp,
+                     "label": f"class {ln.label} ({ln.grp})", "series": ln.class_id or 0,
+                     "series_count": len(lines)} for ln in lines]
         bunches = self._bunches()
         return [{"x": ln.x, "y": ln.y, "lo": ln.lo, "hi": ln.hi, "grp": ln.grp,
                  "label": f"{ln.label} {ln.grp}", "series": bunches.index(ln.run_ids),
-                 "series_count": len(bunches)} for ln in self.drawn_lines()]
+                 "series_count": len(bunches)} for ln in lines]
 
     @work(thread=True, exclusive=False, exit_on_error=False, group="chart-export")
     def export(self, path: Path, lines: list[dict[str, Any]]) -> None:
@@ -379,6 +414,8 @@ class ChartScreen(Screen[None]):
 
     def _figure_title(self) -> str:
         bunches = self._bunches()
+        if self.data and self.data.by_class and self.data.runs:
+            return f"{self.data.runs[0].name}, per class"
         if len(bunches) == 1 and self.data and self.data.lines:
             return self.data.lines[0].label
         return f"{len(bunches)} runs"
