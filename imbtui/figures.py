@@ -222,3 +222,38 @@ def chart_figure(lines: Sequence[dict[str, Any]], path: Path, *, title: str, xla
     ax.grid(alpha=0.25, lw=0.5)
     ax.legend(frameon=False, ncols=2 if len(lines) > 4 else 1)
     return _save(fig, path, dpi)
+
+
+def group_steps_figure(steps: pl.DataFrame, panels: list[tuple[Any, str]], path: Path,
+                       key: str = "column", dpi: int = 150) -> Path:
+    """One panel per (value of `key`, title): majority and minority training loss per step over
+    the first steps (the group_steps view: the mean over the group's classes in the batch), the
+    lens of the minority's initial drop. With a `loss_ci` column (means over seeds:
+    report.over_seeds) its 95 % t-interval is shaded."""
+    if not panels:
+        raise UserError("no runs to draw")
+    Figure, Canvas = _matplotlib()
+    cols = min(MAX_COLS, len(panels))
+    nrows = math.ceil(len(panels) / cols)
+    fig = Figure(figsize=(PANEL_W * cols, PANEL_H * nrows + 0.35), layout="constrained")
+    Canvas(fig)
+    axes = fig.subplots(nrows, cols, sharey=True, squeeze=False)
+    for i, (ax, (value, title)) in enumerate(zip(axes.flat, panels)):
+        rows = steps.filter(pl.col(key) == value)
+        for grp, color in COLORS.items():
+            line = rows.filter((pl.col("grp") == grp) & pl.col("loss").is_not_null()).sort("step")
+            ax.plot(line["step"].to_list(), line["loss"].to_list(), color=color, lw=1.3,
+                    label=f"{grp} training loss")
+            if "loss_ci" in line.columns and line["loss_ci"].is_not_null().any():
+                lo = (line["loss"] - line["loss_ci"].fill_null(0)).to_list()
+                hi = (line["loss"] + line["loss_ci"].fill_null(0)).to_list()
+                ax.fill_between(line["step"].to_list(), lo, hi, color=color, alpha=0.15, lw=0)
+        ax.set_title(title)
+        ax.set_xlabel("step")
+        ax.set_ylabel("loss (mean over classes)" if i % cols == 0 else "")
+        ax.grid(alpha=0.25, lw=0.5)
+    for ax in list(axes.flat)[len(panels):]:
+        ax.set_visible(False)
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", ncols=2, frameon=False)
+    return _save(fig, path, dpi)

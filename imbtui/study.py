@@ -175,6 +175,10 @@ FIGURES = {
                   "method, mean over seeds with 95 % t-intervals (query group_curves)",
     "onset.png": "finding 1: each class's learning onset (first epoch at train accuracy >= "
                  "{threshold:g}) against its training count (query learning_onset)",
+    "initial_drop.png": "finding 2: majority vs minority training loss per step over the first "
+                        "{steps} steps, mean over seeds with 95 % t-intervals shaded (view "
+                        "group_steps, as the report's loss change rows read it: query "
+                        "initial_drop)",
     "speed.png": "finding 2: each class's learning speed (area under its train accuracy curve) "
                  "against its training count (query learning_speed)",
     "gap.png": "finding 3: each class's final train - test accuracy gap against its training "
@@ -237,6 +241,7 @@ def _write_figures(rs, ids: list[str], columns, threshold: float, out_dir: Path)
               for i, r in enumerate(columns.to_dicts(), 1)]
     paths = [group_curves_figure(curves_over_seeds(rs, columns), panels, out_dir / "curves.png",
                                  key="column", dpi=150)]
+    paths.append(_initial_drop_figure(rs, columns, panels, out_dir / "initial_drop.png"))
     meta = rs.sql("SELECT run_id, ratio, method FROM runs WHERE list_contains($runs, run_id)",
                   {"runs": ids})
     methods = [(m, m) for m in dict.fromkeys(columns["method"].to_list())]
@@ -256,11 +261,35 @@ def _write_figures(rs, ids: list[str], columns, threshold: float, out_dir: Path)
     return paths
 
 
+INITIAL_STEPS_SQL = """
+SELECT run_id, grp, step, loss FROM group_steps
+WHERE list_contains($runs, run_id) AND step <= $steps
+"""
+
+
+def _initial_drop_figure(rs, columns, panels: list, path: Path) -> Path:
+    """Each report column's group loss per step over the initial_drop analysis's K steps, its
+    seeds pooled by DuckDB (report.over_seeds)."""
+    import polars as pl
+
+    from imbtui.figures import group_steps_figure
+    from imbtui.report import drop_params, over_seeds
+
+    which = {rid: i for i, ids in enumerate(columns["run_ids"].to_list(), 1) for rid in ids}
+    steps = rs.sql(INITIAL_STEPS_SQL, {"runs": list(which), "steps": drop_params()[0]})
+    steps = steps.with_columns(column=pl.col("run_id").replace_strict(which,
+                                                                      return_dtype=pl.Int64))
+    return group_steps_figure(over_seeds(rs, steps, ["column", "grp", "step"], ["loss"]), panels,
+                              path)
+
+
 # ==== summary.md ==================================================================================
 
 def summary_markdown(title: str, columns, finals, threshold: float, early: int,
                      files: list[str]) -> str:
     """The study's answer in a page: final accuracies, the three findings, links to the rest."""
+    from imbtui.report import drop_params
+
     lines = [f"# {title}", "",
              "Each number is a run's, or over several seeds their mean ± the half-width of its 95 % "
              "t-interval (n = seeds), as DuckDB computes them from the store's views "
@@ -270,7 +299,8 @@ def summary_markdown(title: str, columns, finals, threshold: float, early: int,
              *_changes(columns), "## Figures", ""]
     for name in files:
         if name in FIGURES:
-            lines += [f"- [{name}]({name}): {FIGURES[name].format(threshold=threshold)}", "",
+            text = FIGURES[name].format(threshold=threshold, steps=drop_params()[0])
+            lines += [f"- [{name}]({name}): {text}", "",
                       f"  ![{name}]({name})", ""]
     lines += ["## Files", "", "- [report.txt](report.txt): the report with its legend (which runs "
               "each column pools)", "- [findings.csv](findings.csv): every number of the report, "

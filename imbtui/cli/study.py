@@ -66,7 +66,7 @@ def study(
 
     The answer: summary.md (final accuracies and the three findings, mean ± 95 % t half-width
     over the seeds, and links), report.txt (`imbtui report` of the study's runs), findings.csv,
-    and the figures curves.png, onset.png, speed.png and gap.png. Every other `imbtui train`
+    and the figures curves.png, onset.png, initial_drop.png, speed.png and gap.png. Every other `imbtui train`
     option applies to every run; --drw, --smoothing, --smoothing-tail, --mixup and --max-norm
     set the parameters of the methods that use them.
 

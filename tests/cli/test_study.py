@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from imbtui.store import Store
-from tests.conftest import imbtui
+from tests.conftest import REPO, imbtui
 
 # two ratios x two seeds, two epochs of a few large batches: runs of seconds (their start-up costs
 # most); --dynamics minimal has every row the report reads
@@ -58,11 +58,11 @@ def test_study_trains_the_grid_and_writes_its_answer(first) -> None:
     assert sorted(r["name"] for r in runs) == sorted(
         f"study-mnist1d-r{r}-ce-s{s}" for r in (10, 100) for s in (0, 1))
     assert {r["status"] for r in runs} == {"finished"}
-    for name in ("summary.md", "report.txt", "findings.csv", "curves.png", "onset.png",
-                 "speed.png", "gap.png"):
+    for name in ("summary.md", "report.txt", "findings.csv", "curves.png", "initial_drop.png",
+                 "onset.png", "speed.png", "gap.png"):
         assert (out / name).stat().st_size > 0, name
     summary = (out / "summary.md").read_text()
-    for figure in ("curves.png", "onset.png", "speed.png", "gap.png"):
+    for figure in ("curves.png", "initial_drop.png", "onset.png", "speed.png", "gap.png"):
         assert f"]({figure})" in summary  # linked and shown
     assert "(1) classes learned alike?" in summary and "excess gap" in summary
 
@@ -163,6 +163,21 @@ def test_bad_input_is_one_line_and_writes_nothing(tmp_path: Path, args: list[str
     assert proc.returncode == 2
     assert proc.stderr.count("\n") == 1 and message in proc.stderr, proc.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["FILE"]
+
+
+def test_a_run_of_an_older_code_version_matches_the_config_it_trained() -> None:
+    """The bundled sample runs were written before some options existed: their configs lack
+    those fields, which resolve to the defaults they trained with; another lr is another run."""
+    from imbtui.study import resolved_identity, stored_identity
+    from trainer.config import TrainConfig
+
+    meta = json.loads((REPO / "sample_runs" / "runs" / "20261201-152059-9d86dc" / "run.json")
+                      .read_text())
+    cfg = TrainConfig(ratio=100, epochs=20, seed=0, name="other name",
+                      sharpness_every=meta["config"].get("sharpness_every"),
+                      conflict_every=meta["config"].get("conflict_every"))
+    assert stored_identity(meta["config"]) == resolved_identity(cfg)
+    assert stored_identity({**meta["config"], "lr": 0.02}) != resolved_identity(cfg)
 
 
 def test_method_spellings_become_their_options() -> None:
