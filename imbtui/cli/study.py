@@ -119,12 +119,13 @@ def _check_out(out_dir: Path, root: Path) -> None:
 def _study_configs(values: dict[str, Any], ratios: list[float], seeds: list[int],
                    methods: list[str]) -> list:
     """One TrainConfig per method x ratio x seed (duplicates dropped), named like a sweep's runs
-    (study-<dataset>-r<ratio>-<method>-s<seed>)."""
+    (study-<dataset label>-r<ratio>-<method>-s<seed>)."""
     import dataclasses
 
     from imbtui.store.schema import method_label
     from imbtui.study import METHOD_OPTIONS, method_options, unused_method_options
     from trainer.config import TrainConfig, resolve_config
+    from trainer.data import dataset_label
 
     given = {k: v for k in METHOD_OPTIONS  # the method parameters the user set
              if (v := values.pop(k, None)) is not None and v != OPTION[k].default}
@@ -146,7 +147,7 @@ def _study_configs(values: dict[str, Any], ratios: list[float], seeds: list[int]
                     continue
                 seen.add((name, ratio, seed))
                 configs.append(dataclasses.replace(
-                    cfg, name=f"study-{cfg.dataset}-r{ratio:g}-{name}-s{seed}"))
+                    cfg, name=f"study-{dataset_label(cfg.dataset)}-r{ratio:g}-{name}-s{seed}"))
     return configs
 
 
