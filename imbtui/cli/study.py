@@ -8,7 +8,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from imbtui.cli.common import StoreOpt, UserError, app
+from imbtui.cli.common import StoreOpt, UserError, _sigterm_interrupts, app
 from imbtui.cli_options import values_of, with_options
 from trainer.options import OPTION, OPTIONS
 
@@ -174,12 +174,14 @@ def _train(configs: list, root: Path, jobs: int, n_gpus: int, quiet: bool) -> di
     configs_ = [dataclasses.replace(c, sweep=sweep_id) for c in configs]
     job_list = _sweep_jobs(configs_, root)
     runner = StudyRunner(job_list, root, min(jobs, len(job_list)), n_gpus, quiet)
+    _sigterm_interrupts()  # `kill PID` stops the study as Ctrl-C does: each run records itself
     try:
         runner.run()
     except KeyboardInterrupt:
         n_done = sum(j.returncode == 0 for j in job_list)
-        err.print(f"interrupted: {n_done} of {len(job_list)} runs finished and are kept in {root}; "
-                  f"the same command trains only what is missing", soft_wrap=True)
+        err.print(f"interrupted: {n_done} of the {len(job_list)} runs to train finished; every "
+                  f"finished run is kept in {root}, and the same command trains only what is "
+                  f"missing", soft_wrap=True)
         raise typer.Exit(130) from None
     # the run's own record says whether it finished (a process may still exit non-zero after
     # recording its run as finished, e.g. while printing its closing table)
