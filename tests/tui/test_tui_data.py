@@ -163,7 +163,7 @@ def test_export_round_trips_and_never_writes_into_the_store(two_runs: Path, tmp_
     assert pl.read_parquet(pq).equals(frame)
     with pytest.raises(UserError, match="run store"):
         export_frame(frame, two_runs / "runs" / "x.csv", two_runs)
-    with pytest.raises(UserError, match="csv or .parquet"):
+    with pytest.raises(UserError, match=r"\.csv, \.parquet or \.json"):
         export_frame(frame, tmp_path / "out.txt", two_runs)
 
 

@@ -154,3 +154,24 @@ def test_run_screen_shows_the_lens_rows(root: Path) -> None:
 
     rows = drive(ImbtuiApp(StoreSession(root)), script)
     assert all(rows[k] for k in ("sharpness", "curvature_min", "conflict", "direction")), rows
+
+
+def test_a_focused_row_opens_as_a_chart(root: Path) -> None:
+    from imbtui.tui.screens.chart import ChartScreen
+
+    async def script(app: ImbtuiApp, pilot: Any) -> tuple[str, str | None]:
+        app.push_screen(RunScreen(RUN))
+        for _ in range(50):
+            if isinstance(app.screen, RunScreen) and app.screen.curves is not None:
+                break
+            await pilot.pause(0.1)
+        app.screen.query_one("#metric-sharpness").focus()
+        await pilot.pause(0.2)
+        await pilot.press("v")
+        for _ in range(50):
+            if isinstance(app.screen, ChartScreen):
+                break
+            await pilot.pause(0.1)
+        return type(app.screen).__name__, getattr(app.screen, "metric", None)
+
+    assert drive(ImbtuiApp(StoreSession(root)), script) == ("ChartScreen", "sharpness")

@@ -29,6 +29,7 @@ class TestRunsFilter:
                         ) -> None:  # type: ignore[no-untyped-def]
         async def before(pilot: Pilot[None]) -> None:
             await settle(pilot)
+            pilot.app.screen.query_one("#runs-filter").cursor_blink = False  # the focus stays there
             await pilot.press("slash", *"ratio>=100x")
             await settle(pilot)
 

@@ -15,9 +15,11 @@ class CompareRow(Horizontal):
     curve whatever its length (`prediction share` is 16 characters): padded, cut with an ellipsis."""
 
     LABEL_W = 18  # with its blank cell on the right
+    can_focus = True  # Tab walks the rows; `v` charts the focused one
 
     DEFAULT_CSS = f"""
     CompareRow {{ height: auto; margin-bottom: 1; }}
+    CompareRow:focus > .metric-label {{ text-style: reverse; }}
     CompareRow > .metric-label {{ width: {LABEL_W}; padding-right: 1; text-wrap: nowrap;
                                   text-overflow: ellipsis; }}
     """

@@ -52,9 +52,11 @@ class MetricRow(Horizontal):
 
     LABEL_W = 24                 # with its blank cell on the right
     VALUE_W = VALUE_CHARS + 2    # a blank cell, the value, a blank cell
+    can_focus = True             # Tab walks the rows; `v` charts the focused one
 
     DEFAULT_CSS = f"""
     MetricRow {{ height: auto; }}
+    MetricRow:focus > .metric-label {{ text-style: reverse; }}
     MetricRow > .metric-label {{ width: {LABEL_W}; padding-right: 1; text-wrap: nowrap;
                                  text-overflow: ellipsis; }}
     MetricRow > .metric-value {{ width: {VALUE_W}; text-align: right; padding: 0 1; }}
