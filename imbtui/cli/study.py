@@ -30,16 +30,16 @@ class _StudyCommand(typer.core.TyperCommand):
 def study(
     ratios: Annotated[Optional[list[float]], typer.Option(
         "--ratios", min=1.0, help="Imbalance ratios (largest / smallest class), e.g. --ratios 1 10 "
-        "100.  [default: 1 10 100]", show_default=False)] = None,
+        "100. Default: 1 10 100.", show_default=False)] = None,
     seeds: Annotated[Optional[list[int]], typer.Option(
-        "--seeds", min=0, help="Seeds of each setting, e.g. --seeds 0 1 2.  [default: 0 1 2]",
+        "--seeds", min=0, help="Seeds of each setting, e.g. --seeds 0 1 2. Default: 0 1 2.",
         show_default=False)] = None,
     methods: Annotated[Optional[list[str]], typer.Option(
         "--methods", help="Methods, spelled as the `method` column names them: a loss (ce, "
         "weighted-ce, cb, focal, ldam, balanced-softmax, logit-adjusted), -drw for deferred "
         "re-weighting (at 80 % of the epochs unless --drw E), then +parts: class-balanced, "
         "square-root, ls, las, mixup, sam, imbsam, maxnorm, crt, lws, tau-norm, cb-finetune; e.g. "
-        "--methods ce ldam-drw ce+class-balanced.  [default: ce]", show_default=False)] = None,
+        "--methods ce ldam-drw ce+class-balanced. Default: ce.", show_default=False)] = None,
     out_dir: Annotated[Path, typer.Option(
         "--out", help="Folder of the answer: summary.md, report.txt, findings.csv and the "
         "figures.")] = Path("imbtui-study"),
@@ -56,19 +56,19 @@ def study(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")] = False,
     **options: Any,
 ) -> None:
-    """The study in one command: train every ratio x seed x method on one dataset, reusing the
-    runs the store already holds, then write the study's answer into --out.
+    """Train a grid of ratios x seeds x methods, reusing finished runs; write the study's answer.
 
-    A grid cell is reused when a finished run in the store trained exactly its config (every
-    training option, after the dataset's recipe; the run's name aside); anything else, including
-    a run that was interrupted, failed or is still marked running, is trained again. Ctrl-C
-    keeps the finished runs: the same command again trains only what is missing.
+    One dataset, every ratio x seed x method. A grid cell is reused when a finished run in the
+    store trained exactly its config (every training option, after the dataset's recipe; the
+    run's name aside); anything else, including a run that was interrupted, failed or is still
+    marked running, is trained again. Ctrl-C (or SIGTERM) keeps the finished runs: the same
+    command again trains only what is missing.
 
-    The answer: summary.md (final accuracies and the three findings, mean ± 95 % t half-width
-    over the seeds, and links), report.txt (`imbtui report` of the study's runs), findings.csv,
-    and the figures curves.png, onset.png, initial_drop.png, speed.png and gap.png. Every other `imbtui train`
-    option applies to every run; --drw, --smoothing, --smoothing-tail, --mixup and --max-norm
-    set the parameters of the methods that use them.
+    The answer, in --out: summary.md (final accuracies and the three findings, mean ± 95 % t
+    half-width over the seeds, and links), report.txt (`imbtui report` of the study's runs),
+    findings.csv, and the figures curves.png, initial_drop.png, onset.png, speed.png and
+    gap.png. Every other `imbtui train` option applies to every run; --drw, --smoothing,
+    --smoothing-tail, --mixup and --max-norm set the parameters of the methods that use them.
 
     Docs: docs/analyses.md (README.md, "Study")
     """

@@ -6,6 +6,10 @@ from __future__ import annotations
 import json
 import math
 import re
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -15,8 +19,8 @@ from tests.conftest import REPO, imbtui
 
 # two ratios x two seeds, two epochs of a few large batches: runs of seconds (their start-up costs
 # most); --dynamics minimal has every row the report reads
-GRID = ["--ratios", "10", "100", "--seeds", "0", "1", "--epochs", "2", "--batch-size", "1024",
-        "--dynamics", "minimal", "-q"]
+SMALL = ["--epochs", "2", "--batch-size", "1024", "--dynamics", "minimal", "-q"]
+GRID = ["--ratios", "10", "100", "--seeds", "0", "1", *SMALL]
 T975_DF1 = 12.706204736174698  # Student's t, 97.5 % quantile, 1 degree of freedom (two seeds)
 
 
@@ -133,6 +137,41 @@ def test_second_call_reuses_every_run_and_a_third_trains_only_what_is_missing(fi
     assert {rid: after[rid] for rid in kept} == kept  # nothing else trained or touched
     report = (out / "report.txt").read_text()
     assert all(rid in report for rid in new) and stopped not in report
+
+
+@pytest.mark.slow
+def test_killed_halfway_the_next_call_trains_only_what_is_missing(first) -> None:
+    """A real interruption: SIGTERM (as `kill` or a scheduler sends; Ctrl-C takes the same path)
+    while the first of two new cells trains. The run records itself as interrupted, the study
+    exits 130, and the next call trains exactly the cells without a finished run."""
+    store, out, _ = first
+    grid = ["--ratios", "10", "100", "--seeds", "0", "1", "2", *SMALL, "--store", str(store),
+            "--out", str(out)]
+    before = set(files_of(store))
+    proc = subprocess.Popen([sys.executable, "-m", "imbtui", "study", *grid], cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and not any(
+            (json.loads(p.read_text()).get("step_done") or 0) > 0
+            for p in (store / "runs").glob("*/run.json") if p.parent.name not in before):
+        time.sleep(0.3)
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130 and "the same command trains only what is missing" in stderr
+    status = {rid: json.loads((store / "runs" / rid / "run.json").read_text())
+              for rid in set(files_of(store)) - before}
+    assert "interrupted" in {m["status"] for m in status.values()}
+    done = {m["name"] for m in status.values() if m["status"] == "finished"}
+    missing = {f"study-mnist1d-r{r}-ce-s2" for r in (10, 100)} - done
+
+    kept = files_of(store)
+    again = imbtui("study", *grid, timeout=600)
+    assert f"{len(missing)} to train" in again.stderr
+    new = set(files_of(store)) - set(kept)
+    assert {json.loads((store / "runs" / rid / "run.json").read_text())["name"]
+            for rid in new} == missing
+    report = (out / "report.txt").read_text()
+    assert not any(rid in report for rid, m in status.items() if m["status"] != "finished")
 
 
 def test_dry_run_says_which_runs_it_would_reuse(first) -> None:
