@@ -17,7 +17,7 @@ whose earlier run is running, failed, interrupted or crashed.
 The answer (`write_answer`) is the report (imbtui/report.py) of exactly the grid's runs, its
 figures (imbtui/figures.py) and summary.md. Every number in it is a column of a view or a named
 query of the store, pooled over seeds by DuckDB (report.over_seeds, the ratio_sweep query).
-Imports nothing heavy at module level: rich, polars and the store.
+Imports nothing heavy at module level: rich, the store and the option declarations.
 """
 
 from __future__ import annotations
@@ -29,8 +29,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from rich.progress import (BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn,
-                           TimeRemainingColumn)
+from rich.progress import (
+    BarColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 
 from imbtui.errors import UserError
 from imbtui.sweep import Job, SweepRunner
@@ -291,9 +297,9 @@ def summary_markdown(title: str, columns, finals, threshold: float, early: int,
     from imbtui.report import drop_params
 
     lines = [f"# {title}", "",
-             "Each number is a run's, or over several seeds their mean ± the half-width of its 95 % "
-             "t-interval (n = seeds), as DuckDB computes them from the store's views "
-             "(final_results, the named queries; `imbtui report` shows the same).", "",
+             ("Each number is a run's, or over several seeds their mean ± the half-width of its "
+              "95 % t-interval (n = seeds), as DuckDB computes them from the store's views "
+              "(final_results, the named queries; `imbtui report` shows the same)."), "",
              "## Final test accuracy", "", *final_table(finals), "",
              "## The three findings", "", *findings_table(columns, threshold, early), "",
              *_changes(columns), "## Figures", ""]
@@ -302,9 +308,10 @@ def summary_markdown(title: str, columns, finals, threshold: float, early: int,
             text = FIGURES[name].format(threshold=threshold, steps=drop_params()[0])
             lines += [f"- [{name}]({name}): {text}", "",
                       f"  ![{name}]({name})", ""]
-    lines += ["## Files", "", "- [report.txt](report.txt): the report with its legend (which runs "
-              "each column pools)", "- [findings.csv](findings.csv): every number of the report, "
-              "one row per run", ""]
+    lines += ["## Files", "",
+              ("- [report.txt](report.txt): the report with its legend (which runs each column "
+               "pools)"),
+              "- [findings.csv](findings.csv): every number of the report, one row per run", ""]
     return "\n".join(lines)
 
 
