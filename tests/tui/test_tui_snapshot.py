@@ -173,6 +173,7 @@ class TestRunsScreen:
     def test_filter(self, snap_compare, snap_store: str) -> None:  # type: ignore[no-untyped-def]
         async def before(pilot: Pilot[None]) -> None:
             await settle(pilot)
+            pilot.app.screen.query_one("#runs-filter").cursor_blink = False  # the focus stays there
             await pilot.press("slash", *"exp100")
             await settle(pilot)
 

@@ -226,7 +226,7 @@ class RunScreen(Screen[None]):
         parts = lens_parts(c.lenses)
         label = self.query_one("#run-lenses", Label)
         label.display = bool(parts)
-        label.update(" · ".join(parts))
+        label.update("\n".join(parts))
 
     # -- actions -----------------------------------------------------------------------------------
     def action_resolution(self) -> None:
