@@ -21,7 +21,7 @@ demo: setup
 	$(BIN)/imbtui train --ratio 100
 
 test: setup
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest --durations=25
 	$(MAKE) --no-print-directory test-kernels
 
 test-kernels: setup
@@ -33,11 +33,15 @@ test-fast: setup
 bench: setup
 	$(BIN)/python bench/overhead.py
 
-# the bundled sample store (sample_runs/README.md): MNIST-1D CE at ratios 1, 10, 100 and LDAM-DRW at 100
+# the bundled sample store (sample_runs/README.md): MNIST-1D CE at ratios 1, 10, 100 and LDAM-DRW at 100,
+# with the two opt-in lenses on (sharpness every 5 epochs, gradient conflict every 250 steps)
+SAMPLES_STORE ?= sample_runs
+SAMPLES := $(BIN)/imbtui sweep --epochs 20 --sharpness-every 5 --conflict-every 250 \
+	--store $(SAMPLES_STORE) --name sample -q
 samples: setup
-	rm -rf sample_runs/runs
-	$(BIN)/imbtui sweep --ratio 1 10 100 --loss ce --epochs 20 --store sample_runs --name sample -q
-	$(BIN)/imbtui sweep --ratio 100 --loss ldam --drw 16 --epochs 20 --store sample_runs --name sample -q
+	rm -rf $(SAMPLES_STORE)/runs
+	$(SAMPLES) --ratio 1 10 100 --loss ce
+	$(SAMPLES) --ratio 100 --loss ldam --drw 16
 
 # every method on Fashion-MNIST-LT at ratio 100 (Debian's dataset-fashion-mnist package), 3 seeds,
 # a short CPU schedule: 4 epochs, second stages of 2 (docs/methods.md, "Measured here")
