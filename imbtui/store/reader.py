@@ -286,14 +286,22 @@ class Store:
         con.execute("CREATE OR REPLACE VIEW runs AS SELECT * FROM _imbtui_runs")
         for rid in ids:
             self._check_run_folder(rid)
-        every: list[Path] = []
-        older: set[str] = set()
-        for table in TABLES:
-            build = self._load_table if table in CACHED_TABLES else self._create_view
-            files = self._relisting(con, table, ids, build)
-            every += files
-            older |= _older_columns(table, files)
-        create_views(con)  # the semantic layer over the stored tables
+        # The semantic layer's views bind to the tables' files when they are made: a run that
+        # compacts after its table was listed (its plain parts vanish) means listing again.
+        for attempt in range(_RETRIES):
+            every: list[Path] = []
+            older: set[str] = set()
+            for table in TABLES:
+                build = self._load_table if table in CACHED_TABLES else self._create_view
+                files = self._relisting(con, table, ids, build)
+                every += files
+                older |= _older_columns(table, files)
+            try:
+                create_views(con)  # the semantic layer over the stored tables
+                break
+            except duckdb.Error:
+                if attempt == _RETRIES - 1 or all(p.exists() for p in every):
+                    raise
         if older:
             self._warn(f"some runs were recorded before these columns existed: "
                        f"{', '.join(sorted(older))}; they read as NULL for those runs")

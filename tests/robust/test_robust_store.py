@@ -329,6 +329,28 @@ def test_views_made_before_a_compaction_still_answer(tmp_path: Path) -> None:
     assert st.sql("SELECT count(*) FROM steps", con=con).item() == 60
 
 
+def test_a_compaction_while_the_semantic_layer_is_made_means_listing_again(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A run compacts after its tables were listed and before the semantic views bind to them:
+    connecting lists again, and counts every row once."""
+    from imbtui.store import reader
+
+    w = make_run(tmp_path, "a", parts=10, finish=None, compact_min_parts=2)
+    real, calls = reader.create_views, []
+
+    def compacting_first(con: duckdb.DuckDBPyConnection) -> None:
+        calls.append(1)
+        if len(calls) == 1:
+            assert w.compact("steps") is not None  # the listed plain parts vanish
+        real(con)
+
+    monkeypatch.setattr(reader, "create_views", compacting_first)
+    st = Store(tmp_path)
+    con = st.connect()
+    assert len(calls) == 2
+    assert st.sql("SELECT count(*) FROM steps", con=con).item() == 60
+
+
 def test_compaction_never_touches_a_damaged_part(tmp_path: Path) -> None:
     make_run(tmp_path, "a", parts=10, finish=None)
     bad = steps_part(tmp_path, "a", 4)
