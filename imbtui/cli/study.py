@@ -10,7 +10,8 @@ import typer
 
 from imbtui.cli.common import StoreOpt, UserError, _sigterm_interrupts, app
 from imbtui.cli_options import values_of, with_options
-from trainer.options import OPTION, OPTIONS
+from imbtui.cli.training import MAX_JOBS
+from trainer.options import MAX_EPOCHS, MAX_SEED, OPTION, OPTIONS
 
 LISTS = ("--ratios", "--seeds", "--methods")
 # every option of `imbtui sweep` but its axes (the study's own lists and --methods replace them);
@@ -32,7 +33,7 @@ def study(
         "--ratios", min=1.0, help="Imbalance ratios (largest / smallest class), e.g. --ratios 1 10 "
         "100. Default: 1 10 100.", show_default=False)] = None,
     seeds: Annotated[Optional[list[int]], typer.Option(
-        "--seeds", min=0, help="Seeds of each setting, e.g. --seeds 0 1 2. Default: 0 1 2.",
+        "--seeds", min=0, max=MAX_SEED, help="Seeds of each setting, e.g. --seeds 0 1 2. Default: 0 1 2.",
         show_default=False)] = None,
     methods: Annotated[Optional[list[str]], typer.Option(
         "--methods", help="Methods, spelled as the `method` column names them: a loss (ce, "
@@ -44,11 +45,11 @@ def study(
         "--out", help="Folder of the answer: summary.md, report.txt, findings.csv and the "
         "figures.")] = Path("imbtui-study"),
     jobs: Annotated[int, typer.Option(
-        "--jobs", "-j", min=1, help="Runs at once, each its own process.")] = 1,
+        "--jobs", "-j", min=1, max=MAX_JOBS, help="Runs at once, each its own process.")] = 1,
     threshold: Annotated[float, typer.Option(
         min=0.0, max=1.0, help="Train accuracy at which a class counts as learned (onsets).")
                          ] = 0.5,
-    early: Annotated[int, typer.Option(min=1, help="How many first epochs count as early.")] = 2,
+    early: Annotated[int, typer.Option(min=1, max=MAX_EPOCHS, help="How many first epochs count as early.")] = 2,
     dry_run: Annotated[bool, typer.Option(
         "--dry-run", help="List the runs, each reused (its run id) or to train; train and write "
                           "nothing.")] = False,

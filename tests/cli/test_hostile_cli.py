@@ -131,6 +131,10 @@ CASES: list[tuple[str, list[str]]] = [
     ("sweep-gpus-huge", ["sweep", "--emit", "slurm", "--gpus", str(10**20), "--store",
                          "{store}"]),
     ("report-early-huge", ["report", "--early", str(10**20), "--store", "{store}"]),
+    ("study-seeds-huge", ["study", "--seeds", "0", str(2**32), "--dry-run", "--store",
+                          "{store}"]),
+    ("study-jobs-huge", ["study", "--jobs", str(10**20), "--dry-run", "--store", "{store}"]),
+    ("study-early-huge", ["study", "--early", str(10**20), "--dry-run", "--store", "{store}"]),
     # -- milestones: strictly increasing, each in 1..epochs-1
     ("train-milestones-unordered", ["train", "--schedule", "step", "--epochs", "6",
                                     "--milestones", "5,3", "--store", "{store}"]),
