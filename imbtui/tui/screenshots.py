@@ -46,14 +46,21 @@ async def shoot(app: ImbtuiApp, out: Path, size: tuple[int, int]) -> list[Path]:
         await settle(pilot, pause=0.1)
         save("runs")
         keys = app.screen.table.keys
-        await pilot.press("space", "down", "space", "down", "space", "up", "up")
-        await pilot.press("c")
+        # compare the cross-entropy runs (ratios 1, 10, 100 in the samples)
+        await pilot.press("slash", *"method:ce", "enter")
+        await settle(pilot, pause=0.1)
+        await pilot.press("space", "down", "space", "down", "space", "c")
         await settle(pilot, pause=0.1)
         save("compare")
-        await pilot.press("escape", "down", "down", "enter")  # the third run: ratio 100 in the samples
+        # the ratio-100 cross-entropy run, and its test accuracy as a chart
+        await pilot.press("escape", "slash", "escape", "slash", *"r100-ce", "enter", "enter")
         await settle(pilot, pause=0.1)
         save("run")
-        await pilot.press("escape", "f3")
+        app.screen.query_one("#metric-test_acc").focus()
+        await pilot.press("v")
+        await settle(pilot, pause=0.1)
+        save("chart")
+        await pilot.press("escape", "escape", "f3")
         await pilot.pause()
         app.screen.editor.load_text(
             "-- final test accuracy per run: balanced, majority, minority\n"
