@@ -96,8 +96,8 @@ class RunsScreen(Screen[None]):
         self.tick += 1
         if self.is_current:
             self.load_runs()
-        if self.frame.height and (self.frame["status"] == "running").any():
-            self.apply()  # advances the live marker of running rows
+        if self.is_current and self.frame.height and (self.frame["status"] == "running").any():
+            self.apply()  # advances the live marker of running rows (only where it is seen)
 
     @on(RunsLoaded)
     def on_runs_loaded(self, message: RunsLoaded) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Any
 
 from rich.color import Color
 from rich.style import Style
@@ -219,17 +220,28 @@ class LineChart(Widget):
         pw, ph = canvas.w, canvas.h
         y_ticks = self._y_ticks(ph)
         text = Text(no_wrap=True, overflow="crop")
+        styles: dict[tuple[Any, Any], Style | None] = {}
         text.append(self.plot.y_label[: self.size.width] + "\n", style="bold")
         for row in range(ph):
             label = y_ticks.get(row)
             text.append((label or "").rjust(Y_LABEL_W - 1)[: Y_LABEL_W - 1] + " ", style="dim")
             text.append("┤" if label is not None else "│", style="dim")
+            # cells of one style go in as one span: a 300-column row is a few spans, not 300
+            run_chars: list[str] = []
+            run_key: tuple[Any, Any] | None = None
+            bits_row, fg_row, bg_row = canvas.bits[row], canvas.fg[row], canvas.bg[row]
             for col in range(pw):
-                bits = canvas.bits[row][col]
-                bg = CURSOR_BG if col == cursor_col else canvas.bg[row][col]
-                fg = canvas.fg[row][col]
-                text.append(chr(BRAILLE + bits) if bits else " ",
-                            Style(color=fg, bgcolor=bg) if (fg or bg) else None)
+                bits = bits_row[col]
+                key = (fg_row[col], CURSOR_BG if col == cursor_col else bg_row[col])
+                if key != run_key and run_chars:
+                    text.append("".join(run_chars), styles.get(run_key))
+                    run_chars = []
+                if key not in styles:
+                    styles[key] = Style(color=key[0], bgcolor=key[1]) if any(key) else None
+                run_key = key
+                run_chars.append(chr(BRAILLE + bits) if bits else " ")
+            if run_chars:
+                text.append("".join(run_chars), styles.get(run_key))
             text.append("\n")
         axis, labels = self._x_axis(pw)
         text.append(" " * (Y_LABEL_W - 1) + " └" + axis + "\n", style="dim")
