@@ -267,3 +267,31 @@ def test_folder_trains_and_sweeps_end_to_end(tmp_path: Path,
     hashes = {(json.loads(r["config"]) if isinstance(r["config"], str) else r["config"])
               ["data_hash"] for r in runs}
     assert len(hashes) == 1 and None not in hashes
+
+
+@pytest.mark.parametrize("kind", ["npz", "folder"])
+def test_each_format_is_studied_end_to_end(tmp_path: Path, kind: str) -> None:
+    """`imbtui study` on a dataset of the user's own: the grid trains, its answer is written, and
+    its runs are the user's dataset at each ratio."""
+    if kind == "npz":
+        x, y = signals([60, 60, 60, 60])
+        xt, yt = signals([10, 10, 10, 10], seed=1)
+        path = write_npz(tmp_path / "sig.npz", x_train=x, y_train=y, x_test=xt, y_test=yt)
+    else:
+        write_folder(tmp_path / "imgs", SIZES, (12, 12))
+        path = tmp_path / "imgs"
+    name, store, out = f"{kind}:{path}", tmp_path / "store", tmp_path / "answer"
+    imbtui("study", "--dataset", name, "--ratios", "1", "4", "--seeds", "0", "--epochs", "2",
+           "--batch-size", "16", "--store", str(store), "--out", str(out), "-q")
+    runs = json.loads(imbtui("sql", "SELECT ratio, dataset, status FROM runs", "--format", "json",
+                             "--store", str(store)).stdout)
+    assert sorted((r["ratio"], r["status"]) for r in runs) == [(1.0, "finished"),
+                                                               (4.0, "finished")]
+    assert {r["dataset"] for r in runs} == {f"{kind}:{path.resolve()}"}
+    summary = (out / "summary.md").read_text()
+    assert "ratios 1, 4" in summary and (out / "curves.png").stat().st_size > 0
+    # a second call reuses both runs
+    again = imbtui("study", "--dataset", name, "--ratios", "1", "4", "--seeds", "0", "--epochs",
+                   "2", "--batch-size", "16", "--store", str(store), "--out", str(out),
+                   "--dry-run")
+    assert again.stdout.count("reuse") == 2, again.stdout
