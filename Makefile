@@ -2,7 +2,7 @@
 # then its numeric tests again under PyTorch's portable CPU kernels (ATEN_CPU_CAPABILITY=default), so
 # a result that holds only under one CPU's AVX2/AVX-512 kernels fails here, not on a user's machine.
 # The second pass leaves out the three slow numeric tests (two torchrun ranks, the full default run,
-# bf16 + compile), which keeps `make test` near 20 minutes on 2 cores.
+# bf16 + compile); it takes about 2 minutes of `make test` on 2 cores.
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
