@@ -205,17 +205,22 @@ def test_bad_input_is_one_line_and_writes_nothing(tmp_path: Path, args: list[str
 
 
 def test_a_run_of_an_older_code_version_matches_the_config_it_trained() -> None:
-    """The bundled sample runs were written before some options existed: their configs lack
-    those fields, which resolve to the defaults they trained with; another lr is another run."""
+    """A run written before some options existed has a config without those fields, which
+    resolve to the defaults it trained with (here: the bundled ratio-100 sample run's config with
+    the fields of later options taken out); another lr is another run."""
     from imbtui.study import resolved_identity, stored_identity
     from trainer.config import TrainConfig
 
-    meta = json.loads((REPO / "sample_runs" / "runs" / "20261201-152059-9d86dc" / "run.json")
-                      .read_text())
+    (meta,) = [m for m in (json.loads(p.read_text())
+                           for p in (REPO / "sample_runs" / "runs").glob("*/run.json"))
+               if m["name"] == "sample-mnist1d-r100-ce-s0"]
+    later = ("posthoc_tau", "stage2_epochs", "optimizer", "rho", "smoothing", "mixup")
+    older = {k: v for k, v in meta["config"].items() if k not in later}
     cfg = TrainConfig(ratio=100, epochs=20, seed=0, name="other name",
                       sharpness_every=meta["config"].get("sharpness_every"),
                       conflict_every=meta["config"].get("conflict_every"))
     assert stored_identity(meta["config"]) == resolved_identity(cfg)
+    assert stored_identity(older) == resolved_identity(cfg)
     assert stored_identity({**meta["config"], "lr": 0.02}) != resolved_identity(cfg)
 
 
