@@ -34,6 +34,7 @@ from imbtui.tui.data.curves import (
     geometry_sql,
     logit_sql,
     probe_sql,
+    steps_span,
 )
 from imbtui.tui.data.metrics import CLASS_METRICS, GROUPS, METRIC
 
@@ -202,15 +203,6 @@ def seed_siblings(cur: duckdb.DuckDBPyConnection, run_id: str) -> list[str]:
 
 BUCKET_COLUMN = {"train_acc": "acc", "loss": "loss", "confidence": "p_true", "margin": "margin"}
 
-# The runs' shared step axis as data/curves.py's _STEP_SPAN_SQL takes one run's: the longest
-# planned total, or further where a record already went past it.
-SPAN_SQL = """
-SELECT greatest(
-    coalesce((SELECT max(total_steps) FROM runs WHERE list_contains($ids, run_id)), 0),
-    coalesce((SELECT max(step) + 1 FROM steps WHERE list_contains($ids, run_id)), 0), 1)
-"""
-
-
 def many_buckets_sql(column: str) -> str:
     return f"""
 SELECT run_id, grp, bucket, {column} AS value FROM group_buckets_runs($ids, $width, $span)
@@ -234,7 +226,7 @@ def many_run_series(cur: duckdb.DuckDBPyConnection, run_ids: Sequence[str], metr
     """run_id -> grp -> points of a per-step group metric (BUCKET_COLUMN) on the step or
     samples axis, for every run in two statements (three on samples) whatever their number."""
     ids = list(run_ids)
-    span = int(cur.sql(SPAN_SQL, params={"ids": ids}).fetchall()[0][0])
+    span = steps_span(cur, ids)
     params = {"ids": ids, "width": max(1, min(width, span)), "span": span}
     rows = cur.sql(many_buckets_sql(BUCKET_COLUMN[metric]), params=params).fetchall()
     seen: dict[tuple[str, int], float] = {}

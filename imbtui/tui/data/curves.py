@@ -281,11 +281,28 @@ SELECT greatest(coalesce((SELECT max(last_epoch) FROM stages WHERE run_id = $run
                 coalesce((SELECT max(epoch) FROM epochs WHERE run_id = $run), 0))
 FROM runs r WHERE r.run_id = $run
 """
-_STEP_SPAN_SQL = """
-SELECT greatest(coalesce(max(r.total_steps), 0),
-                coalesce((SELECT max(step) + 1 FROM steps WHERE run_id = $run), 0))
-FROM runs r WHERE r.run_id = $run
+# A run's step axis: its planned total, or further where the record went past it (steps recorded
+# while run.json's progress lags, a run whose plan was not written). A finished run's step_done is
+# the steps it kept, so its record ends there: the Parquet parts are scanned for their last step
+# only while some run is unfinished or has no total.
+_STEP_PLAN_SQL = """
+SELECT coalesce(max(total_steps), 0), coalesce(max(step_done), 0),
+       count(*) FILTER (WHERE status = 'finished' AND total_steps IS NOT NULL
+                        AND step_done IS NOT NULL), count(*)
+FROM runs WHERE list_contains($ids, run_id)
 """
+_STEP_RECORD_SQL = "SELECT coalesce(max(step) + 1, 0) FROM steps WHERE list_contains($ids, run_id)"
+
+
+def steps_span(cur: duckdb.DuckDBPyConnection, run_ids: list[str]) -> int:
+    """The step axis the runs share: the longest planned total, or further where a record went
+    past it (at least 1)."""
+    ids = list(run_ids)
+    planned, done, closed, n = cur.sql(_STEP_PLAN_SQL, params={"ids": ids}).fetchall()[0]
+    span = max(int(planned), int(done), 1)
+    if closed < len(ids) or n < len(ids):
+        span = max(span, int(cur.sql(_STEP_RECORD_SQL, params={"ids": ids}).fetchall()[0][0]))
+    return span
 
 
 def _span(cur: duckdb.DuckDBPyConnection, run_id: str, resolution: str) -> int:
@@ -293,8 +310,7 @@ def _span(cur: duckdb.DuckDBPyConnection, run_id: str, resolution: str) -> int:
     if resolution == "epoch":
         row = cur.sql(_EPOCH_SPAN_SQL, params={"run": run_id}).fetchall()[0]
         return int(row[0] or 0) + 1  # epoch 0 is the untrained network
-    row = cur.sql(_STEP_SPAN_SQL, params={"run": run_id}).fetchall()[0]
-    return max(1, int(row[0] or 0))
+    return steps_span(cur, [run_id])
 
 
 def x_span(cur: duckdb.DuckDBPyConnection, run_id: str, resolution: str) -> int:
