@@ -19,8 +19,9 @@ import polars as pl
 from imbtui.store import Store
 from imbtui.store.layout import runs_dir
 
-# A run whose heartbeat stopped turns 'crashed' without any file changing: the session looks again
-# at least this often even when nothing on disk moved.
+# A run whose heartbeat stopped turns 'crashed' without any file changing: while some run of the
+# session is running, it looks again at least this often even when nothing on disk moved (with none
+# running, a status changes only with a file).
 STATUS_RECHECK_S = 20
 
 
@@ -41,6 +42,7 @@ class StoreSession:
         self._con: duckdb.DuckDBPyConnection | None = None
         self._lock = threading.Lock()
         self._signature: tuple[Any, ...] | None = None
+        self._live = True  # some run was running at the last refresh (or none was made yet)
 
     def refresh(self, force: bool = False) -> int:
         """Rebuild the views when the store changed on disk; returns the data generation."""
@@ -51,7 +53,11 @@ class StoreSession:
             if self._con is None:
                 self._con = duckdb.connect(":memory:")
             self.store.refresh(self._con, run_ids=self.scope)
-            self._signature = sig
+            self._live = bool(self._con.sql(
+                "SELECT count(*) FROM runs WHERE status = 'running'").fetchall()[0][0])
+            # taken before the rebuild, so a change made meanwhile is seen at the next look; the
+            # clock kept in it only while a run is running
+            self._signature = (sig[0], sig[1] if self._live else None, *sig[2:])
             self.generation += 1
             return self.generation
 
@@ -78,7 +84,7 @@ class StoreSession:
     def _fingerprint(self) -> tuple[Any, ...]:
         # mtimes of the runs folder, each run folder, run.json and table folder: a new part, a new
         # run or a heartbeat changes one of them.
-        stamps: list[Any] = [int(time.time() // STATUS_RECHECK_S)]
+        stamps: list[Any] = [int(time.time() // STATUS_RECHECK_S) if self._live else None]
         base = runs_dir(self.root)
         entries = _scandir(base)
         if self.scope is not None:
