@@ -22,6 +22,16 @@ def imbtui(*args: str, check: bool = True, env: dict[str, str] | None = None,
     return proc
 
 
+@pytest.fixture(scope="session", autouse=True)
+def user_dirs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The app's SQL history and saved views go to a folder of the test session's own, never the
+    user's (and, under pytest-xdist, never a folder another worker writes)."""
+    root = tmp_path_factory.mktemp("user-dirs")
+    os.environ["IMBTUI_STATE_DIR"] = str(root / "state")
+    os.environ["IMBTUI_CONFIG_DIR"] = str(root / "config")
+    return root
+
+
 def one_thread(fn, *args, **kwargs):
     """fn(*args, **kwargs) with torch on one thread (a reduction summed in one fixed order)."""
     import torch

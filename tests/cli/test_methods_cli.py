@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from imbtui.cli import main
 from tests.conftest import imbtui
 
 # method label -> the `imbtui train` options that make it
@@ -38,10 +39,14 @@ def sql(store: Path, query: str) -> list[dict]:
 
 @pytest.fixture(scope="module")
 def methods_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Every method trained by the CLI's own entry point, in this process (the CLI's option
+    parsing and checks as a user's call makes them, without a fresh interpreter per method)."""
     root = tmp_path_factory.mktemp("methods")
     for label, options in METHODS.items():
-        imbtui("train", "--ratio", "100", "--epochs", "1", "--stage2-epochs", "1",
-               "--probe-every", "20", "--store", str(root), "-q", "--name", label, *options)
+        code = main(["train", "--ratio", "100", "--epochs", "1", "--stage2-epochs", "1",
+                     "--probe-every", "20", "--store", str(root), "-q", "--name", label,
+                     *options])
+        assert code == 0, f"imbtui train {label}: exit {code}"
     return root
 
 
