@@ -50,18 +50,11 @@ def group_curves_figure(curves: pl.DataFrame, panels: list[tuple[Any, str]], pat
     """
     if not panels:
         raise UserError("no runs to draw")
-    Figure, Canvas = _matplotlib()
-    cols = min(MAX_COLS, len(panels))
-    nrows = math.ceil(len(panels) / cols)
-    fig = Figure(figsize=(PANEL_W * cols, PANEL_H * nrows + 0.35), layout="constrained")
-    Canvas(fig)
-    axes = fig.subplots(nrows, cols, sharey=True, squeeze=False)
+    fig, axes, cols = _panel_grid(len(panels))
     for i, (ax, (value, title)) in enumerate(zip(axes.flat, panels)):
         _panel(ax, curves.filter(pl.col(key) == value), title)
         if i % cols:  # the shared y axis is labelled once per row
             ax.set_ylabel("")
-    for ax in list(axes.flat)[len(panels):]:
-        ax.set_visible(False)
     handles, labels = axes.flat[0].get_legend_handles_labels()
     if "acc_ci" in curves.columns and curves["acc_ci"].is_not_null().any():
         from matplotlib.lines import Line2D
@@ -71,6 +64,20 @@ def group_curves_figure(curves: pl.DataFrame, panels: list[tuple[Any, str]], pat
     fig.legend(handles, labels, loc="outside lower center",
                ncols={1: 2, 2: 3}.get(cols, len(handles)), frameon=False)  # fits the width
     return _save(fig, path, dpi)
+
+
+def _panel_grid(n: int):
+    """(figure, axes grid, columns) for `n` panels: up to MAX_COLS a row, one shared y-axis per
+    row, the cells past the n-th hidden."""
+    Figure, Canvas = _matplotlib()
+    cols = min(MAX_COLS, n)
+    nrows = math.ceil(n / cols)
+    fig = Figure(figsize=(PANEL_W * cols, PANEL_H * nrows + 0.35), layout="constrained")
+    Canvas(fig)
+    axes = fig.subplots(nrows, cols, sharey=True, squeeze=False)
+    for ax in list(axes.flat)[n:]:
+        ax.set_visible(False)
+    return fig, axes, cols
 
 
 def _save(fig, path: Path, dpi: int) -> Path:
@@ -94,14 +101,9 @@ def class_size_figure(rows: pl.DataFrame, y: str, ylabel: str, panels: list[tupl
     """
     if not panels:
         raise UserError("no runs to draw")
-    Figure, Canvas = _matplotlib()
+    fig, axes, cols = _panel_grid(len(panels))
     from matplotlib import colormaps
 
-    cols = min(MAX_COLS, len(panels))
-    nrows = math.ceil(len(panels) / cols)
-    fig = Figure(figsize=(PANEL_W * cols, PANEL_H * nrows + 0.35), layout="constrained")
-    Canvas(fig)
-    axes = fig.subplots(nrows, cols, sharey=True, squeeze=False)
     hues = sorted(rows[hue].unique().to_list())
     cmap = colormaps["viridis"]
     colors = {h: cmap(0.85 * i / max(1, len(hues) - 1)) for i, h in enumerate(hues)}
@@ -119,8 +121,6 @@ def class_size_figure(rows: pl.DataFrame, y: str, ylabel: str, panels: list[tupl
         if rows[y].dtype.is_integer():
             ax.yaxis.get_major_locator().set_params(integer=True)
         ax.grid(alpha=0.25, lw=0.5)
-    for ax in list(axes.flat)[len(panels):]:
-        ax.set_visible(False)
     handles, labels = axes.flat[0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="outside lower center",
                ncols=max(1, min(len(handles), 2 * cols)), frameon=False)
@@ -232,12 +232,7 @@ def group_steps_figure(steps: pl.DataFrame, panels: list[tuple[Any, str]], path:
     report.over_seeds) its 95 % t-interval is shaded."""
     if not panels:
         raise UserError("no runs to draw")
-    Figure, Canvas = _matplotlib()
-    cols = min(MAX_COLS, len(panels))
-    nrows = math.ceil(len(panels) / cols)
-    fig = Figure(figsize=(PANEL_W * cols, PANEL_H * nrows + 0.35), layout="constrained")
-    Canvas(fig)
-    axes = fig.subplots(nrows, cols, sharey=True, squeeze=False)
+    fig, axes, cols = _panel_grid(len(panels))
     for i, (ax, (value, title)) in enumerate(zip(axes.flat, panels)):
         rows = steps.filter(pl.col(key) == value)
         for grp, color in COLORS.items():
@@ -252,8 +247,6 @@ def group_steps_figure(steps: pl.DataFrame, panels: list[tuple[Any, str]], path:
         ax.set_xlabel("step")
         ax.set_ylabel("loss (mean over classes)" if i % cols == 0 else "")
         ax.grid(alpha=0.25, lw=0.5)
-    for ax in list(axes.flat)[len(panels):]:
-        ax.set_visible(False)
     handles, labels = axes.flat[0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="outside lower center", ncols=2, frameon=False)
     return _save(fig, path, dpi)

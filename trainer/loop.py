@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from trainer import distributed
+from trainer.allocator import keep_freed_memory
 from trainer.augment import Augment, normalizer
 from trainer.data import (ArrayDataset, ClassInfo, DataError, class_table, dataset_counts,
                           dataset_label, is_image_dataset, load_dataset, long_tailed_indices)
@@ -391,6 +392,7 @@ def train(cfg: TrainConfig, sink: Sink | None = None, hooks: Hooks | None = None
     """Train one run. None fields of `cfg` take the dataset's recipe (the sink records the resolved
     config). Bad input raises DataError before the sink starts; a GPU out of memory ends the run as
     failed and raises DataError too, so the CLI shows one line."""
+    keep_freed_memory()  # before the first batch is allocated (trainer/allocator.py)
     try:
         return _train(resolve_config(cfg), sink or NullSink(), hooks or Hooks())
     except torch.OutOfMemoryError:

@@ -229,27 +229,6 @@ def test_sql_large_result_and_export(two_runs: Path, tmp_path: Path) -> None:
     assert frame.height == 100_000 and frame["j"].sum() == 2 * sum(range(100_000))
 
 
-def test_sql_cancel_interrupts_the_query(two_runs: Path) -> None:
-    messages: list[Message] = []
-
-    async def script(app: ImbtuiApp, pilot: Pilot[None]) -> None:
-        await pilot.press("f3")
-        await pilot.pause()
-        app.screen.editor.load_text("SELECT count(*) FROM range(1000000000000) a, range(1000) b "
-                                    "WHERE a.range % 7 = b.range")
-        await pilot.press("ctrl+r")
-        for _ in range(100):  # wait for the worker to have its cursor
-            await pilot.pause(0.05)
-            if app.screen.running is not None:
-                break
-        await pilot.press("ctrl+g")
-        await settle(pilot)
-
-    drive(make_app(two_runs), script, messages=messages)
-    failed = [m for m in messages if isinstance(m, QueryFailed)]
-    assert failed and "interrupt" in failed[0].error.lower()
-
-
 def test_named_query_and_history(two_runs: Path) -> None:
     async def script(app: ImbtuiApp, pilot: Pilot[None]) -> None:
         from imbtui.queries import get_query
