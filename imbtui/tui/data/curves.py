@@ -288,7 +288,7 @@ FROM runs r WHERE r.run_id = $run
 _STEP_PLAN_SQL = """
 SELECT coalesce(max(total_steps), 0), coalesce(max(step_done), 0),
        count(*) FILTER (WHERE status = 'finished' AND total_steps IS NOT NULL
-                        AND step_done IS NOT NULL), count(*)
+                        AND step_done IS NOT NULL)
 FROM runs WHERE list_contains($ids, run_id)
 """
 _STEP_RECORD_SQL = "SELECT coalesce(max(step) + 1, 0) FROM steps WHERE list_contains($ids, run_id)"
@@ -298,9 +298,9 @@ def steps_span(cur: duckdb.DuckDBPyConnection, run_ids: list[str]) -> int:
     """The step axis the runs share: the longest planned total, or further where a record went
     past it (at least 1)."""
     ids = list(run_ids)
-    planned, done, closed, n = cur.sql(_STEP_PLAN_SQL, params={"ids": ids}).fetchall()[0]
+    planned, done, closed = cur.sql(_STEP_PLAN_SQL, params={"ids": ids}).fetchall()[0]
     span = max(int(planned), int(done), 1)
-    if closed < len(ids) or n < len(ids):
+    if closed < len(ids):  # a run unfinished, without a plan, or not in `runs` at all
         span = max(span, int(cur.sql(_STEP_RECORD_SQL, params={"ids": ids}).fetchall()[0][0]))
     return span
 

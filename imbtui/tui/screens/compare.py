@@ -12,7 +12,7 @@ from textual.screen import Screen
 from textual.widgets import Footer, Header, Label
 
 from imbtui.tui.data.config_diff import config_rows
-from imbtui.tui.data.curves import group_curves, run_meta, x_span
+from imbtui.tui.data.curves import group_curves, run_meta, steps_span, x_span
 from imbtui.tui.data.metrics import GROUPS, METRICS, Series, ema, y_range
 from imbtui.tui.data.session import StoreSession
 from imbtui.tui.messages import CompareLoaded
@@ -102,7 +102,8 @@ class CompareScreen(Screen[None]):
             width = self._width()
             # one x-axis for every run: the longest one's, so runs of different lengths line up
             # step for step (or epoch for epoch) and a shorter run's curves end early
-            span = max(x_span(cur, r, self.resolution) for r in self.run_ids)
+            span = (steps_span(cur, self.run_ids) if self.resolution == "step"
+                    else max(x_span(cur, r, self.resolution) for r in self.run_ids))
             groups = {r: group_curves(cur, r, width, self.resolution, span=span)
                       for r in self.run_ids}
             metas = {r: run_meta(cur, r) for r in self.run_ids}
