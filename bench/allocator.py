@@ -39,7 +39,8 @@ from trainer.loop import TrainConfig, train
 from trainer.allocator import keep_freed_memory
 with tempfile.TemporaryDirectory() as tmp:
     t0, c0 = time.perf_counter(), os.times()
-    r = train(TrainConfig(dataset="mnist1d", ratio=100.0, epochs={epochs}), RunWriter(Path(tmp)))
+    r = train(TrainConfig(dataset="mnist1d", ratio=100.0, epochs={epochs}),
+              RunWriter(Path(tmp), background=True))
     c1 = os.times()
     assert r.status == "finished", r.message
     print(json.dumps({{"wall": time.perf_counter() - t0, "user": c1.user - c0.user,

@@ -53,7 +53,7 @@ def arm(args: argparse.Namespace) -> None:
     cfg = TrainConfig(dataset=args.dataset, ratio=args.ratio, model=args.model, epochs=2,
                       batch_size=args.batch_size, device=args.device, flush_steps=10**6)
     clock = Clock()
-    result = train(cfg, RunWriter(Path(args.store)), clock)
+    result = train(cfg, RunWriter(Path(args.store), background=True), clock)
     if distributed.env_rank() == 0:
         samples = (result.steps - result.steps // 2) * args.batch_size  # epoch 2's steps
         Path(args.result).write_text(json.dumps({

@@ -295,7 +295,7 @@ def epoch_part(args: argparse.Namespace) -> None:
         make_data(Path(tmp) / "data", args.per_class, args.test_per_class)
         cfg = dataclasses.replace(cfg, data_dir=str(Path(tmp) / "data"), max_steps=2 * per_epoch)
         clock = Clock()
-        result = train(cfg, RunWriter(Path(tmp) / "store"), clock)
+        result = train(cfg, RunWriter(Path(tmp) / "store", background=True), clock)
     if result.status != "finished" or "epoch2" not in clock.at:
         raise SystemExit(f"the run ended {result.status}: {result.message}")
     at = clock.at

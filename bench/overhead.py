@@ -61,7 +61,9 @@ def levels() -> list[str]:
 def run_once(cfg: TrainConfig, level: str, store: Path | None) -> tuple[float, float]:
     """(wall seconds, this process's CPU seconds) of one run; `store` None: records go nowhere."""
     cfg = TrainConfig(**{**cfg.__dict__, "dynamics": level})
-    sink = NullSink() if level == "off" or store is None else RunWriter(store)
+    # the store is written as `imbtui train` writes it: parts encoded on the writer's thread
+    sink = (NullSink() if level == "off" or store is None
+            else RunWriter(store, background=True))
     t0, c0 = time.perf_counter(), time.process_time()
     result = train(cfg, sink)
     if cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available()):

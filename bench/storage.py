@@ -57,7 +57,7 @@ def table_sizes(run_dir: Path) -> dict[str, tuple[int, int]]:
 
 
 def measure(label: str, cfg: TrainConfig, store: Path) -> dict[str, float]:
-    result = train(cfg, RunWriter(store))
+    result = train(cfg, RunWriter(store, background=True))
     run_dir = store / "runs" / result.run_id
     sizes = table_sizes(run_dir)
     steps, epochs = result.steps, result.epochs_done

@@ -80,7 +80,7 @@ def run_imbtui(args: argparse.Namespace, data: Path, store: Path) -> tuple[float
                       bf16=args.bf16, compile=args.compile, dynamics=args.dynamics,
                       flush_steps=args.warmup,
                       flush_seconds=1e9, name="throughput")
-    result = train(cfg, RunWriter(store), timer)
+    result = train(cfg, RunWriter(store, background=True), timer)
     assert result.status == "finished", result.message
     (t0, s0), (t1, s1) = timer.flushes[0], timer.flushes[-1]
     train_rate = (s1 - s0) * args.batch_size / (t1 - t0)

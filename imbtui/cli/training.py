@@ -46,7 +46,7 @@ def train(
     from trainer.loop import Hooks as Silent
 
     cfg = _train_config(ctx.params)
-    writer = RunWriter(root, run_id=_check_run_id(run_id))
+    writer = RunWriter(root, run_id=_check_run_id(run_id), background=True)
     rank = env_rank()  # under torchrun rank 0 writes and reports; the others train their share
 
     _sigterm_interrupts()

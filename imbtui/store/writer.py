@@ -2,12 +2,19 @@
 
 Only the run's own process writes under its folder, so no lock is ever needed: readers list finished
 parts and read them; a part appears whole (temp file + rename) or not at all.
+
+With `background=True` (what `imbtui train` uses) the caller's thread only converts each part to
+Arrow; one writer thread encodes and writes the parts and the progress in run.json, in the order
+they came, so run.json's progress never runs ahead of the parts on disk. A killed process keeps
+every part written before it, as without the thread; what it loses besides is at most the few
+parts still queued (the queue holds WRITE_QUEUE items).
 """
 
 from __future__ import annotations
 
 import errno
 import os
+import queue
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Mapping
@@ -51,6 +58,8 @@ FRAME_CACHE_BYTES = 64 * 1024 * 1024
 # Space held back from the start of a run so that, when the disk fills up, the final run.json
 # (status `failed` and why) still fits: released only to write it.
 RESERVE_BYTES = 64 * 1024
+# Parts and progress updates a background writer may hold before the trainer waits for it.
+WRITE_QUEUE = 64
 
 
 class StoreWriteError(StoreError):
@@ -71,10 +80,14 @@ class RunWriter:
 
     Every failure to write (full disk, read-only or vanished folder) is raised as StoreWriteError,
     one line naming the file, after removing the temporary file: earlier parts are never touched.
+    With `background` a failure on the writer thread is raised by the next write() or by
+    finish(), which then records the run as failed (unless it already ends as failed or
+    interrupted); the parts queued after the failed one are dropped.
     """
 
     def __init__(self, root: Path, run_id: str | None = None, heartbeat_s: float = 5.0,
-                 compact_min_parts: int = COMPACT_MIN_PARTS, fsync_parts: bool = False) -> None:
+                 compact_min_parts: int = COMPACT_MIN_PARTS, fsync_parts: bool = False,
+                 background: bool = False) -> None:
         self.root = Path(root)
         self.run_id = run_id or new_run_id()
         self.dir = run_dir(self.root, self.run_id)
@@ -90,6 +103,11 @@ class RunWriter:
         # fit in FRAME_CACHE_BYTES; a table that outgrows it is dropped (compaction reads the parts)
         self._frames: dict[str, list[tuple[int, int, pa.Table]] | None] = {}
         self._frame_bytes = 0
+        self.background = background
+        self._queue: queue.Queue | None = None  # the writer thread's work, while it runs
+        self._worker: threading.Thread | None = None
+        self._failure: StoreWriteError | None = None  # what stopped the writer thread
+        self._failure_raised = False
 
     # -- lifecycle -------------------------------------------------------------------------------
     def start(self, meta: Mapping[str, Any]) -> None:
@@ -106,11 +124,23 @@ class RunWriter:
         self._reserve()
         self._thread = threading.Thread(target=self._beat, name="imbtui-heartbeat", daemon=True)
         self._thread.start()
+        if self.background:
+            self._queue = queue.Queue(maxsize=WRITE_QUEUE)
+            self._worker = threading.Thread(target=self._work, args=(self._queue,),
+                                            name="imbtui-writer", daemon=True)
+            self._worker.start()
 
     def update(self, final: bool = False, **fields: Any) -> None:
-        """Merge progress fields into run.json (and refresh the heartbeat)."""
+        """Merge progress fields into run.json (and refresh the heartbeat). With `background`
+        the update waits behind the parts queued before it."""
         if not self._meta:  # start() never came: no run.json of ours to update or to create
             return
+        if self._queue is not None and fields and not final and self._failure is None:
+            self._queue.put((self._update_now, (fields,)))
+            return
+        self._update_now(fields, final)
+
+    def _update_now(self, fields: Mapping[str, Any], final: bool = False) -> None:
         with self._lock:
             self._meta.update(fields)
             self._meta["heartbeat_at"] = iso(utcnow())
@@ -122,6 +152,10 @@ class RunWriter:
             raise ValueError(f"unknown final status {status!r}")
         if not self._meta:  # start() never wrote this run (refused, or interrupted before)
             return
+        self._drain()
+        failure = self._failure if not self._failure_raised else None
+        if failure is not None and status not in ("failed", "interrupted"):
+            status, message = "failed", str(failure)
         self._stop.set()
         if self._thread is not None and self._thread.ident is not None:  # started, if cut short
             self._thread.join(timeout=5)
@@ -134,6 +168,9 @@ class RunWriter:
                 if merged is None:
                     self._sync(table)
         self._frames.clear()
+        if failure is not None:
+            self._failure_raised = True
+            raise failure
 
     def _sync(self, table: str) -> None:
         """Make a table's parts durable: once per run, not once per part, so that the trainer
@@ -148,15 +185,28 @@ class RunWriter:
         _fsync_dir(self.dir / table)
 
     # -- data ------------------------------------------------------------------------------------
-    def write(self, table: str, columns: Mapping[str, np.ndarray | list[Any] | str]) -> Path:
+    def write(self, table: str, columns: Mapping[str, np.ndarray | list[Any] | str]
+              ) -> Path | None:
         """Write one immutable part of `table` and return its path.
 
         Each column is an array or list (cast to the table's type; a value that does not fit, such
         as 1.5 for an integer column, raises ValueError) or one string for every row. A column
         added to the table later (schema.ADDED) may be left out and is stored as NULL.
+        With `background` the part is converted here (bad columns raise here), queued for the
+        writer thread, and None is returned.
         """
+        if self._queue is None:
+            keep = self._frames.get(table, []) is not None
+            return self._write_part(table, arrow_part(table, {**columns, "run_id": self.run_id},
+                                                      copy=keep))
+        self._raise_failure()
+        # a copy: the caller may reuse its arrays while the part waits in the queue
+        part = arrow_part(table, {**columns, "run_id": self.run_id}, copy=True)
+        self._queue.put((self._write_part, (table, part)))
+        return None
+
+    def _write_part(self, table: str, part: pa.Table) -> Path:
         keep = self._frames.get(table, []) is not None
-        part = arrow_part(table, {**columns, "run_id": self.run_id}, copy=keep)
         blob = encode_part(table, part)
         n = self._next_part(table)
         path = self.dir / table / f"part-{n:06d}.parquet"
@@ -231,6 +281,40 @@ class RunWriter:
         n = self._parts[table]
         self._parts[table] = n + 1
         return n
+
+    # -- the writer thread (background) ------------------------------------------------------------
+    def _work(self, work: queue.Queue) -> None:
+        """Run the queued writes in order; after a failure, keep taking (and dropping) them so
+        that the trainer never blocks on a full queue."""
+        while True:
+            item = work.get()
+            if item is None:
+                return
+            if self._failure is not None:
+                continue
+            task, args = item
+            try:
+                task(*args)
+            except StoreWriteError as exc:
+                self._failure = exc
+            except BaseException as exc:  # anything else: said as a write error of the run
+                self._failure = StoreWriteError(
+                    f"cannot write run {self.run_id!r} in store {str(self.root)!r}: "
+                    f"{exc.__class__.__name__}: {exc}")
+
+    def _drain(self) -> None:
+        """Wait for the writer thread to write everything queued, and stop it; from then on
+        every call writes on the caller's thread."""
+        work, worker = self._queue, self._worker
+        self._queue = self._worker = None
+        if work is not None and worker is not None and worker.is_alive():
+            work.put(None)
+            worker.join()
+
+    def _raise_failure(self) -> None:
+        if self._failure is not None and not self._failure_raised:
+            self._failure_raised = True
+            raise self._failure
 
     # -- internals -------------------------------------------------------------------------------
     def _flush_meta(self, use_reserve: bool = False) -> None:

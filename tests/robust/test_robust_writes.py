@@ -86,13 +86,15 @@ def failing_part_writes(monkeypatch: pytest.MonkeyPatch, after: int) -> None:
 
 
 @pytest.mark.slow  # trains (a few seconds to a few tens on 2 busy cores)
+@pytest.mark.parametrize("background", [False, True], ids=["direct", "writer-thread"])
 def test_full_disk_stops_the_run_and_keeps_earlier_parts(tmp_path: Path,
-                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+                                                        monkeypatch: pytest.MonkeyPatch,
+                                                        background: bool) -> None:
     from trainer.loop import train
 
     failing_part_writes(monkeypatch, after=3)
     with pytest.raises(StoreWriteError, match="No space left on device") as info:
-        train(small_cfg(), RunWriter(tmp_path))
+        train(small_cfg(), RunWriter(tmp_path, background=background))
     assert "part-000003.parquet" in str(info.value) and "\n" not in str(info.value)
     assert step_ids(tmp_path) == list(range(12))  # 3 parts x 4 steps, intact
     meta = meta_of(tmp_path)
