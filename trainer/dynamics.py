@@ -129,24 +129,51 @@ def classifier_grad_split(fc: torch.nn.Module, h: torch.Tensor, dlogits: torch.T
     sum of per-sample terms, so the same split holds. `total` is dW when the caller has it (the
     classifier's .grad after backward): then neg = total - pos, one matmul fewer. Under torchrun
     both parts are the global batch's, as DDP's .grad is. Returns two (C, D) tensors.
+    One step of `grad_split_steps`, which StepRecorder runs on every buffered step at once.
     """
-    d = dlogits.detach().float()
     phi = h.detach().float()
+    weights = fc.weight.detach().float()[None] if isinstance(fc, NormedLinear) else None
+    pos, whole = grad_split_steps(fc, phi, dlogits.detach().float(), y,
+                                  torch.zeros_like(y), 1, weights,
+                                  total.float()[None] if total is not None else None)
+    return pos[0], whole[0] - pos[0]
+
+
+@torch.no_grad()
+def grad_split_steps(fc: torch.nn.Module, phi: torch.Tensor, d: torch.Tensor, y: torch.Tensor,
+                     slot: torch.Tensor, steps: int, weights: torch.Tensor | None = None,
+                     whole: torch.Tensor | None = None, missing: Sequence[int] | None = None
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
+    """`classifier_grad_split` of `steps` steps at once: rows phi (features, float32), d
+    (dLoss/dlogits) and y of every step, `slot` the step (0..steps-1) of each row; `weights`
+    (steps, C, D) the rows of a cosine classifier at each step; `whole` (steps, C, D) each step's
+    dW where the caller has it (the classifier's .grad), else computed from the rows, for every
+    step or only for the steps in `missing`. Returns (pos, whole), each (steps, C, D)."""
+    c = d.shape[1]
     normed = isinstance(fc, NormedLinear)
     if normed:
         phi = F.normalize(phi, dim=1)
-        w = fc.weight.detach().float()
-        w_norm = w.norm(dim=1, keepdim=True).clamp_min(1e-12)  # F.normalize's eps
-        u = w / w_norm
+        w_norm = weights.norm(dim=2, keepdim=True).clamp_min(1e-12)  # F.normalize's eps
+        u = weights / w_norm
 
-    def row_grad(g: torch.Tensor) -> torch.Tensor:  # sum_i d_ic phi_i -> dW_c
-        return fc.scale / w_norm * (g - u * (u * g).sum(1, keepdim=True)) if normed else g
+    def row_grad(g: torch.Tensor, at: slice | list[int] = slice(None)) -> torch.Tensor:
+        """(k, C, D) sums of d_ic phi_i -> each step's dW_c (`at`: which steps)."""
+        if not normed:
+            return g
+        return fc.scale / w_norm[at] * (g - u[at] * (u[at] * g).sum(2, keepdim=True))
 
-    # each sample adds d_i,y_i phi_i to its own class's row: an index_add, not a one-hot matmul
-    own = torch.zeros(d.shape[1], phi.shape[1], device=phi.device, dtype=phi.dtype)
-    pos = shared_mean(row_grad(own.index_add_(0, y, phi * d.gather(1, y[:, None]))))
-    whole = total.float() if total is not None else shared_mean(row_grad(d.T @ phi))
-    return pos, whole - pos
+    # each sample adds d_i,y_i phi_i to its own step's and class's row: one index_add, not a
+    # one-hot matmul
+    own = torch.zeros(steps * c, phi.shape[1], device=phi.device, dtype=phi.dtype)
+    own.index_add_(0, slot * c + y, phi * d.gather(1, y[:, None]))
+    pos = shared_mean(row_grad(own.view(steps, c, -1)))
+    if whole is None:
+        whole, missing = torch.empty_like(pos), list(range(steps))
+    if missing:  # sum_i d_ic phi_i of each of these steps
+        whole = whole.clone()
+        sums = torch.stack([d[slot == k].T @ phi[slot == k] for k in missing])
+        whole[missing] = shared_mean(row_grad(sums, missing))
+    return pos, whole
 
 
 class StepRecorder:
@@ -156,19 +183,24 @@ class StepRecorder:
     through `self.stats` by name; a cross-rank reduction of `buf` names them with `self.stats.names`
     (`reduce_`).
 
-    A step only copies its logits and labels into a device buffer and stores its classifier
-    gradient norms; the per-sample statistics and their per-class sums are computed for all the
-    buffered steps at once by `settle` (at the flush). On a small model a step is a few
-    milliseconds, and a dozen tiny tensor operations per step would cost several percent of it;
-    over a whole flush window they cost a few operations in all.
+    A step only copies its logits and labels into a device buffer, and either stores its
+    classifier gradient norms (`split` given) or, with `fc` and the step's features and
+    dLoss/dlogits, copies those and the classifier's gradient too; the per-sample statistics and
+    their per-class sums, and the gradient split of every buffered step, are computed for all
+    the buffered steps at once by `settle` (at the flush): `classifier_grad_split` batched over
+    the steps, the same sums. On a small model a step is a few milliseconds, and a dozen tiny
+    tensor operations per step would cost several percent of it (each starts with cold caches
+    after the step's backward pass); over a whole flush window they cost a few operations in all.
     """
 
-    # a bound on the buffered logits (bytes), so that many classes flush sooner, not run out
+    # bounds on the buffered rows (logits, and features with `fc`) and on the buffered classifier
+    # gradients and weights (bytes), so that many classes or wide features flush sooner
     LOGIT_BYTES = 64 * 2**20
+    GRAD_BYTES = 64 * 2**20
 
     def __init__(self, n_classes: int, capacity: int, device: torch.device,
-                 samples: SampleRecorder | None = None, stats: Sequence[str] | None = None
-                 ) -> None:
+                 samples: SampleRecorder | None = None, stats: Sequence[str] | None = None,
+                 fc: torch.nn.Module | None = None) -> None:
         self.stats = Stats(STEP_STATS if stats is None else stats)
         if set(self.stats.names) != set(STEP_STATS):
             raise ValueError(f"stats {self.stats.names} are not an order of {STEP_STATS}")
@@ -185,54 +217,99 @@ class StepRecorder:
         self.slot: torch.Tensor | None = None    # (rows,) which buffered step the row is from
         self.rows = 0                            # rows buffered and not yet settled
         self.batch = 0                           # rows of the largest step so far
+        # the deferred gradient split (record's h and dlogits, with `fc`)
+        self.fc = fc
+        self.feat: torch.Tensor | None = None    # (rows, D) penultimate features
+        self.dl: torch.Tensor | None = None      # (rows, C) dLoss/dlogits
+        self.grads: torch.Tensor | None = None   # (steps, C, D) the classifier's .grad
+        self.weights: torch.Tensor | None = None  # (steps, C, D) a cosine classifier's rows
+        self.has_grad: list[bool] = []           # per buffered step: its .grad was there
+        self.split_from = 0                      # the first step slot settle() has not split
 
     def __len__(self) -> int:
         return len(self.steps)
 
     @property
     def full(self) -> bool:
-        """Time to flush: every step slot used, or no room for another batch of logits."""
+        """Time to flush: every step slot used, no room for another batch of logits, or no room
+        for another step's classifier gradient."""
         return (len(self.steps) >= self.capacity
-                or (self.y is not None and self.rows + self.batch > len(self.y)))
+                or (self.y is not None and self.rows + self.batch > len(self.y))
+                or (self.grads is not None and len(self.steps) >= len(self.grads)))
 
     @torch.no_grad()
     def record(self, step: int, epoch: int, lr: float, logits: torch.Tensor, y: torch.Tensor,
                fc_grad: torch.Tensor | None,
-               split: tuple[torch.Tensor, torch.Tensor] | None = None) -> None:
-        """Add one step: buffer its logits and labels; store the classifier gradient norms now
-        (`split` is `classifier_grad_split`'s (pos, neg), NaN if absent), since the gradient
-        changes with the next step."""
+               split: tuple[torch.Tensor, torch.Tensor] | None = None,
+               h: torch.Tensor | None = None, dlogits: torch.Tensor | None = None) -> None:
+        """Add one step: buffer its logits and labels, and its classifier gradient norms, since
+        the gradient changes with the next step. Either the norms are taken now (`split` is
+        `classifier_grad_split`'s (pos, neg), NaN if absent), or, with `h` and `dlogits` (the
+        step's penultimate features and dLoss/dlogits; the recorder made with `fc`), the step's
+        features, dLoss/dlogits and classifier gradient are buffered and settle() splits them.
+        `fc_grad` None (rows that do not train): the gradient they would receive."""
         k, n = len(self.steps), len(y)
-        if self.y is None or self.rows + n > len(self.y):
-            self._grow(n)
+        deferred = h is not None
+        if deferred and self.fc is None:
+            raise ValueError("a deferred gradient split needs the recorder's classifier (fc)")
+        if self.y is None or self.rows + n > len(self.y) or (deferred and self.feat is None):
+            self._grow(n, h.shape[1] if deferred else None)
         self.batch = max(self.batch, n)
-        self.logits[self.rows:self.rows + n] = logits.detach()
-        self.y[self.rows:self.rows + n] = y
-        self.slot[self.rows:self.rows + n] = k
+        rows = slice(self.rows, self.rows + n)
+        self.logits[rows] = logits.detach()
+        self.y[rows] = y
+        self.slot[rows] = k
         self.rows += n
-        row = self.buf[k]
-        given = {**({"grad_norm": fc_grad.float()} if fc_grad is not None else {}),
-                 **(dict(zip(("grad_pos", "grad_neg"), split)) if split is not None else {})}
-        if given:  # one norm over the stacked (C, D) gradients
-            row[:, self.stats.at(*given)] = torch.stack(list(given.values())).norm(dim=2).T
-        if split is None:
-            row[:, self.stats.at("grad_pos", "grad_neg")] = float("nan")
+        if deferred:
+            self.feat[rows] = h.detach()
+            self.dl[rows] = dlogits.detach()
+            self._keep_classifier(k, fc_grad)
+        else:
+            row = self.buf[k]
+            given = {**({"grad_norm": fc_grad.float()} if fc_grad is not None else {}),
+                     **(dict(zip(("grad_pos", "grad_neg"), split)) if split is not None else {})}
+            if given:  # one norm over the stacked (C, D) gradients
+                row[:, self.stats.at(*given)] = torch.stack(list(given.values())).norm(dim=2).T
+            if split is None:
+                row[:, self.stats.at("grad_pos", "grad_neg")] = float("nan")
         self.steps.append(step)
         self.epochs.append(epoch)
         self.lrs.append(lr)
 
-    def _grow(self, n: int) -> None:
+    def _keep_classifier(self, k: int, fc_grad: torch.Tensor | None) -> None:
+        """Step slot k's classifier gradient (and a cosine classifier's rows), for settle()."""
+        w = self.fc.weight
+        if self.grads is None:  # within GRAD_BYTES: at least one step, at most the capacity
+            per_step = 4 * w.numel() * (2 if isinstance(self.fc, NormedLinear) else 1)
+            steps = max(1, min(self.capacity, self.GRAD_BYTES // per_step))
+            self.grads = torch.empty(steps, *w.shape, device=self.device)
+            if isinstance(self.fc, NormedLinear):
+                self.weights = torch.empty(steps, *w.shape, device=self.device)
+        if fc_grad is not None:
+            self.grads[k] = fc_grad
+        if self.weights is not None:
+            self.weights[k] = w.detach()
+        self.has_grad.append(fc_grad is not None)
+
+    def _grow(self, n: int, dim: int | None = None) -> None:
         """Room for the buffered rows and at least one more batch of n (the first call sizes the
-        buffer to the whole flush window, within LOGIT_BYTES)."""
-        want = max(self.rows + n, min(self.capacity * n, self.LOGIT_BYTES // (4 * self.n_classes)))
-        logits = torch.empty(want, self.n_classes, device=self.device)
-        y = torch.empty(want, dtype=torch.long, device=self.device)
-        slot = torch.empty(want, dtype=torch.long, device=self.device)
+        buffer to the whole flush window, within LOGIT_BYTES); with `dim`, room for the rows'
+        features and dLoss/dlogits too."""
+        dim = dim if dim is not None else (self.feat.shape[1] if self.feat is not None else 0)
+        per_row = 4 * (self.n_classes * (2 if dim else 1) + dim)
+        want = max(self.rows + n, min(self.capacity * n, self.LOGIT_BYTES // per_row))
+        old = {"logits": self.logits, "y": self.y, "slot": self.slot, "feat": self.feat,
+               "dl": self.dl}
+        self.logits = torch.empty(want, self.n_classes, device=self.device)
+        self.y = torch.empty(want, dtype=torch.long, device=self.device)
+        self.slot = torch.empty(want, dtype=torch.long, device=self.device)
+        if dim:
+            self.feat = torch.empty(want, dim, device=self.device)
+            self.dl = torch.empty(want, self.n_classes, device=self.device)
         if self.rows:
-            logits[:self.rows] = self.logits[:self.rows]
-            y[:self.rows] = self.y[:self.rows]
-            slot[:self.rows] = self.slot[:self.rows]
-        self.logits, self.y, self.slot = logits, y, slot
+            for name, was in old.items():
+                if was is not None:
+                    getattr(self, name)[:self.rows] = was[:self.rows]
 
     @torch.no_grad()
     def settle(self) -> None:
@@ -251,9 +328,23 @@ class StepRecorder:
         self.stats.index_add_(flat, tuple(by_true), slot * self.n_classes + y,
                              torch.stack(list(by_true.values()), 1))
         self.stats.of(flat, "pred_count").index_add_(0, slot * self.n_classes + pred, ones)
+        if self.feat is not None and self.split_from < len(self.steps):
+            self._settle_split(r)
         self.rows = 0
         if self.samples is not None:
             self.samples.fill(loss, correct, p_true)
+
+    def _settle_split(self, r: int) -> None:
+        """The gradient split of the buffered steps not yet split, all at once
+        (`grad_split_steps`); its norms go into the buffer."""
+        k0, k1 = self.split_from, len(self.steps)
+        pos, whole = grad_split_steps(
+            self.fc, self.feat[:r], self.dl[:r], self.y[:r], self.slot[:r] - k0, k1 - k0,
+            self.weights[k0:k1] if self.weights is not None else None, self.grads[k0:k1],
+            [k - k0 for k in range(k0, k1) if not self.has_grad[k]])
+        for name, g in (("grad_norm", whole), ("grad_pos", pos), ("grad_neg", whole - pos)):
+            self.buf[k0:k1, :, self.stats[name]] = g.norm(dim=2)  # each row's, over D
+        self.split_from = k1
 
     def reduce_(self) -> None:
         """Under torchrun, the buffered steps' sums added up across ranks (the shared gradient
@@ -277,6 +368,7 @@ class StepRecorder:
             cols[name] = np.rint(v).astype(np.int64) if name in _INT_STATS else v
         cols["lr"] = np.repeat(np.asarray(self.lrs, dtype=np.float64), c)
         self.steps, self.epochs, self.lrs = [], [], []
+        self.has_grad, self.split_from = [], 0
         return cols
 
 

@@ -38,7 +38,7 @@ from trainer.conflict import ConflictRecorder, WholeSet
 from trainer.data import ClassInfo
 from trainer.hessian import GroupSharpness
 from trainer.dynamics import (LOGIT_STATS, POSTHOC_CORRECT, GradientProbe, SampleRecorder,
-                              StepRecorder, classifier_grad_split, classifier_rows,
+                              StepRecorder, classifier_rows,
                               geometry_tables)
 from trainer.sink import Sink
 
@@ -168,7 +168,7 @@ class StepsRecorder:
         # settles the same steps (`_drain_steps`)
         self.samples = samples
         self.buffer = StepRecorder(len(run.minority), max(1, run.flush_steps), run.device,
-                                   samples=samples)
+                                   samples=samples, fc=self.fc)
         self.last_flush = time.monotonic()
         self.sharpness = run.sharpness
 
@@ -183,14 +183,13 @@ class StepsRecorder:
 
     def record(self, step: int, epoch: int, lr: float, h: torch.Tensor, logits: torch.Tensor,
                y: torch.Tensor, rows: torch.Tensor) -> None:
-        grad, dlogits = self.fc.weight.grad, logits.grad
+        dlogits = logits.grad
         scale = getattr(self.net, "logit_scale", None)
         if scale is not None:  # lws: logits f_c z_c, so dLoss/dz_c = f_c dLoss/dlogit_c
             dlogits = dlogits * scale.detach()
-        grad_split = classifier_grad_split(self.fc, h, dlogits, y, grad)
-        if grad is None:  # frozen rows (lws): the gradient they would receive
-            grad = grad_split[0] + grad_split[1]
-        self.buffer.record(step, epoch, lr, logits, y, grad, grad_split)
+        # the classifier gradient split (classifier_grad_split), settled at the flush for all
+        # the buffered steps at once; frozen rows (lws, no .grad): the gradient they would get
+        self.buffer.record(step, epoch, lr, logits, y, self.fc.weight.grad, h=h, dlogits=dlogits)
 
     def flush_if_due(self) -> None:
         if self.buffer.full or (self.timed

@@ -260,3 +260,42 @@ def test_split_from_the_classifier_gradient_equals_the_split_from_scratch(normed
     # total - pos against d^T phi - pos: two float32 sums over the 32 samples
     np.testing.assert_allclose(neg2.numpy(), neg.numpy(), rtol=0,
                                atol=rel(32 + model.fc.in_features) * np.abs(neg.numpy()).max())
+
+
+@pytest.mark.parametrize("normed", [False, True], ids=["linear", "cosine"])
+@pytest.mark.parametrize("with_grad", [True, False], ids=["grad", "frozen-rows"])
+def test_deferred_split_equals_the_split_of_each_step(normed: bool, with_grad: bool) -> None:
+    """The loop buffers each step's features, dLoss/dlogits and .grad, and the flush splits all
+    the steps at once: the norms equal those of classifier_grad_split step by step (each step's
+    own weights; batches of different sizes; two settles in one flush window; a gradient buffer
+    that holds fewer steps than the window, so the recorder asks for a flush when it is full)."""
+    torch.manual_seed(3)
+    model = cnn1d(40, C, normed=normed)
+    opt = torch.optim.SGD(model.parameters(), lr=0.5)
+    rec = StepRecorder(C, 8, torch.device("cpu"), fc=model.fc)
+    rec.GRAD_BYTES = 5 * 4 * model.fc.weight.numel() * (2 if normed else 1)  # room for 5 steps
+    want = []
+    for step, n in enumerate((16, 16, 9, 16, 5)):
+        x, y = torch.randn(n, 40), torch.randint(0, C, (n,))
+        h, logits = model.forward_features(x)
+        logits.retain_grad()
+        opt.zero_grad()
+        F.cross_entropy(logits, y).backward()
+        grad = model.fc.weight.grad if with_grad else None
+        pos, neg = classifier_grad_split(model.fc, h, logits.grad, y, grad)
+        total = grad if with_grad else pos + neg
+        want.append([total.norm(dim=1), pos.norm(dim=1), neg.norm(dim=1)])
+        assert not rec.full
+        rec.record(step, 1, 0.1, logits, y, grad, h=h, dlogits=logits.grad)
+        if step == 2:
+            rec.settle()  # a settle within the window: the later steps are split on their own
+        opt.step()  # the next step's weights (and a cosine classifier's rows) differ
+    assert rec.full  # the gradient buffer holds 5 steps
+    cols = rec.drain()
+    for k, (total, pos, neg) in enumerate(want):
+        rows = slice(k * C, (k + 1) * C)
+        for name, ref in (("grad_norm", total), ("grad_pos", pos), ("grad_neg", neg)):
+            got = cols[name][rows]
+            tol = rel(16 + model.fc.in_features) * float(ref.abs().max())
+            np.testing.assert_allclose(got, ref.numpy(), rtol=0, atol=tol, err_msg=(k, name))
+    assert np.isfinite(cols["grad_neg"]).all() and len(rec) == 0 and rec.split_from == 0
