@@ -8,9 +8,7 @@ in which the thread's files appear.
 
 from __future__ import annotations
 
-import errno
 import json
-import os
 import time
 from pathlib import Path
 
@@ -23,6 +21,7 @@ import imbtui.store.writer as writer_mod
 from imbtui.store import RunWriter
 from imbtui.store.schema import ARROW_TABLES
 from imbtui.store.writer import StoreWriteError
+from tests.robust.test_robust_writes import failing_part_writes
 
 C = 4  # classes
 
@@ -122,23 +121,9 @@ def test_progress_never_runs_ahead_of_the_parts(tmp_path: Path,
     assert all(claimed <= on_disk for claimed, on_disk in seen)
 
 
-def failing_steps_parts(monkeypatch: pytest.MonkeyPatch, after: int) -> None:
-    real = writer_mod.write_part_file
-    seen = {"n": 0}
-
-    def write(path: Path, data, fsync: bool = False) -> None:
-        if path.parent.name == "steps":
-            seen["n"] += 1
-            if seen["n"] > after:
-                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-        real(path, data, fsync)
-
-    monkeypatch.setattr(writer_mod, "write_part_file", write)
-
-
 def test_a_failure_on_the_thread_fails_the_run_at_finish(tmp_path: Path,
                                                          monkeypatch: pytest.MonkeyPatch) -> None:
-    failing_steps_parts(monkeypatch, after=2)
+    failing_part_writes(monkeypatch, after=2)
     rng = np.random.default_rng(2)
     w = RunWriter(tmp_path, run_id="r1", background=True, compact_min_parts=1000)
     w.start({})
@@ -161,7 +146,7 @@ def test_a_failure_on_the_thread_fails_the_run_at_finish(tmp_path: Path,
 
 def test_a_failure_raised_by_a_write_is_not_raised_again(tmp_path: Path,
                                                         monkeypatch: pytest.MonkeyPatch) -> None:
-    failing_steps_parts(monkeypatch, after=0)
+    failing_part_writes(monkeypatch, after=0)
     rng = np.random.default_rng(3)
     w = RunWriter(tmp_path, run_id="r1", background=True)
     w.start({})
