@@ -135,8 +135,10 @@ def main() -> None:
         cfg = config(args, data)
         print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, device {args.device}"
               f", shape {args.shape}, arms {arms}, sink {args.sink}, load average {load()}")
-        run_once(TrainConfig(**{**cfg.__dict__, "max_steps": 5, "epochs": 1}), "off",
-                 Path(tmp) / "warm")  # warm-up: dataset cache, allocator, kernels
+        for arm in arms:  # warm-up of every arm: dataset cache, allocator, kernels, and what
+            # a process does once at its first write (pyarrow's first conversion imports numpy.ma)
+            run_once(TrainConfig(**{**cfg.__dict__, "max_steps": 5, "epochs": 1}), arm,
+                     Path(tmp) / "warm" if args.sink == "store" else None)
         times: dict[str, list[float]] = {a: [] for a in arms}
         cpus: dict[str, list[float]] = {a: [] for a in arms}
         for r in range(args.repeats):
