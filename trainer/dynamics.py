@@ -183,28 +183,30 @@ class StepRecorder:
     through `self.stats` by name; a cross-rank reduction of `buf` names them with `self.stats.names`
     (`reduce_`).
 
-    A step only copies its logits and labels into a device buffer, and either stores its
-    classifier gradient norms (`split` given) or, with `fc` and the step's features and
-    dLoss/dlogits, copies those and the classifier's gradient too; the per-sample statistics and
-    their per-class sums, and the gradient split of every buffered step, are computed for all
-    the buffered steps at once by `settle` (at the flush): `classifier_grad_split` batched over
-    the steps, the same sums. On a small model a step is a few milliseconds, and a dozen tiny
-    tensor operations per step would cost several percent of it (each starts with cold caches
-    after the step's backward pass); over a whole flush window they cost a few operations in all.
+    A step keeps its own logits, labels, penultimate features and dLoss/dlogits (references, no
+    copies: the next step makes new tensors) and copies the classifier's gradient (and a cosine
+    classifier's rows), which the optimiser step is about to change. `settle` (at the flush)
+    computes the per-sample statistics and their per-class sums, and the gradient split
+    (`grad_split_steps`), for all the kept steps at once. On a small model a step is a few
+    milliseconds, and each tiny tensor operation inside it starts with cold caches after the
+    backward pass, so a dozen of them per step would cost several percent; over a whole flush
+    window they cost a few operations in all. A kept tensor changed in place before the settle
+    is an error, not a silently wrong statistic (`settle` checks their version counters).
     """
 
-    # bounds on the buffered rows (logits, and features with `fc`) and on the buffered classifier
-    # gradients and weights (bytes), so that many classes or wide features flush sooner
+    # bounds on the kept rows (logits, dLoss/dlogits and features: bytes as float32) and on the
+    # copied classifier gradients and weights, so that many classes or wide features flush sooner
     LOGIT_BYTES = 64 * 2**20
     GRAD_BYTES = 64 * 2**20
 
-    def __init__(self, n_classes: int, capacity: int, device: torch.device,
-                 samples: SampleRecorder | None = None, stats: Sequence[str] | None = None,
-                 fc: torch.nn.Module | None = None) -> None:
+    def __init__(self, n_classes: int, capacity: int, device: torch.device, fc: torch.nn.Module,
+                 samples: SampleRecorder | None = None, stats: Sequence[str] | None = None
+                 ) -> None:
         self.stats = Stats(STEP_STATS if stats is None else stats)
         if set(self.stats.names) != set(STEP_STATS):
             raise ValueError(f"stats {self.stats.names} are not an order of {STEP_STATS}")
         self.n_classes = n_classes
+        self.fc = fc
         self.samples = samples  # gets each settled step's per-sample values, in order
         self.capacity = capacity
         self.device = device
@@ -212,66 +214,43 @@ class StepRecorder:
         self.steps: list[int] = []
         self.epochs: list[int] = []
         self.lrs: list[float] = []
-        self.logits: torch.Tensor | None = None  # (rows, C) float32, made at the first record
-        self.y: torch.Tensor | None = None       # (rows,) true class
-        self.slot: torch.Tensor | None = None    # (rows,) which buffered step the row is from
-        self.rows = 0                            # rows buffered and not yet settled
-        self.batch = 0                           # rows of the largest step so far
-        # the deferred gradient split (record's h and dlogits, with `fc`)
-        self.fc = fc
-        self.feat: torch.Tensor | None = None    # (rows, D) penultimate features
-        self.dl: torch.Tensor | None = None      # (rows, C) dLoss/dlogits
-        self.grads: torch.Tensor | None = None   # (steps, C, D) the classifier's .grad
+        # the steps not yet settled: (logits, y, h, dlogits) of each, and their version counters
+        self.kept: list[tuple[torch.Tensor, ...]] = []
+        self.versions: list[tuple[int, ...]] = []
+        self.rows = 0          # rows kept
+        self.batch = 0         # rows of the largest step so far
+        self.max_rows = 0      # LOGIT_BYTES in rows, set at the first record
+        self.settled = 0       # step slots settled (the first kept step's slot)
+        self.grads: torch.Tensor | None = None    # (steps, C, D) the classifier's .grad
         self.weights: torch.Tensor | None = None  # (steps, C, D) a cosine classifier's rows
-        self.has_grad: list[bool] = []           # per buffered step: its .grad was there
-        self.split_from = 0                      # the first step slot settle() has not split
+        self.has_grad: list[bool] = []            # per step slot: its .grad was there
 
     def __len__(self) -> int:
         return len(self.steps)
 
     @property
     def full(self) -> bool:
-        """Time to flush: every step slot used, no room for another batch of logits, or no room
+        """Time to flush: every step slot used, no room for another batch of rows, or no room
         for another step's classifier gradient."""
         return (len(self.steps) >= self.capacity
-                or (self.y is not None and self.rows + self.batch > len(self.y))
+                or (self.max_rows > 0 and self.rows + self.batch > self.max_rows)
                 or (self.grads is not None and len(self.steps) >= len(self.grads)))
 
     @torch.no_grad()
     def record(self, step: int, epoch: int, lr: float, logits: torch.Tensor, y: torch.Tensor,
-               fc_grad: torch.Tensor | None,
-               split: tuple[torch.Tensor, torch.Tensor] | None = None,
-               h: torch.Tensor | None = None, dlogits: torch.Tensor | None = None) -> None:
-        """Add one step: buffer its logits and labels, and its classifier gradient norms, since
-        the gradient changes with the next step. Either the norms are taken now (`split` is
-        `classifier_grad_split`'s (pos, neg), NaN if absent), or, with `h` and `dlogits` (the
-        step's penultimate features and dLoss/dlogits; the recorder made with `fc`), the step's
-        features, dLoss/dlogits and classifier gradient are buffered and settle() splits them.
-        `fc_grad` None (rows that do not train): the gradient they would receive."""
-        k, n = len(self.steps), len(y)
-        deferred = h is not None
-        if deferred and self.fc is None:
-            raise ValueError("a deferred gradient split needs the recorder's classifier (fc)")
-        if self.y is None or self.rows + n > len(self.y) or (deferred and self.feat is None):
-            self._grow(n, h.shape[1] if deferred else None)
-        self.batch = max(self.batch, n)
-        rows = slice(self.rows, self.rows + n)
-        self.logits[rows] = logits.detach()
-        self.y[rows] = y
-        self.slot[rows] = k
-        self.rows += n
-        if deferred:
-            self.feat[rows] = h.detach()
-            self.dl[rows] = dlogits.detach()
-            self._keep_classifier(k, fc_grad)
-        else:
-            row = self.buf[k]
-            given = {**({"grad_norm": fc_grad.float()} if fc_grad is not None else {}),
-                     **(dict(zip(("grad_pos", "grad_neg"), split)) if split is not None else {})}
-            if given:  # one norm over the stacked (C, D) gradients
-                row[:, self.stats.at(*given)] = torch.stack(list(given.values())).norm(dim=2).T
-            if split is None:
-                row[:, self.stats.at("grad_pos", "grad_neg")] = float("nan")
+               fc_grad: torch.Tensor | None, h: torch.Tensor, dlogits: torch.Tensor) -> None:
+        """Add one step: its logits, labels, penultimate features `h` and dLoss/dlogits are kept
+        for settle(); the classifier's gradient is copied now, since the optimiser step changes
+        it. `fc_grad` None (rows that do not train): settle() computes the gradient they would
+        receive."""
+        kept = (logits.detach(), y, h.detach(), dlogits.detach())
+        if not self.max_rows:
+            self.max_rows = max(1, self.LOGIT_BYTES // (4 * (2 * self.n_classes + h.shape[1])))
+        self.kept.append(kept)
+        self.versions.append(tuple(t._version for t in kept))
+        self.rows += len(y)
+        self.batch = max(self.batch, len(y))
+        self._keep_classifier(len(self.steps), fc_grad)
         self.steps.append(step)
         self.epochs.append(epoch)
         self.lrs.append(lr)
@@ -291,36 +270,25 @@ class StepRecorder:
             self.weights[k] = w.detach()
         self.has_grad.append(fc_grad is not None)
 
-    def _grow(self, n: int, dim: int | None = None) -> None:
-        """Room for the buffered rows and at least one more batch of n (the first call sizes the
-        buffer to the whole flush window, within LOGIT_BYTES); with `dim`, room for the rows'
-        features and dLoss/dlogits too."""
-        dim = dim if dim is not None else (self.feat.shape[1] if self.feat is not None else 0)
-        per_row = 4 * (self.n_classes * (2 if dim else 1) + dim)
-        want = max(self.rows + n, min(self.capacity * n, self.LOGIT_BYTES // per_row))
-        old = {"logits": self.logits, "y": self.y, "slot": self.slot, "feat": self.feat,
-               "dl": self.dl}
-        self.logits = torch.empty(want, self.n_classes, device=self.device)
-        self.y = torch.empty(want, dtype=torch.long, device=self.device)
-        self.slot = torch.empty(want, dtype=torch.long, device=self.device)
-        if dim:
-            self.feat = torch.empty(want, dim, device=self.device)
-            self.dl = torch.empty(want, self.n_classes, device=self.device)
-        if self.rows:
-            for name, was in old.items():
-                if was is not None:
-                    getattr(self, name)[:self.rows] = was[:self.rows]
-
     @torch.no_grad()
     def settle(self) -> None:
-        """Per-sample statistics of the buffered rows, summed per step and class into the buffer;
-        the rows' (loss, correct, p_true) go to the SampleRecorder, if any, in the order they were
-        recorded. Whoever settles (the loop at a flush, `drain`), the samples get their values."""
-        r = self.rows
-        if r == 0:
+        """Per-sample statistics of the kept steps, summed per step and class into the buffer,
+        and their gradient split; the rows' (loss, correct, p_true) go to the SampleRecorder, if
+        any, in the order they were recorded. Whoever settles (the loop at a flush, `drain`), the
+        samples get their values."""
+        if not self.kept:
             return
-        y, slot = self.y[:r], self.slot[:r]
-        loss, correct, p_true, margin, pred = per_sample_stats(self.logits[:r], y)
+        if any(t._version != v for kept, versions in zip(self.kept, self.versions)
+               for t, v in zip(kept, versions)):
+            raise RuntimeError("a recorded step's logits, labels, features or dLoss/dlogits were "
+                               "changed in place before the recorder settled them")
+        logits, y, h, dl = (torch.cat(parts) for parts in zip(*self.kept))
+        k0, k1 = self.settled, len(self.steps)
+        # each row's step slot, made on the host (torch.repeat_interleave with a tensor of
+        # counts takes milliseconds here on a CPU)
+        slot = torch.as_tensor(np.repeat(np.arange(k0, k1), [len(kept[1]) for kept in self.kept]),
+                               device=self.device)
+        loss, correct, p_true, margin, pred = per_sample_stats(logits.float(), y)
         flat = self.buf.view(-1, len(self.stats))  # row slot * C + class of buf
         ones = torch.ones_like(loss)
         by_true = {"n": ones, "loss_sum": loss, "correct": correct.float(), "p_true_sum": p_true,
@@ -328,23 +296,16 @@ class StepRecorder:
         self.stats.index_add_(flat, tuple(by_true), slot * self.n_classes + y,
                              torch.stack(list(by_true.values()), 1))
         self.stats.of(flat, "pred_count").index_add_(0, slot * self.n_classes + pred, ones)
-        if self.feat is not None and self.split_from < len(self.steps):
-            self._settle_split(r)
-        self.rows = 0
-        if self.samples is not None:
-            self.samples.fill(loss, correct, p_true)
-
-    def _settle_split(self, r: int) -> None:
-        """The gradient split of the buffered steps not yet split, all at once
-        (`grad_split_steps`); its norms go into the buffer."""
-        k0, k1 = self.split_from, len(self.steps)
+        # the gradient split of the kept steps, all at once; its norms go into the buffer
         pos, whole = grad_split_steps(
-            self.fc, self.feat[:r], self.dl[:r], self.y[:r], self.slot[:r] - k0, k1 - k0,
+            self.fc, h.float(), dl.float(), y, slot - k0, k1 - k0,
             self.weights[k0:k1] if self.weights is not None else None, self.grads[k0:k1],
             [k - k0 for k in range(k0, k1) if not self.has_grad[k]])
         for name, g in (("grad_norm", whole), ("grad_pos", pos), ("grad_neg", whole - pos)):
             self.buf[k0:k1, :, self.stats[name]] = g.norm(dim=2)  # each row's, over D
-        self.split_from = k1
+        self.kept, self.versions, self.rows, self.settled = [], [], 0, k1
+        if self.samples is not None:
+            self.samples.fill(loss, correct, p_true)
 
     def reduce_(self) -> None:
         """Under torchrun, the buffered steps' sums added up across ranks (the shared gradient
@@ -368,42 +329,44 @@ class StepRecorder:
             cols[name] = np.rint(v).astype(np.int64) if name in _INT_STATS else v
         cols["lr"] = np.repeat(np.asarray(self.lrs, dtype=np.float64), c)
         self.steps, self.epochs, self.lrs = [], [], []
-        self.has_grad, self.split_from = [], 0
+        self.has_grad, self.settled = [], 0
         return cols
 
 
 # ==== per sample ==================================================================================
 
-SAMPLE_KEYS = Stats(("sample_id", "class_id"))        # the long buffer `keys`
-SAMPLE_VALS = Stats(("correct", "p_true", "loss"))    # the float buffer `vals`
+SAMPLE_KEYS = Stats(("sample_id", "class_id"))        # the long columns of a drained part
+SAMPLE_VALS = Stats(("correct", "p_true", "loss"))    # the float ones
 
 
 class SampleRecorder:
     """Each training sample at each presentation: its id (index into the dataset's original
     training arrays, stable across epochs), class, position in the batch and (correct, p_true,
-    loss) from the training forward pass, in (capacity, batch) device buffers."""
+    loss) from the training forward pass. A step keeps its batch's rows and labels (references);
+    `ids` (row of the training tensors -> sample id; None: the row is the id) maps them at the
+    drain. Every step of an epoch has the same batch size."""
 
-    def __init__(self, capacity: int, device: torch.device) -> None:
-        self.capacity, self.device = capacity, device
-        self.keys: torch.Tensor | None = None  # (capacity, b, 2): sample id, class; made at the
-        self.vals: torch.Tensor | None = None  # first record, when the batch size is known
+    def __init__(self, device: torch.device, ids: torch.Tensor | None = None) -> None:
+        self.device, self.ids = device, ids
+        self.rows: list[torch.Tensor] = []  # per step: the batch's rows of the training tensors
+        self.ys: list[torch.Tensor] = []    # per step: their classes
+        self.vals: list[torch.Tensor] = []  # per settle: (rows, len(SAMPLE_VALS)) of its steps
         self.steps: list[int] = []
         self.epochs: list[int] = []
-        self.filled = 0  # steps whose values have come (`fill`)
+        self.batch = 0                      # rows per step
+        self.filled = 0                     # steps whose values have come (`fill`)
 
     def __len__(self) -> int:
         return len(self.steps)
 
-    @torch.no_grad()
-    def record(self, step: int, epoch: int, sample_ids: torch.Tensor, y: torch.Tensor) -> None:
+    def record(self, step: int, epoch: int, rows: torch.Tensor, y: torch.Tensor) -> None:
         """Which samples the step presented; their (correct, p_true, loss) come with `fill`."""
-        if self.keys is None:
-            self.keys = torch.zeros(self.capacity, len(y), len(SAMPLE_KEYS), dtype=torch.long,
-                                    device=self.device)
-            self.vals = torch.zeros(self.capacity, len(y), len(SAMPLE_VALS), device=self.device)
-        k = len(self.steps)
-        SAMPLE_KEYS.of(self.keys[k], "sample_id")[:] = sample_ids
-        SAMPLE_KEYS.of(self.keys[k], "class_id")[:] = y
+        if self.batch and len(y) != self.batch:
+            raise ValueError(f"a step of {len(y)} samples after steps of {self.batch}: the "
+                             "samples table needs one batch size")
+        self.batch = len(y)
+        self.rows.append(rows)
+        self.ys.append(y)
         self.steps.append(step)
         self.epochs.append(epoch)
 
@@ -411,22 +374,22 @@ class SampleRecorder:
     def fill(self, loss: torch.Tensor, correct: torch.Tensor, p_true: torch.Tensor) -> None:
         """The values of the steps recorded since the last fill, in order (the StepRecorder that
         holds this recorder calls it when it settles those same steps)."""
-        b = self.keys.shape[1]
-        k = len(loss) // b
         terms = {"correct": correct.float(), "p_true": p_true, "loss": loss}
-        self.vals[self.filled:self.filled + k] = torch.stack(
-            [terms[name] for name in SAMPLE_VALS.names], 1).view(k, b, len(SAMPLE_VALS))
-        self.filled += k
+        self.vals.append(torch.stack([terms[name] for name in SAMPLE_VALS.names], 1))
+        self.filled += len(loss) // self.batch
 
     def drain(self) -> dict[str, np.ndarray]:
         """`samples` table columns of every rank's buffered rows (gathered); empties the buffer."""
         k = len(self.steps)
         if self.filled != k:
             raise RuntimeError(f"{k - self.filled} steps of samples drained before their values")
-        b, w = self.keys.shape[1], world_size()
-        keys = dist_gather(self.keys[:k].reshape(-1, len(SAMPLE_KEYS))).cpu().numpy()
-        vals = (dist_gather(self.vals[:k].reshape(-1, len(SAMPLE_VALS))).cpu().numpy()
-                .astype(np.float64))
+        b, w = self.batch, world_size()
+        rows = torch.cat(self.rows)
+        ids = rows if self.ids is None else self.ids[rows]
+        parts = {"sample_id": ids, "class_id": torch.cat(self.ys)}
+        keys = dist_gather(torch.stack([parts[name] for name in SAMPLE_KEYS.names], 1))
+        keys = keys.cpu().numpy()
+        vals = dist_gather(torch.cat(self.vals)).cpu().numpy().astype(np.float64)
         # gathered rank by rank; rank r holds positions r*b .. r*b+b-1 of each global batch
         cols = {
             "epoch": np.tile(np.repeat(np.asarray(self.epochs, dtype=np.int32), b), w),
@@ -438,7 +401,8 @@ class SampleRecorder:
             "correct": SAMPLE_VALS.of(vals, "correct") > 0.5,
             "p_true": SAMPLE_VALS.of(vals, "p_true"), "loss": SAMPLE_VALS.of(vals, "loss"),
         }
-        self.steps, self.epochs, self.filled = [], [], 0
+        self.rows, self.ys, self.vals, self.steps, self.epochs = [], [], [], [], []
+        self.filled = 0
         return cols
 
 

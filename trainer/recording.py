@@ -168,7 +168,7 @@ class StepsRecorder:
         # settles the same steps (`_drain_steps`)
         self.samples = samples
         self.buffer = StepRecorder(len(run.minority), max(1, run.flush_steps), run.device,
-                                   samples=samples, fc=self.fc)
+                                   self.fc, samples=samples)
         self.last_flush = time.monotonic()
         self.sharpness = run.sharpness
 
@@ -189,7 +189,7 @@ class StepsRecorder:
             dlogits = dlogits * scale.detach()
         # the classifier gradient split (classifier_grad_split), settled at the flush for all
         # the buffered steps at once; frozen rows (lws, no .grad): the gradient they would get
-        self.buffer.record(step, epoch, lr, logits, y, self.fc.weight.grad, h=h, dlogits=dlogits)
+        self.buffer.record(step, epoch, lr, logits, y, self.fc.weight.grad, h, dlogits)
 
     def flush_if_due(self) -> None:
         if self.buffer.full or (self.timed
@@ -253,8 +253,8 @@ class FullRecorder(StepsRecorder):
     samples: SampleRecorder
 
     def __init__(self, sink: Sink, hooks: FlushHook, run: Subject) -> None:
-        super().__init__(sink, hooks, run, SampleRecorder(max(1, run.steps_per_epoch), run.device))
-        self.minority, self.sample_ids = run.minority, run.sample_ids
+        super().__init__(sink, hooks, run, SampleRecorder(run.device, run.sample_ids))
+        self.minority = run.minority
         self.probe_every = run.probe_every
         self.probe = GradientProbe(torch.as_tensor(run.minority, device=run.device),
                                    run.steps_per_epoch // run.probe_every + 1, run.device)
@@ -276,7 +276,7 @@ class FullRecorder(StepsRecorder):
     def record(self, step: int, epoch: int, lr: float, h: torch.Tensor, logits: torch.Tensor,
                y: torch.Tensor, rows: torch.Tensor) -> None:
         super().record(step, epoch, lr, h, logits, y, rows)
-        self.samples.record(step, epoch, self.sample_ids[rows], y)
+        self.samples.record(step, epoch, rows, y)
         if step % self.probe_every == 0:
             self.probe.record(step, epoch, logits, y, self.params)
         if self._conflict_due(step):

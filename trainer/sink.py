@@ -49,7 +49,9 @@ class MemorySink:
         self.status = "running"
 
     def write(self, table: str, columns: Mapping[str, Any]) -> None:
-        self.parts.setdefault(table, []).append({k: np.asarray(v) for k, v in columns.items()})
+        # copies, as the store's writer keeps what it was given at the call: a part must not
+        # change when the caller reuses its buffers
+        self.parts.setdefault(table, []).append({k: np.array(v) for k, v in columns.items()})
 
     def update(self, **fields: Any) -> None:
         self.meta.update(fields)

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 
 from tests.tolerance import approx_sum, rel
 from trainer.dynamics import StepRecorder, evaluate
+from tests.trainer.step_inputs import classifier, features
 from trainer.models import cnn1d
 
 
@@ -38,13 +39,14 @@ def naive_step_rows(logits: torch.Tensor, y: torch.Tensor, n_classes: int
 def test_step_recorder_matches_per_sample_sums() -> None:
     g = torch.Generator().manual_seed(1)
     n_classes = 5
-    rec = StepRecorder(n_classes, capacity=4, device=torch.device("cpu"))
+    rec = StepRecorder(n_classes, capacity=4, device=torch.device("cpu"),
+                       fc=classifier(n_classes))
     batches = []
     for step in range(3):
         logits = torch.randn(17, n_classes, generator=g) * 3
         y = torch.randint(0, n_classes - 1, (17,), generator=g)  # class 4 never present
-        grad = torch.randn(n_classes, 8, generator=g)
-        rec.record(step, 1, 0.1 * (step + 1), logits, y, grad)
+        grad = torch.randn(n_classes, 6, generator=g)
+        rec.record(step, 1, 0.1 * (step + 1), logits, y, grad, **features(17, n_classes, g))
         batches.append((logits, y, grad))
     cols = rec.drain()
     assert len(cols["step"]) == 3 * n_classes
@@ -56,9 +58,9 @@ def test_step_recorder_matches_per_sample_sums() -> None:
             for key, want in expected[c].items():  # counts exact; float32 sums of the terms
                 assert cols[key][i] == (approx_sum(want) if isinstance(want, list) else want), \
                     (s, c, key)
-            # a float32 norm of 8 entries; the lr is copied, not computed
+            # a float32 norm of 6 entries; the lr is copied, not computed
             assert cols["grad_norm"][i] == pytest.approx(float(grad[c].double().norm()),
-                                                         rel=rel(8))
+                                                         rel=rel(6))
             assert cols["lr"][i] == 0.1 * (s + 1)
     # the absent class still has its row, with n = 0
     assert all(cols["n"][c::n_classes].tolist() == [0, 0, 0] for c in [4])
@@ -69,9 +71,11 @@ def test_grad_norm_is_the_classifier_row_gradient() -> None:
     torch.manual_seed(0)
     model = cnn1d(40, 4)
     x, y = torch.randn(32, 40), torch.randint(0, 4, (32,))
-    F.cross_entropy(model(x), y).backward()
-    rec = StepRecorder(4, 1, torch.device("cpu"))
-    rec.record(0, 1, 0.1, model(x), y, model.fc.weight.grad)
+    h, logits = model.forward_features(x)
+    logits.retain_grad()
+    F.cross_entropy(logits, y).backward()
+    rec = StepRecorder(4, 1, torch.device("cpu"), model.fc)
+    rec.record(0, 1, 0.1, logits, y, model.fc.weight.grad, h, logits.grad)
     got = rec.drain()["grad_norm"]
     # independent: autograd of the same loss w.r.t. the weight, row by row
     w = model.fc.weight

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from tests.conftest import REPO, imbtui, torchrun_train
 from tests.tolerance import forward_rel, rel
 from trainer.data import dataset_counts, load_dataset, long_tailed_indices
-from trainer.dynamics import STEP_STATS, StepRecorder, classifier_grad_split
+from trainer.dynamics import StepRecorder, classifier_grad_split
 from trainer.losses import build_loss
 from trainer.loop import DYNAMICS, TrainConfig, train
 from trainer.models import cnn1d
@@ -133,21 +133,13 @@ def test_classifier_split_is_the_gradient_of_each_class_own_and_other_loss(loss:
                                    atol=rel(48 + d) * np.abs(want).max())
     assert float(pos[9].abs().sum()) == 0.0  # no own samples, no own part
 
-    rec = StepRecorder(C, 1, torch.device("cpu"))
-    grad = model.fc.weight.grad.clone()
-    rec.record(0, 1, 0.1, logits, y, grad, (pos, neg))
+    # the recorder's split (settled at the flush, from the .grad) against the same references
+    rec = StepRecorder(C, 1, torch.device("cpu"), model.fc)
+    rec.record(0, 1, 0.1, logits, y, model.fc.weight.grad, h, logits.grad)
     cols = rec.drain()
     for key, want in (("grad_pos", want_pos), ("grad_neg", want_neg)):
         np.testing.assert_allclose(cols[key], np.linalg.norm(want.astype(np.float64), axis=1),
                                    rtol=0, atol=rel(48 + 2 * d) * np.abs(want).max() * d ** 0.5)
-
-
-def test_recorder_without_a_split_leaves_nan() -> None:
-    rec = StepRecorder(3, 2, torch.device("cpu"))
-    rec.record(0, 1, 0.1, torch.randn(4, 3), torch.tensor([0, 1, 2, 0]), None)
-    cols = rec.drain()
-    assert np.isnan(cols["grad_pos"]).all() and np.isnan(cols["grad_neg"]).all()
-    assert {"grad_pos", "grad_neg"} <= set(STEP_STATS)
 
 
 def test_real_run_split_adds_up_to_the_row_gradient(full_run) -> None:
@@ -272,7 +264,7 @@ def test_deferred_split_equals_the_split_of_each_step(normed: bool, with_grad: b
     torch.manual_seed(3)
     model = cnn1d(40, C, normed=normed)
     opt = torch.optim.SGD(model.parameters(), lr=0.5)
-    rec = StepRecorder(C, 8, torch.device("cpu"), fc=model.fc)
+    rec = StepRecorder(C, 8, torch.device("cpu"), model.fc)
     rec.GRAD_BYTES = 5 * 4 * model.fc.weight.numel() * (2 if normed else 1)  # room for 5 steps
     want = []
     for step, n in enumerate((16, 16, 9, 16, 5)):
@@ -286,7 +278,7 @@ def test_deferred_split_equals_the_split_of_each_step(normed: bool, with_grad: b
         total = grad if with_grad else pos + neg
         want.append([total.norm(dim=1), pos.norm(dim=1), neg.norm(dim=1)])
         assert not rec.full
-        rec.record(step, 1, 0.1, logits, y, grad, h=h, dlogits=logits.grad)
+        rec.record(step, 1, 0.1, logits, y, grad, h, logits.grad)
         if step == 2:
             rec.settle()  # a settle within the window: the later steps are split on their own
         opt.step()  # the next step's weights (and a cosine classifier's rows) differ
@@ -298,4 +290,23 @@ def test_deferred_split_equals_the_split_of_each_step(normed: bool, with_grad: b
             got = cols[name][rows]
             tol = rel(16 + model.fc.in_features) * float(ref.abs().max())
             np.testing.assert_allclose(got, ref.numpy(), rtol=0, atol=tol, err_msg=(k, name))
-    assert np.isfinite(cols["grad_neg"]).all() and len(rec) == 0 and rec.split_from == 0
+    assert np.isfinite(cols["grad_neg"]).all() and len(rec) == 0 and rec.settled == 0
+
+
+def test_recorder_keeps_no_graph_and_refuses_a_step_changed_in_place() -> None:
+    """A step's logits, features and dLoss/dlogits are kept by reference until the flush: the
+    recorder must not keep the autograd graph alive through them, and a kept tensor that someone
+    changes in place before the flush fails the settle instead of giving a wrong statistic."""
+    torch.manual_seed(4)
+    model = cnn1d(40, C)
+    x, y = torch.randn(16, 40), torch.randint(0, C, (16,))
+    h, logits = model.forward_features(x)
+    logits.retain_grad()
+    F.cross_entropy(logits, y).backward()
+    rec = StepRecorder(C, 4, torch.device("cpu"), model.fc)
+    rec.record(0, 1, 0.1, logits, y, model.fc.weight.grad, h, logits.grad)
+    assert all(t.grad_fn is None and not t.requires_grad for t in rec.kept[0])
+    with torch.no_grad():
+        logits.grad.mul_(2)  # e.g. a second backward pass accumulating into logits.grad
+    with pytest.raises(RuntimeError, match="changed in place"):
+        rec.settle()

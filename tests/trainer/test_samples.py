@@ -14,6 +14,7 @@ from imbtui.queries import get_query
 from tests.tolerance import approx64, rel
 from imbtui.store import RunWriter, Store
 from trainer.data import dataset_counts, load_dataset, long_tailed_indices
+from tests.trainer.step_inputs import classifier, features
 from trainer.dynamics import SampleRecorder, StepRecorder
 from trainer.loop import TrainConfig, train
 from trainer.sink import MemorySink
@@ -22,11 +23,11 @@ from trainer.sink import MemorySink
 def test_samples_get_their_values_whoever_settles_the_steps() -> None:
     """Draining the step rows settles them; the per-sample rows of those steps get their values
     then too, with no separate call to forget."""
-    samples = SampleRecorder(2, torch.device("cpu"))
-    rec = StepRecorder(3, 2, torch.device("cpu"), samples=samples)
+    samples = SampleRecorder(torch.device("cpu"))
+    rec = StepRecorder(3, 2, torch.device("cpu"), classifier(3), samples=samples)
     logits = torch.tensor([[2.0, 0.0, 0.0], [0.0, 0.0, 3.0]])
     y = torch.tensor([0, 1])
-    rec.record(0, 1, 0.1, logits, y, None)
+    rec.record(0, 1, 0.1, logits, y, None, **features(2, 3))
     samples.record(0, 1, torch.tensor([7, 9]), y)
     steps = rec.drain()
     cols = samples.drain()
@@ -40,14 +41,14 @@ def test_samples_get_their_values_whoever_settles_the_steps() -> None:
 
 def test_sample_recorder_matches_per_sample_math() -> None:
     g = torch.Generator().manual_seed(3)
-    samples = SampleRecorder(3, torch.device("cpu"))
-    rec = StepRecorder(4, 3, torch.device("cpu"), samples=samples)
+    samples = SampleRecorder(torch.device("cpu"))
+    rec = StepRecorder(4, 3, torch.device("cpu"), classifier(4), samples=samples)
     batches = []
     for step in (5, 6, 7):
         logits = torch.randn(6, 4, generator=g) * 2
         y = torch.randint(0, 4, (6,), generator=g)
         ids = torch.randperm(100, generator=g)[:6]
-        rec.record(step, 2, 0.1, logits, y, None)
+        rec.record(step, 2, 0.1, logits, y, None, **features(6, 4, g))
         samples.record(step, 2, ids, y)
         batches.append((logits, y, ids))
     rec.settle()  # the values of all three steps, computed at once, reach the samples
@@ -69,19 +70,22 @@ def test_sample_recorder_matches_per_sample_math() -> None:
 
 
 def test_real_run_sample_rows() -> None:
+    # two epochs: the second epoch's presentations must not change the first's rows once written
     sink = MemorySink()
-    train(TrainConfig(ratio=100, epochs=1, device="cpu"), sink)
+    train(TrainConfig(ratio=100, epochs=2, device="cpu"), sink)
     s, steps = sink.table("samples"), sink.table("steps")
     ds = load_dataset("mnist1d")
     idx = long_tailed_indices(ds.y_train, dataset_counts(ds, 100), 0)
-    n_steps = len(idx) // 128
-    assert len(s["step"]) == n_steps * 128 and set(s["epoch"]) == {1}
+    per_epoch = len(idx) // 128
+    n_steps = 2 * per_epoch
+    assert len(s["step"]) == n_steps * 128 and set(s["epoch"]) == {1, 2}
     # sample_id indexes the dataset's own training arrays: its label is the recorded class
     assert np.array_equal(ds.y_train[s["sample_id"]], s["class_id"])
     # a plain shuffle presents every long-tailed sample at most once per epoch, the last partial
     # batch's (len % 128) not at all
-    assert len(set(s["sample_id"].tolist())) == len(s["sample_id"])
-    assert set(s["sample_id"].tolist()) <= set(idx.tolist())
+    for epoch in (1, 2):
+        ids = s["sample_id"][s["epoch"] == epoch].tolist()
+        assert len(set(ids)) == len(ids) == per_epoch * 128 and set(ids) <= set(idx.tolist())
     assert s["pos"].tolist() == list(range(128)) * n_steps
     # grouped by step and class, the samples give the step rows' sums
     key = s["step"] * 10 + s["class_id"]
