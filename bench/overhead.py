@@ -6,8 +6,12 @@ per-class sums on the device, flushes them and writes every part to a real store
 (the default of `imbtui train`) adds the classifier gradient split, each sample's presentations, a
 gradient probe every `probe_every` steps (one extra backward pass) and the feature geometry of every
 evaluation. Arms alternate over several repeats (ABC, CBA, ...) so that drift hits all alike, and
-the fastest repeat of each arm is compared (`--stat median` for medians): noise from a shared host
-only ever adds time. The load average is printed before and after.
+the figure is the median over repeats of each repeat's own ratio to `off` (`paired`): the arms of
+one repeat run back to back and see the machine at one speed, so a drift that moves whole repeats
+(a virtual machine's `off` arm alone can range over 50 %) cannot skew it. `--stat best` compares each
+arm's fastest repeat instead (noise from a shared host only ever adds time, but one lucky repeat
+decides it), `--stat median` the arms' medians; all three are printed. The load average is printed
+before and after.
 
 Two shapes of training:
   default   MNIST-1D, ratio 100, the dataset's recipe (30 epochs, batch 128, cnn1d)
@@ -115,9 +119,9 @@ def main() -> None:
                     help="null: the recording arms hand their rows to a NullSink, so the ratio is "
                          "the cost on the device alone, without writing the store")
     ap.add_argument("--repeats", type=int, default=5)
-    ap.add_argument("--stat", choices=("best", "median", "paired"), default="best",
-                    help="what the last line compares: each arm's fastest repeat (default), its "
-                         "median, or the median over repeats of each repeat's own ratio to off")
+    ap.add_argument("--stat", choices=("best", "median", "paired"), default="paired",
+                    help="what the last line compares: the median over repeats of each repeat's "
+                         "own ratio to off (default), each arm's fastest repeat, or its median")
     ap.add_argument("--threads", type=int, default=None,
                     help="torch CPU threads (default: torch's). On a machine shared with other "
                          "work, 1 thread and the CPU-time ratio are the steadier measure")
@@ -149,8 +153,8 @@ def main() -> None:
                 cpus[arm].append(cpu)
                 print(f"repeat {r} {arm:8s} {wall:7.2f} s  (CPU {cpu:7.2f} s, load {load()})",
                       flush=True)
-    # Noise from a shared host only ever adds time, so each arm's fastest repeat is the best
-    # estimate of its own cost (timeit's rule); medians are printed beside it.
+    # Noise from a shared host only ever adds time, so each arm's fastest repeat estimates its own
+    # cost (timeit's rule); medians are printed beside it.
     best = {a: min(t) for a, t in times.items()}
     med = {a: statistics.median(t) for a, t in times.items()}
     cpu_med = {a: statistics.median(t) for a, t in cpus.items()}

@@ -176,6 +176,12 @@ def grad_split_steps(fc: torch.nn.Module, phi: torch.Tensor, d: torch.Tensor, y:
     return pos, whole
 
 
+def with_grad(kept: tuple[torch.Tensor, ...], grad: torch.Tensor | None
+              ) -> tuple[torch.Tensor, ...]:
+    """A step's kept tensors and its classifier gradient, if it has one."""
+    return kept if grad is None else (*kept, grad)
+
+
 class StepRecorder:
     """A (capacity, C, len(STEP_STATS)) device buffer of per-step per-class sums.
 
@@ -183,9 +189,11 @@ class StepRecorder:
     through `self.stats` by name; a cross-rank reduction of `buf` names them with `self.stats.names`
     (`reduce_`).
 
-    A step keeps its own logits, labels, penultimate features and dLoss/dlogits (references, no
-    copies: the next step makes new tensors) and copies the classifier's gradient (and a cosine
-    classifier's rows), which the optimiser step is about to change. `settle` (at the flush)
+    A step keeps its own logits, labels, penultimate features, dLoss/dlogits and classifier
+    gradient (references, no copies: the next step makes new tensors, and the optimiser step
+    replaces the gradient, as `zero_grad(set_to_none=True)` leaves it to the next backward pass),
+    and copies only a cosine classifier's rows, which the optimiser step changes in place. `settle`
+    (at the flush)
     computes the per-sample statistics and their per-class sums, and the gradient split
     (`grad_split_steps`), for all the kept steps at once. On a small model a step is a few
     milliseconds, and each tiny tensor operation inside it starts with cold caches after the
@@ -195,7 +203,7 @@ class StepRecorder:
     """
 
     # bounds on the kept rows (logits, dLoss/dlogits and features: bytes as float32) and on the
-    # copied classifier gradients and weights, so that many classes or wide features flush sooner
+    # kept classifier gradients and weights, so that many classes or wide features flush sooner
     LOGIT_BYTES = 64 * 2**20
     GRAD_BYTES = 64 * 2**20
 
@@ -221,9 +229,9 @@ class StepRecorder:
         self.batch = 0         # rows of the largest step so far
         self.max_rows = 0      # LOGIT_BYTES in rows, set at the first record
         self.settled = 0       # step slots settled (the first kept step's slot)
-        self.grads: torch.Tensor | None = None    # (steps, C, D) the classifier's .grad
-        self.weights: torch.Tensor | None = None  # (steps, C, D) a cosine classifier's rows
-        self.has_grad: list[bool] = []            # per step slot: its .grad was there
+        self.grads: list[torch.Tensor | None] = []  # per step slot: its .grad (None: none)
+        self.grad_steps = 0                          # GRAD_BYTES in steps, set at the first record
+        self.weights: torch.Tensor | None = None     # (steps, C, D) a cosine classifier's rows
 
     def __len__(self) -> int:
         return len(self.steps)
@@ -234,41 +242,37 @@ class StepRecorder:
         for another step's classifier gradient."""
         return (len(self.steps) >= self.capacity
                 or (self.max_rows > 0 and self.rows + self.batch > self.max_rows)
-                or (self.grads is not None and len(self.steps) >= len(self.grads)))
+                or (self.grad_steps > 0 and len(self.steps) >= self.grad_steps))
 
     @torch.no_grad()
     def record(self, step: int, epoch: int, lr: float, logits: torch.Tensor, y: torch.Tensor,
                fc_grad: torch.Tensor | None, h: torch.Tensor, dlogits: torch.Tensor) -> None:
-        """Add one step: its logits, labels, penultimate features `h` and dLoss/dlogits are kept
-        for settle(); the classifier's gradient is copied now, since the optimiser step changes
-        it. `fc_grad` None (rows that do not train): settle() computes the gradient they would
-        receive."""
+        """Add one step: its logits, labels, penultimate features `h`, dLoss/dlogits and the
+        classifier's gradient are kept for settle(). `fc_grad` None (rows that do not train):
+        settle() computes the gradient they would receive."""
         kept = (logits.detach(), y, h.detach(), dlogits.detach())
         if not self.max_rows:
             self.max_rows = max(1, self.LOGIT_BYTES // (4 * (2 * self.n_classes + h.shape[1])))
         self.kept.append(kept)
-        self.versions.append(tuple(t._version for t in kept))
         self.rows += len(y)
         self.batch = max(self.batch, len(y))
         self._keep_classifier(len(self.steps), fc_grad)
+        self.versions.append(tuple(t._version for t in with_grad(kept, fc_grad)))
         self.steps.append(step)
         self.epochs.append(epoch)
         self.lrs.append(lr)
 
     def _keep_classifier(self, k: int, fc_grad: torch.Tensor | None) -> None:
-        """Step slot k's classifier gradient (and a cosine classifier's rows), for settle()."""
+        """Step slot k's classifier gradient (and a copy of a cosine classifier's rows)."""
         w = self.fc.weight
-        if self.grads is None:  # within GRAD_BYTES: at least one step, at most the capacity
+        if not self.grad_steps:  # within GRAD_BYTES: at least one step, at most the capacity
             per_step = 4 * w.numel() * (2 if isinstance(self.fc, NormedLinear) else 1)
-            steps = max(1, min(self.capacity, self.GRAD_BYTES // per_step))
-            self.grads = torch.empty(steps, *w.shape, device=self.device)
+            self.grad_steps = max(1, min(self.capacity, self.GRAD_BYTES // per_step))
             if isinstance(self.fc, NormedLinear):
-                self.weights = torch.empty(steps, *w.shape, device=self.device)
-        if fc_grad is not None:
-            self.grads[k] = fc_grad
+                self.weights = torch.empty(self.grad_steps, *w.shape, device=self.device)
+        self.grads.append(fc_grad)
         if self.weights is not None:
             self.weights[k] = w.detach()
-        self.has_grad.append(fc_grad is not None)
 
     @torch.no_grad()
     def settle(self) -> None:
@@ -278,12 +282,19 @@ class StepRecorder:
         samples get their values."""
         if not self.kept:
             return
-        if any(t._version != v for kept, versions in zip(self.kept, self.versions)
-               for t, v in zip(kept, versions)):
-            raise RuntimeError("a recorded step's logits, labels, features or dLoss/dlogits were "
-                               "changed in place before the recorder settled them")
-        logits, y, h, dl = (torch.cat(parts) for parts in zip(*self.kept))
         k0, k1 = self.settled, len(self.steps)
+        grads = self.grads[k0:k1]
+        if any(t._version != v for kept, grad, versions in zip(self.kept, grads, self.versions)
+               for t, v in zip(with_grad(kept, grad), versions)):
+            raise RuntimeError("a recorded step's logits, labels, features, dLoss/dlogits or "
+                               "classifier gradient were changed in place before the recorder "
+                               "settled them")
+        logits, y, h, dl = (torch.cat(parts) for parts in zip(*self.kept))
+        missing = [k for k, g in enumerate(grads) if g is None]
+        whole = None
+        if len(missing) < len(grads):  # each step's .grad; the missing ones are filled in
+            blank = torch.zeros_like(next(g for g in grads if g is not None))
+            whole = torch.stack([blank if g is None else g for g in grads]).float()
         # each row's step slot, made on the host (torch.repeat_interleave with a tensor of
         # counts takes milliseconds here on a CPU)
         slot = torch.as_tensor(np.repeat(np.arange(k0, k1), [len(kept[1]) for kept in self.kept]),
@@ -299,8 +310,7 @@ class StepRecorder:
         # the gradient split of the kept steps, all at once; its norms go into the buffer
         pos, whole = grad_split_steps(
             self.fc, h.float(), dl.float(), y, slot - k0, k1 - k0,
-            self.weights[k0:k1] if self.weights is not None else None, self.grads[k0:k1],
-            [k - k0 for k in range(k0, k1) if not self.has_grad[k]])
+            self.weights[k0:k1] if self.weights is not None else None, whole, missing)
         for name, g in (("grad_norm", whole), ("grad_pos", pos), ("grad_neg", whole - pos)):
             self.buf[k0:k1, :, self.stats[name]] = g.norm(dim=2)  # each row's, over D
         self.kept, self.versions, self.rows, self.settled = [], [], 0, k1
@@ -329,7 +339,7 @@ class StepRecorder:
             cols[name] = np.rint(v).astype(np.int64) if name in _INT_STATS else v
         cols["lr"] = np.repeat(np.asarray(self.lrs, dtype=np.float64), c)
         self.steps, self.epochs, self.lrs = [], [], []
-        self.has_grad, self.settled = [], 0
+        self.grads, self.settled = [], 0
         return cols
 
 

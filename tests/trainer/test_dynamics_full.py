@@ -293,10 +293,13 @@ def test_deferred_split_equals_the_split_of_each_step(normed: bool, with_grad: b
     assert np.isfinite(cols["grad_neg"]).all() and len(rec) == 0 and rec.settled == 0
 
 
-def test_recorder_keeps_no_graph_and_refuses_a_step_changed_in_place() -> None:
-    """A step's logits, features and dLoss/dlogits are kept by reference until the flush: the
-    recorder must not keep the autograd graph alive through them, and a kept tensor that someone
-    changes in place before the flush fails the settle instead of giving a wrong statistic."""
+@pytest.mark.parametrize("changed", ["dlogits", "grad"])
+def test_recorder_keeps_no_graph_and_refuses_a_step_changed_in_place(changed: str) -> None:
+    """A step's logits, features, dLoss/dlogits and classifier gradient are kept by reference
+    until the flush: the recorder must not keep the autograd graph alive through them, and a kept
+    tensor that someone changes in place before the flush (a second backward pass accumulating
+    into .grad, an optimiser that scales the gradient in place) fails the settle instead of giving
+    a wrong statistic."""
     torch.manual_seed(4)
     model = cnn1d(40, C)
     x, y = torch.randn(16, 40), torch.randint(0, C, (16,))
@@ -307,6 +310,6 @@ def test_recorder_keeps_no_graph_and_refuses_a_step_changed_in_place() -> None:
     rec.record(0, 1, 0.1, logits, y, model.fc.weight.grad, h, logits.grad)
     assert all(t.grad_fn is None and not t.requires_grad for t in rec.kept[0])
     with torch.no_grad():
-        logits.grad.mul_(2)  # e.g. a second backward pass accumulating into logits.grad
+        (logits.grad if changed == "dlogits" else model.fc.weight.grad).mul_(2)
     with pytest.raises(RuntimeError, match="changed in place"):
         rec.settle()
