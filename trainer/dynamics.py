@@ -192,12 +192,11 @@ class StepRecorder:
     A step keeps its own logits, labels, penultimate features, dLoss/dlogits and classifier
     gradient (references, no copies: the next step makes new tensors, and the optimiser step
     replaces the gradient, as `zero_grad(set_to_none=True)` leaves it to the next backward pass),
-    and copies only a cosine classifier's rows, which the optimiser step changes in place. `settle`
-    (at the flush)
-    computes the per-sample statistics and their per-class sums, and the gradient split
-    (`grad_split_steps`), for all the kept steps at once. On a small model a step is a few
-    milliseconds, and each tiny tensor operation inside it starts with cold caches after the
-    backward pass, so a dozen of them per step would cost several percent; over a whole flush
+    and copies only a cosine classifier's rows, which the optimiser step changes in place.
+    `settle` (at the flush) computes the per-sample statistics and their per-class sums, and the
+    gradient split (`grad_split_steps`), for all the kept steps at once. On a small model a step
+    is a few milliseconds, and each tiny tensor operation inside it starts with cold caches after
+    the backward pass, so a dozen of them per step would cost several percent; over a whole flush
     window they cost a few operations in all. A kept tensor changed in place before the settle
     is an error, not a silently wrong statistic (`settle` checks their version counters).
     """
@@ -222,7 +221,8 @@ class StepRecorder:
         self.steps: list[int] = []
         self.epochs: list[int] = []
         self.lrs: list[float] = []
-        # the steps not yet settled: (logits, y, h, dlogits) of each, and their version counters
+        # the steps not yet settled: (logits, y, h, dlogits) of each, and the version counters
+        # of those and of the step's gradient (`with_grad`)
         self.kept: list[tuple[torch.Tensor, ...]] = []
         self.versions: list[tuple[int, ...]] = []
         self.rows = 0          # rows kept
