@@ -148,7 +148,8 @@ def grad_split_steps(fc: torch.nn.Module, phi: torch.Tensor, d: torch.Tensor, y:
     (dLoss/dlogits) and y of every step, `slot` the step (0..steps-1) of each row; `weights`
     (steps, C, D) the rows of a cosine classifier at each step; `whole` (steps, C, D) each step's
     dW where the caller has it (the classifier's .grad), else computed from the rows, for every
-    step or only for the steps in `missing`. Returns (pos, whole), each (steps, C, D)."""
+    step or only for the steps in `missing` (written into the given `whole` in place). Returns
+    (pos, whole), each (steps, C, D)."""
     c = d.shape[1]
     normed = isinstance(fc, NormedLinear)
     if normed:
@@ -170,16 +171,9 @@ def grad_split_steps(fc: torch.nn.Module, phi: torch.Tensor, d: torch.Tensor, y:
     if whole is None:
         whole, missing = torch.empty_like(pos), list(range(steps))
     if missing:  # sum_i d_ic phi_i of each of these steps
-        whole = whole.clone()
         sums = torch.stack([d[slot == k].T @ phi[slot == k] for k in missing])
         whole[missing] = shared_mean(row_grad(sums, missing))
     return pos, whole
-
-
-def with_grad(kept: tuple[torch.Tensor, ...], grad: torch.Tensor | None
-              ) -> tuple[torch.Tensor, ...]:
-    """A step's kept tensors and its classifier gradient, if it has one."""
-    return kept if grad is None else (*kept, grad)
 
 
 class StepRecorder:
@@ -221,15 +215,14 @@ class StepRecorder:
         self.steps: list[int] = []
         self.epochs: list[int] = []
         self.lrs: list[float] = []
-        # the steps not yet settled: (logits, y, h, dlogits) of each, and the version counters
-        # of those and of the step's gradient (`with_grad`)
-        self.kept: list[tuple[torch.Tensor, ...]] = []
+        # the steps not yet settled: (logits, y, h, dlogits, classifier gradient or None) of
+        # each, and their version counters (None's: -1)
+        self.kept: list[tuple[torch.Tensor | None, ...]] = []
         self.versions: list[tuple[int, ...]] = []
         self.rows = 0          # rows kept
         self.batch = 0         # rows of the largest step so far
         self.max_rows = 0      # LOGIT_BYTES in rows, set at the first record
         self.settled = 0       # step slots settled (the first kept step's slot)
-        self.grads: list[torch.Tensor | None] = []  # per step slot: its .grad (None: none)
         self.grad_steps = 0                          # GRAD_BYTES in steps, set at the first record
         self.weights: torch.Tensor | None = None     # (steps, C, D) a cosine classifier's rows
 
@@ -244,35 +237,37 @@ class StepRecorder:
                 or (self.max_rows > 0 and self.rows + self.batch > self.max_rows)
                 or (self.grad_steps > 0 and len(self.steps) >= self.grad_steps))
 
-    @torch.no_grad()
     def record(self, step: int, epoch: int, lr: float, logits: torch.Tensor, y: torch.Tensor,
                fc_grad: torch.Tensor | None, h: torch.Tensor, dlogits: torch.Tensor) -> None:
         """Add one step: its logits, labels, penultimate features `h`, dLoss/dlogits and the
         classifier's gradient are kept for settle(). `fc_grad` None (rows that do not train):
-        settle() computes the gradient they would receive."""
-        kept = (logits.detach(), y, h.detach(), dlogits.detach())
+        settle() computes the gradient they would receive. Runs once a step, so it only keeps
+        references (detached: no graph) and their version counters."""
         if not self.max_rows:
-            self.max_rows = max(1, self.LOGIT_BYTES // (4 * (2 * self.n_classes + h.shape[1])))
-        self.kept.append(kept)
+            self._size(h.shape[1])
+        logits, h, dlogits = logits.detach(), h.detach(), dlogits.detach()
+        self.kept.append((logits, y, h, dlogits, fc_grad))
+        self.versions.append((logits._version, y._version, h._version, dlogits._version,
+                              -1 if fc_grad is None else fc_grad._version))
         self.rows += len(y)
         self.batch = max(self.batch, len(y))
-        self._keep_classifier(len(self.steps), fc_grad)
-        self.versions.append(tuple(t._version for t in with_grad(kept, fc_grad)))
+        if self.weights is not None:  # a cosine classifier's rows at this step slot
+            self.weights[len(self.steps)] = self.fc.weight.detach()
         self.steps.append(step)
         self.epochs.append(epoch)
         self.lrs.append(lr)
 
-    def _keep_classifier(self, k: int, fc_grad: torch.Tensor | None) -> None:
-        """Step slot k's classifier gradient (and a copy of a cosine classifier's rows)."""
+    def _size(self, dim: int) -> None:
+        """At the first record: the bounds LOGIT_BYTES and GRAD_BYTES set for features of `dim`
+        values, and a cosine classifier's weight buffer."""
+        self.max_rows = max(1, self.LOGIT_BYTES // (4 * (2 * self.n_classes + dim)))
         w = self.fc.weight
-        if not self.grad_steps:  # within GRAD_BYTES: at least one step, at most the capacity
-            per_step = 4 * w.numel() * (2 if isinstance(self.fc, NormedLinear) else 1)
-            self.grad_steps = max(1, min(self.capacity, self.GRAD_BYTES // per_step))
-            if isinstance(self.fc, NormedLinear):
-                self.weights = torch.empty(self.grad_steps, *w.shape, device=self.device)
-        self.grads.append(fc_grad)
-        if self.weights is not None:
-            self.weights[k] = w.detach()
+        normed = isinstance(self.fc, NormedLinear)
+        per_step = 4 * w.numel() * (2 if normed else 1)
+        # within GRAD_BYTES: at least one step, at most the capacity
+        self.grad_steps = max(1, min(self.capacity, self.GRAD_BYTES // per_step))
+        if normed:
+            self.weights = torch.empty(self.grad_steps, *w.shape, device=self.device)
 
     @torch.no_grad()
     def settle(self) -> None:
@@ -283,13 +278,14 @@ class StepRecorder:
         if not self.kept:
             return
         k0, k1 = self.settled, len(self.steps)
-        grads = self.grads[k0:k1]
-        if any(t._version != v for kept, grad, versions in zip(self.kept, grads, self.versions)
-               for t, v in zip(with_grad(kept, grad), versions)):
+        if any(t is not None and t._version != v
+               for kept, versions in zip(self.kept, self.versions)
+               for t, v in zip(kept, versions)):
             raise RuntimeError("a recorded step's logits, labels, features, dLoss/dlogits or "
                                "classifier gradient were changed in place before the recorder "
                                "settled them")
-        logits, y, h, dl = (torch.cat(parts) for parts in zip(*self.kept))
+        *per_row, grads = zip(*self.kept)
+        logits, y, h, dl = (torch.cat(parts) for parts in per_row)
         missing = [k for k, g in enumerate(grads) if g is None]
         whole = None
         if len(missing) < len(grads):  # each step's .grad; the missing ones are filled in
@@ -315,7 +311,7 @@ class StepRecorder:
             self.buf[k0:k1, :, self.stats[name]] = g.norm(dim=2)  # each row's, over D
         self.kept, self.versions, self.rows, self.settled = [], [], 0, k1
         if self.samples is not None:
-            self.samples.fill(loss, correct, p_true)
+            self.samples.fill(y, loss, correct, p_true)
 
     def reduce_(self) -> None:
         """Under torchrun, the buffered steps' sums added up across ranks (the shared gradient
@@ -339,7 +335,7 @@ class StepRecorder:
             cols[name] = np.rint(v).astype(np.int64) if name in _INT_STATS else v
         cols["lr"] = np.repeat(np.asarray(self.lrs, dtype=np.float64), c)
         self.steps, self.epochs, self.lrs = [], [], []
-        self.grads, self.settled = [], 0
+        self.settled = 0
         return cols
 
 
@@ -352,14 +348,15 @@ SAMPLE_VALS = Stats(("correct", "p_true", "loss"))    # the float ones
 class SampleRecorder:
     """Each training sample at each presentation: its id (index into the dataset's original
     training arrays, stable across epochs), class, position in the batch and (correct, p_true,
-    loss) from the training forward pass. A step keeps its batch's rows and labels (references);
-    `ids` (row of the training tensors -> sample id; None: the row is the id) maps them at the
-    drain. Every step of an epoch has the same batch size."""
+    loss) from the training forward pass. A step keeps its batch's rows (a reference); `ids`
+    (row of the training tensors -> sample id; None: the row is the id) maps them at the drain.
+    The classes and values come with `fill`, from the StepRecorder that settles the same steps.
+    Every step of an epoch has the same batch size."""
 
     def __init__(self, device: torch.device, ids: torch.Tensor | None = None) -> None:
         self.device, self.ids = device, ids
         self.rows: list[torch.Tensor] = []  # per step: the batch's rows of the training tensors
-        self.ys: list[torch.Tensor] = []    # per step: their classes
+        self.ys: list[torch.Tensor] = []    # per settle: the classes of its steps' rows
         self.vals: list[torch.Tensor] = []  # per settle: (rows, len(SAMPLE_VALS)) of its steps
         self.steps: list[int] = []
         self.epochs: list[int] = []
@@ -369,21 +366,23 @@ class SampleRecorder:
     def __len__(self) -> int:
         return len(self.steps)
 
-    def record(self, step: int, epoch: int, rows: torch.Tensor, y: torch.Tensor) -> None:
-        """Which samples the step presented; their (correct, p_true, loss) come with `fill`."""
-        if self.batch and len(y) != self.batch:
-            raise ValueError(f"a step of {len(y)} samples after steps of {self.batch}: the "
+    def record(self, step: int, epoch: int, rows: torch.Tensor) -> None:
+        """Which samples the step presented; their classes and (correct, p_true, loss) come with
+        `fill`."""
+        if self.batch and len(rows) != self.batch:
+            raise ValueError(f"a step of {len(rows)} samples after steps of {self.batch}: the "
                              "samples table needs one batch size")
-        self.batch = len(y)
+        self.batch = len(rows)
         self.rows.append(rows)
-        self.ys.append(y)
         self.steps.append(step)
         self.epochs.append(epoch)
 
     @torch.no_grad()
-    def fill(self, loss: torch.Tensor, correct: torch.Tensor, p_true: torch.Tensor) -> None:
-        """The values of the steps recorded since the last fill, in order (the StepRecorder that
-        holds this recorder calls it when it settles those same steps)."""
+    def fill(self, y: torch.Tensor, loss: torch.Tensor, correct: torch.Tensor,
+             p_true: torch.Tensor) -> None:
+        """The classes and values of the steps recorded since the last fill, row by row in order
+        (the StepRecorder that holds this recorder calls it when it settles those same steps)."""
+        self.ys.append(y)
         terms = {"correct": correct.float(), "p_true": p_true, "loss": loss}
         self.vals.append(torch.stack([terms[name] for name in SAMPLE_VALS.names], 1))
         self.filled += len(loss) // self.batch

@@ -276,7 +276,7 @@ class FullRecorder(StepsRecorder):
     def record(self, step: int, epoch: int, lr: float, h: torch.Tensor, logits: torch.Tensor,
                y: torch.Tensor, rows: torch.Tensor) -> None:
         super().record(step, epoch, lr, h, logits, y, rows)
-        self.samples.record(step, epoch, rows, y)
+        self.samples.record(step, epoch, rows)
         if step % self.probe_every == 0:
             self.probe.record(step, epoch, logits, y, self.params)
         if self._conflict_due(step):

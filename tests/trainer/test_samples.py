@@ -28,7 +28,7 @@ def test_samples_get_their_values_whoever_settles_the_steps() -> None:
     logits = torch.tensor([[2.0, 0.0, 0.0], [0.0, 0.0, 3.0]])
     y = torch.tensor([0, 1])
     rec.record(0, 1, 0.1, logits, y, None, **features(2, 3))
-    samples.record(0, 1, torch.tensor([7, 9]), y)
+    samples.record(0, 1, torch.tensor([7, 9]))
     steps = rec.drain()
     cols = samples.drain()
     assert steps["correct"].tolist() == [1, 0, 0]  # class 0 right, class 1 wrong, class 2 absent
@@ -49,7 +49,7 @@ def test_sample_recorder_matches_per_sample_math() -> None:
         y = torch.randint(0, 4, (6,), generator=g)
         ids = torch.randperm(100, generator=g)[:6]
         rec.record(step, 2, 0.1, logits, y, None, **features(6, 4, g))
-        samples.record(step, 2, ids, y)
+        samples.record(step, 2, ids)
         batches.append((logits, y, ids))
     rec.settle()  # the values of all three steps, computed at once, reach the samples
     cols = samples.drain()
@@ -262,3 +262,11 @@ def test_cartography_starts_at_from_epoch(tmp_path: Path) -> None:
     # epochs 3 and 4 only: class 0's p_true (0.8, 0.9), (0.3, 0.7), (0.6, 0.25)
     assert rows["majority", 0]["confidence"] == approx64(np.mean([0.85, 0.5, 0.425]))
     assert rows["majority", 0]["correctness"] == approx64(np.mean([1.0, 0.5, 0.5]))
+
+
+def test_sample_recorder_refuses_a_second_batch_size() -> None:
+    samples = SampleRecorder(torch.device("cpu"))
+    samples.record(0, 1, torch.arange(4))
+    with pytest.raises(ValueError, match="a step of 3 samples after steps of 4"):
+        samples.record(1, 1, torch.arange(3))
+    assert len(samples) == 1  # the refused step left nothing behind
