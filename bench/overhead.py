@@ -10,8 +10,11 @@ the figure is the median over repeats of each repeat's own ratio to `off` (`pair
 one repeat run back to back and see the machine at one speed, so a drift that moves whole repeats
 (a virtual machine's `off` arm alone can range over 50 %) cannot skew it. `--stat best` compares each
 arm's fastest repeat instead (noise from a shared host only ever adds time, but one lucky repeat
-decides it), `--stat median` the arms' medians; all three are printed. The load average is printed
-before and after.
+decides it), `--stat median` the arms' medians; all three are printed. With 6 repeats or more the
+paired ratio comes with a distribution-free 95 % confidence interval of that median (order
+statistics of the repeats' ratios, `median_ci`; 9 repeats are the fewest whose interval is
+narrower than the range of the ratios): a target is met when the interval's upper end is within
+it. The load average is printed before and after.
 
 Two shapes of training:
   default   MNIST-1D, ratio 100, the dataset's recipe (30 epochs, batch 128, cnn1d)
@@ -30,12 +33,14 @@ Two shapes of training:
 On a CPU shared with other work, `--threads 1` keeps torch's thread pool from spinning against the
 other processes.
 
-Last line: overhead_ratio=<recorded/off> for the richest level the trainer offers.
+Last lines: overhead_ci95=<low>,<high> (6 repeats or more) and overhead_ratio=<recorded/off>, for
+the richest level the trainer offers.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import statistics
 import sys
@@ -94,6 +99,22 @@ def config(args: argparse.Namespace, data: Path) -> TrainConfig:
     return TrainConfig(dataset=args.dataset, ratio=args.ratio, epochs=args.epochs,
                        batch_size=args.batch_size, model=args.model, device=args.device,
                        bf16=args.bf16)
+
+
+def median_ci(values: list[float], level: float = 0.95) -> tuple[float, float] | None:
+    """Distribution-free confidence interval of the median of `values` (independent draws):
+    the order statistics x_(j) and x_(n+1-j), with j the largest rank at which
+    2 P(Binomial(n, 1/2) <= j - 1) <= 1 - level. Needs no assumption on the noise's shape (a
+    shared host's is skewed); None when n is too small for any such interval (n < 6 at 95 %)."""
+    x, n = sorted(values), len(values)
+    tail = 0.0  # P(B <= j - 1)
+    j = 0
+    while j < n // 2:
+        nxt = tail + math.comb(n, j) / 2**n  # P(B <= j)
+        if 2 * nxt > 1 - level:
+            break
+        tail, j = nxt, j + 1
+    return None if j == 0 else (x[j - 1], x[n - j])
 
 
 def load() -> str:
@@ -160,12 +181,20 @@ def main() -> None:
     cpu_med = {a: statistics.median(t) for a, t in cpus.items()}
     # Each repeat runs every arm back to back, so a repeat's own ratio to `off` sees the machine at
     # one speed: the median of those ratios resists a drift that moves whole repeats.
-    paired = {a: statistics.median(t / o for t, o in zip(times[a], times["off"])) for a in arms}
+    ratios = {a: [t / o for t, o in zip(times[a], times["off"])] for a in arms}
+    paired = {a: statistics.median(r) for a, r in ratios.items()}
     for a in arms:
+        ci = median_ci(ratios[a])
         print(f"{a:8s} best {best[a]:7.2f} s  ratio to off {best[a] / best['off']:.3f}   "
               f"median {med[a]:7.2f} s  ratio {med[a] / med['off']:.3f}   "
-              f"paired ratio {paired[a]:.3f}   CPU median ratio {cpu_med[a] / cpu_med['off']:.3f}")
+              f"paired ratio {paired[a]:.3f} (95 % CI "
+              + (f"{ci[0]:.3f}-{ci[1]:.3f}" if ci else "needs 6 repeats")
+              + f")   CPU median ratio {cpu_med[a] / cpu_med['off']:.3f}")
     print(f"load average after: {load()}")
+    ci = median_ci(ratios[arms[-1]])
+    if ci is not None:  # the paired ratio's interval: a target is met when its upper end is
+        # within it, and a drifting host shows as a wide interval rather than a lucky figure
+        print(f"overhead_ci95={ci[0]:.3f},{ci[1]:.3f}")
     if args.stat == "paired":
         ratio = paired[arms[-1]]
     else:

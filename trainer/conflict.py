@@ -87,13 +87,15 @@ def class_gradients(logits: torch.Tensor, y: torch.Tensor, n_classes: int,
 def cosine_matrix(g: torch.Tensor) -> torch.Tensor:
     """(C, C) float64 cosines between the rows of `g` (C, P): the Gram matrix in float64 (in
     blocks of columns, so that a large model needs no float64 copy of the whole of `g`), divided
-    by the norms, clamped to [-1, 1]; NaN where a row is zero; 1 exactly on the diagonal."""
+    by the norms, clamped to [-1, 1]; NaN where a row is zero; 1 exactly on the diagonal; exactly
+    symmetric (the upper triangle mirrored: a matrix product may round (a, b) and (b, a) apart)."""
     c, p = g.shape
     gram = torch.zeros(c, c, dtype=torch.float64, device=g.device)
     step = max(1, _GRAM_BLOCK // max(1, c))
     for j in range(0, p, step):
         block = g[:, j:j + step].double()
         gram += block @ block.T
+    gram = gram.triu() + gram.triu(1).T
     norms = gram.diagonal().clamp_min(0).sqrt()
     cos = (gram / (norms[:, None] * norms[None, :])).clamp(-1.0, 1.0)  # 0 / 0 = NaN: absent
     eye = torch.eye(c, dtype=torch.bool, device=g.device)

@@ -1,9 +1,12 @@
 """bench/store.py, bench/parts.py and bench/methods.py at a smoke size: each runs and ends with its
 last line; the store bench also finds the browse queries giving the same answers over the store and
-over the exported DuckDB file (it refuses to time them otherwise)."""
+over the exported DuckDB file (it refuses to time them otherwise); and bench/overhead.py's confidence
+interval of a median against a published table."""
 
 from __future__ import annotations
 
+import importlib.util
+import random
 import re
 import subprocess
 import sys
@@ -42,3 +45,22 @@ def test_methods_bench_smoke() -> None:
     assert proc.returncode == 0, proc.stderr
     assert re.fullmatch(r"ce\+sam=\d+\.\d\d ce\+tau-norm=\d+\.\d\d",
                         proc.stdout.strip().splitlines()[-1])
+
+
+# Ranks (from the bottom and the top) of the distribution-free 95 % confidence interval of a median
+# of n values, as tabulated by Campbell & Gardner (BMJ 1988; 296: 1454-6, table 1); n = 5 has none.
+MEDIAN_CI_RANKS = {6: (1, 6), 7: (1, 7), 8: (1, 8), 9: (2, 8), 10: (2, 9), 11: (2, 10),
+                   12: (3, 10), 13: (3, 11), 14: (3, 12), 15: (4, 12), 16: (4, 13), 17: (5, 13),
+                   18: (5, 14), 19: (5, 15), 20: (6, 15)}
+
+
+def test_overhead_median_interval_takes_the_tabulated_ranks() -> None:
+    spec = importlib.util.spec_from_file_location("bench_overhead", REPO / "bench" / "overhead.py")
+    overhead = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(overhead)
+    rng = random.Random(0)
+    for n, (low, high) in MEDIAN_CI_RANKS.items():
+        values = [float(v) for v in range(1, n + 1)]  # the k-th smallest value is k
+        rng.shuffle(values)
+        assert overhead.median_ci(values) == (low, high), n
+    assert overhead.median_ci([1.0, 2.0, 3.0, 4.0, 5.0]) is None

@@ -4,8 +4,10 @@ bit for bit, against tests/golden/<kernel set>/*.parquet (made by tests/golden/m
 Rows are compared only under the CPU kernel set that made them (`make test` runs this module
 under the machine's own kernels and again under ATEN_CPU_CAPABILITY=default, so CI checks both):
 300 SGD steps amplify a kernel's last-bit differences into runs that end 10-60 % apart, so no
-tolerance could tell a refactor's mistake from another CPU. Elsewhere the test skips and says how
-to make that CPU's rows.
+tolerance could tell a refactor's mistake from another CPU. The run pins the libraries below ATen
+(MKL's code path, oneDNN, NNPACK: tests/golden/make_golden.py), so that the rows depend on the
+kernel set alone; it runs in a process of its own, which MKL needs for that. Under a kernel set
+with no rows the test skips and says how to make them.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import json
 import polars as pl
 import pytest
 
-from tests.golden.make_golden import TABLES, folder, golden_run, meta
+from tests.golden.make_golden import TABLES, folder, meta, run_pinned
 
 
 @pytest.fixture(scope="module")
@@ -31,8 +33,10 @@ def golden() -> dict[str, pl.DataFrame]:
 
 
 @pytest.fixture(scope="module")
-def fresh(golden) -> dict[str, pl.DataFrame]:
-    return golden_run()
+def fresh(golden, tmp_path_factory: pytest.TempPathFactory) -> dict[str, pl.DataFrame]:
+    out = tmp_path_factory.mktemp("golden")
+    run_pinned(out)
+    return {t: pl.read_parquet(out / f"{t}.parquet") for t in TABLES}
 
 
 @pytest.mark.parametrize("table", TABLES)
