@@ -2,8 +2,10 @@
 # then its numeric tests again under PyTorch's portable CPU kernels (ATEN_CPU_CAPABILITY=default), so
 # a result that holds only under one CPU's AVX2/AVX-512 kernels fails here, not on a user's machine.
 # The second pass leaves out the three slow numeric tests (two torchrun ranks, the full default run,
-# bf16 + compile); it takes about 2 minutes of `make test` on 2 cores.
+# bf16 + compile); it takes about 2 minutes of `make test` on 2 cores. pytest-xdist spreads the tests
+# over one worker per core (WORKERS=1 runs them in one process).
 PYTHON ?= python3
+WORKERS ?= auto
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
@@ -21,14 +23,14 @@ demo: setup
 	$(BIN)/imbtui train --ratio 100
 
 test: setup
-	$(BIN)/python -m pytest --durations=25
+	$(BIN)/python -m pytest -n $(WORKERS) --durations=25
 	$(MAKE) --no-print-directory test-kernels
 
 test-kernels: setup
-	ATEN_CPU_CAPABILITY=default $(BIN)/python -m pytest -m "numeric and not slow"
+	ATEN_CPU_CAPABILITY=default $(BIN)/python -m pytest -n $(WORKERS) -m "numeric and not slow"
 
 test-fast: setup
-	$(BIN)/python -m pytest -m "not slow"
+	$(BIN)/python -m pytest -n $(WORKERS) -m "not slow"
 
 bench: setup
 	$(BIN)/python bench/overhead.py
