@@ -27,6 +27,7 @@ Two shapes of training:
     python bench/overhead.py --epochs 5 --repeats 1           # a quick look
     python bench/overhead.py --shape resnet32 --arms off full # ResNet-32 shapes (GPU: --device cuda)
     python bench/overhead.py --threads 1 --sink null          # recording without the store writes
+    python bench/overhead.py --attribute --threads 1 --repeats 9  # recording's own calls, timed
     python bench/overhead.py --shape resnet32 --arms off full --device cpu --ratio 4 \
         --per-class 8 --test-per-class 2 --batch-size 4 --epochs 1 --repeats 1   # a smoke run
 
@@ -34,12 +35,13 @@ On a CPU shared with other work, `--threads 1` keeps torch's thread pool from sp
 other processes.
 
 Last lines: overhead_ci95=<low>,<high> (6 repeats or more) and overhead_ratio=<recorded/off>, for
-the richest level the trainer offers.
+the richest level the trainer offers; with --attribute, direct_ratio=<wall/(wall - recording)>.
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
 import math
 import os
 import statistics
@@ -57,6 +59,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from imbtui.store import RunWriter  # noqa: E402
+from trainer import loop, recording  # noqa: E402
 from trainer.loop import DYNAMICS, TrainConfig, train  # noqa: E402
 from trainer.sink import NullSink  # noqa: E402
 from trainer.vision import write_cifar  # noqa: E402
@@ -80,6 +83,89 @@ def run_once(cfg: TrainConfig, level: str, store: Path | None) -> tuple[float, f
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     assert result.status == "finished", result.message
     return wall, cpu
+
+
+# ==== --attribute: the recorder's own calls, timed inside full runs ================================
+
+RECORDER_CALLS = ("watch", "keeps_graph", "record", "flush_if_due", "flush", "evaluated")
+
+
+class Attribution:
+    """Time spent inside one run's recording: a timer around every call the loop makes into its
+    recorder (the outermost call only, so flush_if_due's own flush counts once) and the eval
+    passes' feature sums, which are timed by running each eval pass that gathers them again
+    without them, the two in alternating order, on the same model: the difference is their cost,
+    and the extra passes' time comes off the run's wall time. It leaves out what recording does
+    to the training's own operations (caches, memory, the logits' retained gradient), so it is a
+    lower bound of the end-to-end overhead, with a spread far smaller than the arms' (each
+    repeat's noise scales the few percent measured, not the whole run)."""
+
+    def __init__(self) -> None:
+        self.spent: dict[str, float] = collections.defaultdict(float)
+        self.extra = 0.0    # seconds of the eval passes run again without features
+        self.depth = 0
+        self.evals = 0
+
+    def timed(self, name: str, fn):
+        def call(*args, **kwargs):
+            if self.depth:
+                return fn(*args, **kwargs)
+            self.depth += 1
+            t0 = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                self.spent[name] += time.perf_counter() - t0
+                self.depth -= 1
+        return call
+
+    def features(self, fn):
+        def both(*args, **kwargs):
+            if not kwargs.get("features"):
+                return fn(*args, **kwargs)
+            plain = {**kwargs, "features": False}
+            self.evals += 1
+            out = {}
+            for kw in (kwargs, plain) if self.evals % 2 else (plain, kwargs):
+                t0 = time.perf_counter()
+                out[kw["features"]] = (fn(*args, **kw), time.perf_counter() - t0)
+            self.spent["eval features"] += out[True][1] - out[False][1]
+            self.extra += out[False][1]
+            return out[True][0]
+        return both
+
+
+def attributed_run(cfg: TrainConfig, store: Path | None) -> tuple[float, Attribution]:
+    """One `full` run with its recording timed (Attribution): (the run's wall seconds without
+    the extra eval passes, the attribution)."""
+    att = Attribution()
+    full = recording.RECORDERS["full"]
+    timed = type("TimedFullRecorder", (full,),
+                 {name: att.timed(name, getattr(full, name)) for name in RECORDER_CALLS})
+    plain_eval = loop.evaluate_features
+    recording.RECORDERS["full"], loop.evaluate_features = timed, att.features(plain_eval)
+    try:
+        wall, _ = run_once(cfg, "full", store)
+    finally:
+        recording.RECORDERS["full"], loop.evaluate_features = full, plain_eval
+    return wall - att.extra, att
+
+
+def attribute(cfg: TrainConfig, repeats: int, store: Path | None) -> None:
+    ratios = []
+    for r in range(repeats):
+        wall, att = attributed_run(cfg, store)
+        direct = sum(att.spent.values())
+        ratios.append(wall / (wall - direct))
+        parts = ", ".join(f"{name} {100 * t / wall:.2f} %" for name, t in
+                          sorted(att.spent.items(), key=lambda kv: -kv[1]))
+        print(f"repeat {r} full {wall:7.2f} s, recording {100 * direct / wall:.2f} % ({parts}); "
+              f"load {load()}", flush=True)
+    ci = median_ci(ratios)
+    print(f"direct ratio (wall / (wall - recording)): median {statistics.median(ratios):.3f}, "
+          f"range {min(ratios):.3f}-{max(ratios):.3f}"
+          + (f", 95 % CI {ci[0]:.3f}-{ci[1]:.3f}" if ci else "") + f" over {repeats} repeats")
+    print(f"direct_ratio={statistics.median(ratios):.3f}")
 
 
 def cifar_shaped(root: Path, per_class: int, test_per_class: int, seed: int = 0) -> None:
@@ -146,6 +232,10 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=None,
                     help="torch CPU threads (default: torch's). On a machine shared with other "
                          "work, 1 thread and the CPU-time ratio are the steadier measure")
+    ap.add_argument("--attribute", action="store_true",
+                    help="time the recording's own calls inside `--repeats` full runs instead of "
+                         "comparing arms (Attribution): a lower bound of the overhead, with a "
+                         "small spread; last line direct_ratio=")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -164,6 +254,9 @@ def main() -> None:
             # a process does once at its first write (pyarrow's first conversion imports numpy.ma)
             run_once(TrainConfig(**{**cfg.__dict__, "max_steps": 5, "epochs": 1}), arm,
                      Path(tmp) / "warm" if args.sink == "store" else None)
+        if args.attribute:
+            attribute(cfg, args.repeats, Path(tmp) / "store" if args.sink == "store" else None)
+            return
         times: dict[str, list[float]] = {a: [] for a in arms}
         cpus: dict[str, list[float]] = {a: [] for a in arms}
         for r in range(args.repeats):
