@@ -59,7 +59,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from imbtui.store import RunWriter  # noqa: E402
-from trainer import loop, recording  # noqa: E402
+from trainer import dynamics, recording  # noqa: E402
 from trainer.loop import DYNAMICS, TrainConfig, train  # noqa: E402
 from trainer.sink import NullSink  # noqa: E402
 from trainer.vision import write_cifar  # noqa: E402
@@ -92,19 +92,15 @@ RECORDER_CALLS = ("watch", "keeps_graph", "record", "flush_if_due", "flush", "ev
 
 class Attribution:
     """Time spent inside one run's recording: a timer around every call the loop makes into its
-    recorder (the outermost call only, so flush_if_due's own flush counts once) and the eval
-    passes' feature sums, which are timed by running each eval pass that gathers them again
-    without them, the two in alternating order, on the same model: the difference is their cost,
-    and the extra passes' time comes off the run's wall time. It leaves out what recording does
-    to the training's own operations (caches, memory, the logits' retained gradient), so it is a
-    lower bound of the end-to-end overhead, with a spread far smaller than the arms' (each
-    repeat's noise scales the few percent measured, not the whole run)."""
+    recorder (the outermost call only, so flush_if_due's own flush counts once) and around the
+    eval passes' feature sums (FeatureAccumulator, which only the full level runs). It leaves out
+    what recording does to the training's own operations (caches, memory, the logits' retained
+    gradient), so it is a lower bound of the end-to-end overhead, with a spread far smaller than
+    the arms' (each repeat's noise scales the few percent measured, not the whole run)."""
 
     def __init__(self) -> None:
         self.spent: dict[str, float] = collections.defaultdict(float)
-        self.extra = 0.0    # seconds of the eval passes run again without features
         self.depth = 0
-        self.evals = 0
 
     def timed(self, name: str, fn):
         def call(*args, **kwargs):
@@ -119,36 +115,25 @@ class Attribution:
                 self.depth -= 1
         return call
 
-    def features(self, fn):
-        def both(*args, **kwargs):
-            if not kwargs.get("features"):
-                return fn(*args, **kwargs)
-            plain = {**kwargs, "features": False}
-            self.evals += 1
-            out = {}
-            for kw in (kwargs, plain) if self.evals % 2 else (plain, kwargs):
-                t0 = time.perf_counter()
-                out[kw["features"]] = (fn(*args, **kw), time.perf_counter() - t0)
-            self.spent["eval features"] += out[True][1] - out[False][1]
-            self.extra += out[False][1]
-            return out[True][0]
-        return both
-
 
 def attributed_run(cfg: TrainConfig, store: Path | None) -> tuple[float, Attribution]:
-    """One `full` run with its recording timed (Attribution): (the run's wall seconds without
-    the extra eval passes, the attribution)."""
+    """One `full` run with its recording timed (Attribution): (wall seconds, the attribution)."""
     att = Attribution()
     full = recording.RECORDERS["full"]
     timed = type("TimedFullRecorder", (full,),
                  {name: att.timed(name, getattr(full, name)) for name in RECORDER_CALLS})
-    plain_eval = loop.evaluate_features
-    recording.RECORDERS["full"], loop.evaluate_features = timed, att.features(plain_eval)
+    acc = dynamics.FeatureAccumulator
+    plain = {name: getattr(acc, name) for name in ("add", "finish")}
+    recording.RECORDERS["full"] = timed
+    for name, fn in plain.items():
+        setattr(acc, name, att.timed("eval features", fn))
     try:
         wall, _ = run_once(cfg, "full", store)
     finally:
-        recording.RECORDERS["full"], loop.evaluate_features = full, plain_eval
-    return wall - att.extra, att
+        recording.RECORDERS["full"] = full
+        for name, fn in plain.items():
+            setattr(acc, name, fn)
+    return wall, att
 
 
 def attribute(cfg: TrainConfig, repeats: int, store: Path | None) -> None:

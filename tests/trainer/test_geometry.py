@@ -93,13 +93,20 @@ def group_pair_mean(cos: dict, members: list[int]) -> float:
     return float(np.mean(vals)) if vals else float("nan")
 
 
+def scatter(h: np.ndarray, y: np.ndarray, n_classes: int) -> np.ndarray:
+    """sum_i (h_i - mu_c(i))(h_i - mu_c(i))^T, written out with a loop, in float64."""
+    h = h.astype(np.float64)
+    means = {c: h[y == c].mean(0) for c in range(n_classes) if (y == c).any()}
+    return sum(np.outer(v - means[c], v - means[c]) for v, c in zip(h, y))
+
+
 def sums(h: np.ndarray, y: np.ndarray, n_classes: int) -> FeatureSums:
-    """The sums written out with loops (the code under test uses index_add_ and h^T h)."""
+    """The sums written out with loops (the code under test uses index_add_ and projects the
+    scatter to the class means' span); the scatter whole, in the identity basis."""
     n = np.array([(y == c).sum() for c in range(n_classes)])
     hs = np.array([h[y == c].sum(0) if n[c] else np.zeros(h.shape[1]) for c in range(n_classes)])
     sq = np.array([(h[y == c] ** 2).sum() for c in range(n_classes)])
-    hh = sum(np.outer(v, v) for v in h.astype(np.float64))
-    return FeatureSums(n, hs, sq, hh)
+    return FeatureSums(n, hs, sq, np.eye(h.shape[1]), scatter(h, y, n_classes))
 
 
 def conditioning(ref: dict) -> float:
@@ -317,12 +324,20 @@ def test_evaluate_features_sums_are_the_features_sums() -> None:
         h = torch.cat([model.forward_features(x[i:i + 16])[0] for i in range(0, 70, 16)])
     want = sums(h.double().numpy(), y.numpy(), 4)
     assert f.n.tolist() == [40, 20, 0, 10] and rows["n"].tolist() == f.n.tolist()
-    assert f.hh.dtype == np.float64 and f.hh.shape == (model.fc.in_features,) * 2
     # float64 sums of <= 70 exact float32 products, in another order: <= 70 * 1.1e-16 relative
     # to the terms' magnitudes (features are >= 0 after ReLU, so no cancellation)
     np.testing.assert_allclose(f.h, want.h, rtol=1e-13, atol=0)
     np.testing.assert_allclose(f.sq, want.sq, rtol=1e-13)
-    np.testing.assert_allclose(f.hh, want.hh, rtol=1e-13, atol=1e-13 * np.abs(want.hh).max())
+    # the scatter's basis: 3 orthonormal columns (classes present) spanning their means
+    q = f.basis
+    assert q.dtype == np.float64 and q.shape == (model.fc.in_features, 3)
+    np.testing.assert_allclose(q.T @ q, np.eye(3), atol=1e-14)
+    means = want.h[[0, 1, 3]] / f.n[[0, 1, 3], None]
+    np.testing.assert_allclose(means @ q @ q.T, means, rtol=0, atol=1e-13 * np.abs(means).max())
+    # and the scatter in it, against the loop's whole (D, D) scatter projected there
+    ref = q.T @ want.within @ q
+    assert f.within.shape == (3, 3)
+    np.testing.assert_allclose(f.within, ref, rtol=0, atol=1e-12 * np.abs(ref).max())
 
 
 # ==== end to end: a short real run ==============================================================

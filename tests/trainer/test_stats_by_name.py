@@ -234,7 +234,7 @@ def test_evaluate_features_in_another_order(monkeypatch: pytest.MonkeyPatch) -> 
     monkeypatch.setattr(dynamics, "EVAL_SUMS", Stats(names[::-1]))
     got_rows, got_feats = run()
     same(got_rows, want_rows)
-    for field in ("n", "h", "sq", "hh"):
+    for field in ("n", "h", "sq", "basis", "within"):
         np.testing.assert_array_equal(getattr(got_feats, field), getattr(want_feats, field))
     assert got_rows["n"].tolist() == torch.bincount(y, minlength=C).tolist()
     with torch.no_grad():  # batch by batch, as evaluated: a CPU's kernels may round a

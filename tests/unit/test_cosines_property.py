@@ -63,7 +63,10 @@ def feature_sums(h: np.ndarray, y: np.ndarray, c: int) -> FeatureSums:
     n = np.bincount(y, minlength=c)
     sums = np.zeros((c, h.shape[1]))
     np.add.at(sums, y, h)
-    return FeatureSums(n, sums, np.bincount(y, weights=(h * h).sum(1), minlength=c), h.T @ h)
+    means = sums / np.maximum(n, 1)[:, None]
+    r = h - means[y]  # the within-class scatter whole, in the identity basis
+    return FeatureSums(n, sums, np.bincount(y, weights=(h * h).sum(1), minlength=c),
+                       np.eye(h.shape[1]), r.T @ r)
 
 
 COSINE_COLUMNS = ("cos_mean", "cos_max", "majority_cos", "minority_cos", "w_cos_mean",
