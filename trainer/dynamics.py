@@ -851,11 +851,10 @@ def mean_pair_cos(cos: np.ndarray, members: np.ndarray) -> float:
     return float(sub[np.triu_indices(len(idx), 1)].mean())
 
 
-def nc1_papyan(sigma_w: np.ndarray, m: np.ndarray, basis: np.ndarray | None = None) -> float:
+def nc1_papyan(sigma_w: np.ndarray, m: np.ndarray, basis: np.ndarray) -> float:
     """Tr(Sigma_W Sigma_B^+) / C with Sigma_B = M^T M / C, M the (C, D) centred class means, and
     Sigma_B^+ of rank C-1 (see the section's head). `sigma_w` is Q^T Sigma_W Q for the
-    orthonormal columns `basis` Q, which span the class means (None: Sigma_W itself, Q the
-    identity). NaN with fewer than two classes or no spread between their means; never below 0
+    orthonormal columns `basis` Q, which span the class means (the identity: Sigma_W itself). NaN with fewer than two classes or no spread between their means; never below 0
     (Sigma_W from sums may be a round-off short of PSD)."""
     c, d = m.shape
     if c < 2 or not (np.isfinite(sigma_w).all() and np.isfinite(m).all()):
@@ -866,8 +865,7 @@ def nc1_papyan(sigma_w: np.ndarray, m: np.ndarray, basis: np.ndarray | None = No
     if not keep.any():
         return float("nan")
     s, vt = s[keep], vt[keep]
-    if basis is not None:  # v_k in the basis's coordinates: v_k lies in its span
-        vt = vt @ basis
+    vt = vt @ basis  # v_k in the basis's coordinates: v_k lies in its span
     along = np.einsum("kd,de,ke->k", vt, sigma_w, vt)  # v_k^T Sigma_W v_k
     return max(0.0, float(along @ (1.0 / (s * s))))
 

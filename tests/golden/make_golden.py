@@ -10,12 +10,13 @@ a float32 sum through every later step, and runs under AVX-512, AVX2 and the por
 10-60 % apart, so rows compare only under the kernels that made them. One thread, so that the
 number of cores does not change how a sum is split.
 
-The libraries under ATen choose their code by the CPU too: MKL by vendor and model (on an AMD EPYC
-its AVX2 code, on an Intel Xeon its AVX-512 code, for the same ATen kernel set), oneDNN and NNPACK
-their blocking by the CPU's ISA and caches. So the golden run pins them (`PINNED`): MKL in strict
-conditional numerical reproducibility on its AVX2 code (MKL_CBWR, which MKL reads when it starts,
-so the run is a process of its own: `run_pinned`), and convolutions through ATen's own
-im2col + GEMM, with oneDNN and NNPACK off. The rows then depend on the ATen kernel set alone.
+The libraries under ATen choose their code by the CPU too, whatever ATen's kernel set: MKL by
+vendor and model (on an AMD EPYC it runs its AVX2 code), oneDNN and NNPACK their kernels and
+blocking by the CPU's ISA and caches; rows made on an Intel Xeon failed on an AMD EPYC under both
+kernel sets. So the golden run pins them (`PINNED`): MKL in strict conditional numerical
+reproducibility on its AVX2 code (MKL_CBWR, which MKL reads when it starts, so the run is a process
+of its own: `run_pinned`), and convolutions through ATen's own im2col + GEMM, with oneDNN and
+NNPACK off, so that the rows do not depend on the code these libraries pick for a CPU.
 Re-make them only when a change is meant to alter what the trainer records, and say so in the
 commit.
 """
@@ -47,12 +48,16 @@ def folder() -> Path:
     return HERE / capability()
 
 
+def unpinned() -> dict[str, str]:
+    """The settings of `PINNED` this process's environment does not have."""
+    return {k: v for k, v in PINNED.items() if os.environ.get(k) != v}
+
+
 def golden_run():
     """The default run's first 300 steps, recorded in memory on one thread, in this process,
     which must have started with `PINNED` in its environment: {table: frame}."""
-    unpinned = {k: v for k, v in PINNED.items() if os.environ.get(k) != v}
-    if unpinned:
-        raise RuntimeError(f"the golden run needs {unpinned} from its process's start "
+    if unpinned():
+        raise RuntimeError(f"the golden run needs {unpinned()} from its process's start "
                            "(run_pinned, or run this file as a script)")
     import polars as pl
     import torch
@@ -108,6 +113,6 @@ if __name__ == "__main__":
     ap.add_argument("--out", type=Path, default=None,
                     help="where to write the rows (default: tests/golden/<this kernel set>)")
     args = ap.parse_args()
-    if any(os.environ.get(k) != v for k, v in PINNED.items()):  # MKL reads it at its start
+    if unpinned():  # MKL reads its setting when it starts: start again with it
         os.execve(sys.executable, [sys.executable, *sys.argv], {**os.environ, **PINNED})
     write_rows(args.out or folder())

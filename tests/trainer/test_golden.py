@@ -5,8 +5,8 @@ Rows are compared only under the CPU kernel set that made them (`make test` runs
 under the machine's own kernels and again under ATEN_CPU_CAPABILITY=default, so CI checks both):
 300 SGD steps amplify a kernel's last-bit differences into runs that end 10-60 % apart, so no
 tolerance could tell a refactor's mistake from another CPU. The run pins the libraries below ATen
-(MKL's code path, oneDNN, NNPACK: tests/golden/make_golden.py), so that the rows depend on the
-kernel set alone; it runs in a process of its own, which MKL needs for that. Under a kernel set
+(MKL's code path, oneDNN, NNPACK: tests/golden/make_golden.py), which otherwise pick their code
+by CPU; it runs in a process of its own, which MKL needs for that. Under a kernel set
 with no rows the test skips and says how to make them.
 """
 
