@@ -352,6 +352,7 @@ for name in ("sam", "imbsam"):
     out[name] = {k: v.detach().clone() for k, v in model.state_dict().items()}
 torch.save(out, f"{sys.argv[2]}/rank{r}.pt")
 distributed.teardown()
+distributed.leave(0)  # as the CLI ends a worker that used DDP: no interpreter shutdown to race
 """
 
 
