@@ -309,7 +309,10 @@ for tid in os.listdir("/proc/self/task"):
 for _ in range(20):
     distributed.dist_sum_(torch.ones(4096))
 distributed.teardown()
-print("rank", distributed.env_rank(), "done")
+# One write() of one short line: the ranks share the pipe, and a line written in pieces
+# (print's separate writes when stdout is unbuffered) can interleave with the other rank's.
+sys.stdout.write(f"rank {distributed.env_rank()} done\n")
+sys.stdout.flush()
 distributed.leave(0)
 """
 
