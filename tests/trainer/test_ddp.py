@@ -311,7 +311,7 @@ for _ in range(20):
 distributed.teardown()
 # One write() of one short line: the ranks share the pipe, and a line written in pieces
 # (print's separate writes when stdout is unbuffered) can interleave with the other rank's.
-sys.stdout.write(f"rank {distributed.env_rank()} done\n")
+sys.stdout.write(f"rank {distributed.env_rank()} done\\n")
 sys.stdout.flush()
 distributed.leave(0)
 """
