@@ -14,9 +14,10 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
+import gc
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -394,11 +395,30 @@ def train(cfg: TrainConfig, sink: Sink | None = None, hooks: Hooks | None = None
     failed and raises DataError too, so the CLI shows one line."""
     keep_freed_memory()  # before the first batch is allocated (trainer/allocator.py)
     try:
-        return _train(resolve_config(cfg), sink or NullSink(), hooks or Hooks())
+        with frozen_heap():
+            return _train(resolve_config(cfg), sink or NullSink(), hooks or Hooks())
     except torch.OutOfMemoryError:
         raise DataError("the GPU ran out of memory: try a smaller --batch-size") from None
     finally:
         distributed.teardown()  # leaves a torchrun process group this run joined
+
+
+@contextlib.contextmanager
+def frozen_heap() -> Iterator[None]:
+    """The objects that exist when a run starts (imported modules: about 340,000 objects with
+    torch, polars and DuckDB loaded) kept out of the cyclic garbage collector's full passes
+    (`gc.freeze`) until it ends. Each full pass would otherwise walk them all, 130-270 ms on a
+    2-core Xeon, a few times a minute as the loop allocates: stalls the size of a whole flush
+    window. The run's own objects are collected as before; a caller that froze the heap itself
+    keeps it frozen."""
+    mine = gc.get_freeze_count() == 0
+    if mine:
+        gc.freeze()
+    try:
+        yield
+    finally:
+        if mine:
+            gc.unfreeze()
 
 
 def _train(cfg: TrainConfig, sink: Sink, hooks: Hooks) -> RunResult:
