@@ -681,13 +681,13 @@ class FeatureAccumulator:
 
     def __init__(self, n_classes: int, dim: int, device: torch.device) -> None:
         self.hsum = torch.zeros(n_classes, dim, device=device, dtype=torch.float64)
-        self.kept: list[tuple[torch.Tensor, torch.Tensor]] = []  # each batch's (h, y)
+        self.kept: list[tuple[torch.Tensor, torch.Tensor]] = []  # each batch's (hd, y)
 
     def add(self, h: torch.Tensor, hd: torch.Tensor, y: torch.Tensor) -> None:
-        """A batch's features `h` (float32, kept for the scatter), `hd` (the same in float64)
+        """A batch's features `h` (float32), `hd` (the same in float64, kept for the scatter)
         and labels."""
         self.hsum.index_add_(0, y, hd)
-        self.kept.append((h, y))
+        self.kept.append((hd, y))
 
     def finish(self, n: np.ndarray, sq: np.ndarray) -> FeatureSums:
         """The pass's FeatureSums, given its per-class counts and sums of ||h||^2 (summed across
@@ -702,13 +702,14 @@ class FeatureAccumulator:
 def within_scatter(kept: Sequence[tuple[torch.Tensor, torch.Tensor]], hsum: torch.Tensor,
                    n: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """The within-class scatter sum_i r_i r_i^T (r_i = h_i - mu_c(i)) of an eval pass's kept
-    features `kept` ((h, y) per batch; `hsum`, `n` the whole split's per-class sums and counts),
-    in the span of the present classes' means, which holds the directions NC1 weighs it by (those
-    of Sigma_B^+): (basis Q (D, k) with orthonormal columns spanning the means, k <= C, and
-    Q^T (sum_i r_i r_i^T) Q (k, k)), float64, the scatter summed across ranks. Each residual is
-    taken against its class mean in float64, so no sum cancels against the means' size, and is
-    projected to k columns before the product: B (D k + k^2) multiply-adds a batch instead of the
-    B D^2 of the whole (D, D) scatter (k = 10 against D = 128 on the default run)."""
+    features `kept` ((h, y) per batch, h float64; `hsum`, `n` the whole split's per-class sums and
+    counts), in the span of the present classes' means, which holds the directions NC1 weighs it
+    by (those of Sigma_B^+): (basis Q (D, k) with orthonormal columns spanning the means, k <= C,
+    and Q^T (sum_i r_i r_i^T) Q (k, k)), float64, the scatter summed across ranks. Each residual
+    is taken in the k columns, Q^T r_i = Q^T h_i - Q^T mu_c(i), in float64 (the features are
+    float32 values: the difference is exact to 1e-16 of their size), and no sum of squares
+    cancels against the means' size: B (D k + k^2) multiply-adds a batch instead of the B D^2 of
+    the whole (D, D) scatter (k = 10 against D = 128 on the default run)."""
     present = n > 0
     mean = hsum / n.clamp_min(1)[:, None].to(hsum.dtype)
     if present.any():
@@ -716,8 +717,9 @@ def within_scatter(kept: Sequence[tuple[torch.Tensor, torch.Tensor]], hsum: torc
     else:
         basis = torch.zeros(hsum.shape[1], 0, dtype=hsum.dtype, device=hsum.device)
     within = torch.zeros(basis.shape[1], basis.shape[1], dtype=hsum.dtype, device=hsum.device)
+    projected_mean = mean @ basis
     for h, y in kept:
-        r = (h.double() - mean[y]) @ basis
+        r = (h.to(basis.dtype) @ basis).sub_(projected_mean[y])
         within.addmm_(r.T, r)
     return basis, dist_sum_(within)
 
