@@ -482,6 +482,7 @@ def _train(cfg: TrainConfig, sink: Sink, hooks: Hooks) -> RunResult:
         _safe_finish(sink, "interrupted", f"interrupted at step {at.step}", step_done=at.step)
         raise
     except BaseException as exc:
+        _safe_wait(recorder)  # no flush may write after the run's end is recorded
         _safe_finish(sink, "failed", f"{exc.__class__.__name__}: {exc}")
         raise
     sink.update(epoch_done=at.epoch, step_done=at.step)
@@ -513,7 +514,7 @@ def train_epochs(run: Training, recorder: Recorder, sink: Sink, hooks: Hooks, sa
                 train_step(run, recorder, at.step, at.epoch, rows)
             at.step += 1
             recorder.flush_if_due()
-        recorder.flush(epoch_end=True)
+        recorder.flush(epoch_end=True, overlap=True)  # on its own thread, during the evaluation
         # -- per-epoch evaluation: training set without augmentation, balanced test set ---------
         final = evaluate_epoch(run, recorder, at.epoch, at.step)
         if not math.isfinite(final["train_loss"]):
@@ -568,9 +569,16 @@ def default_name(cfg: TrainConfig) -> str:
 
 def _safe_flush(recorder: Recorder) -> None:
     try:
-        recorder.flush(epoch_end=True)
+        recorder.flush(epoch_end=True)  # after waiting for one under way
     except Exception:
         pass  # the run is ending anyway; what was flushed before is intact
+
+
+def _safe_wait(recorder: Recorder) -> None:
+    try:
+        recorder.wait()
+    except Exception:
+        pass  # the run has failed already: that error is the one to report
 
 
 def _safe_finish(sink: Sink, status: str, message: str, **progress: Any) -> None:

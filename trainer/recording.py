@@ -14,17 +14,23 @@
 
 The loop, per step: `watch(logits)` before the backward pass, `keeps_graph(step)` for it,
 `record(...)` after it (before the optimiser moves the classifier), then `flush_if_due()`; per
-epoch: `flush(epoch_end=True)` and `evaluated(...)`. A recorder owns when its buffers reach the
+epoch: `flush(epoch_end=True, overlap=True)` and `evaluated(...)`. A recorder owns when its buffers reach the
 sink: the step buffer when it has no room for another step or `flush_seconds` after the last
 flush (under torchrun by step counts only: the ranks reduce their buffers together, so they must
 decide from values they share, never from their own clocks); the per-sample and probe rows once
 per epoch (a part per epoch, not per flush: the per-sample rows are the bulk of the store). A
 flush that finds a non-finite loss writes the rows up to and including the first bad step and
 raises `Diverged`.
+
+In one process on a CPU, the loop's epoch-end flush (`overlap=True`) runs on a thread of its own
+while the loop evaluates: the next call into the recorder (`evaluated` first) waits for it and
+raises what it raised, `Diverged` included, so the store receives the same rows in the same
+cases; only the flush's time leaves the training thread. `wait()` waits for it explicitly.
 """
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -105,8 +111,12 @@ class Recorder(Protocol):
         """After every step: flush when the step buffer has no room for another step or
         flush_seconds have passed since the last flush."""
 
-    def flush(self, epoch_end: bool = False) -> None:
-        """The buffered steps to the sink; at an epoch's end the per-epoch tables too."""
+    def flush(self, epoch_end: bool = False, overlap: bool = False) -> None:
+        """The buffered steps to the sink; at an epoch's end the per-epoch tables too. With
+        `overlap`, where the recorder can (module docstring), on a thread of its own."""
+
+    def wait(self) -> None:
+        """Wait for a flush under way on its own thread, and raise what it raised."""
 
     def evaluated(self, epoch: int, step: int, rows: Mapping[str, dict[str, np.ndarray]],
                   features: Mapping[str, Any]) -> None:
@@ -142,7 +152,10 @@ class NullRecorder:
     def flush_if_due(self) -> None:
         pass
 
-    def flush(self, epoch_end: bool = False) -> None:
+    def flush(self, epoch_end: bool = False, overlap: bool = False) -> None:
+        pass
+
+    def wait(self) -> None:
         pass
 
     def evaluated(self, epoch: int, step: int, rows: Mapping[str, dict[str, np.ndarray]],
@@ -164,6 +177,10 @@ class StepsRecorder:
         self.flush_steps, self.flush_seconds = run.flush_steps, run.flush_seconds
         self.posthoc_tau = tuple(run.posthoc_tau)
         self.timed = not distributed.active()  # ranks flush together: on step counts only
+        # an overlapped flush (one process, CPU: torchrun's ranks reduce together, and a GPU
+        # already runs the flush's arithmetic asynchronously) and what it raised
+        self.can_overlap = self.timed and run.device.type == "cpu"
+        self.pending: Overlapped | None = None
         # `samples` (FullRecorder's) rides along: the step buffer fills in its values as it
         # settles the same steps (`_drain_steps`)
         self.samples = samples
@@ -183,6 +200,8 @@ class StepsRecorder:
 
     def record(self, step: int, epoch: int, lr: float, h: torch.Tensor, logits: torch.Tensor,
                y: torch.Tensor, rows: torch.Tensor) -> None:
+        if self.pending is not None:
+            self.wait()
         dlogits = logits.grad
         scale = getattr(self.net, "logit_scale", None)
         if scale is not None:  # lws: logits f_c z_c, so dLoss/dz_c = f_c dLoss/dlogit_c
@@ -196,8 +215,20 @@ class StepsRecorder:
                                 and time.monotonic() - self.last_flush >= self.flush_seconds):
             self.flush()
 
-    def flush(self, epoch_end: bool = False) -> None:
+    def flush(self, epoch_end: bool = False, overlap: bool = False) -> None:
+        self.wait()
         self.last_flush = time.monotonic()
+        if overlap and self.can_overlap:
+            self.pending = Overlapped(self._flush_now, epoch_end)
+        else:
+            self._flush_now(epoch_end)
+
+    def wait(self) -> None:
+        pending, self.pending = self.pending, None
+        if pending is not None:
+            pending.result()
+
+    def _flush_now(self, epoch_end: bool) -> None:
         steps = self._drain_steps()
         if steps is not None:
             self._write_steps(steps)
@@ -206,6 +237,7 @@ class StepsRecorder:
 
     def evaluated(self, epoch: int, step: int, rows: Mapping[str, dict[str, np.ndarray]],
                   features: Mapping[str, Any]) -> None:
+        self.wait()  # the epoch's own flush first: a diverged one ends the run before its rows
         # both splits in one part: a write per epoch, not per split
         self.sink.write("epochs", epoch_rows(epoch, step, rows, self.fc))
         if self.posthoc_tau:  # post-hoc logit adjustment's counts, both splits in one part too
@@ -296,6 +328,27 @@ class FullRecorder(StepsRecorder):
         return {"samples": self.samples.drain() if len(self.samples) else None,
                 "probes": self.probe.drain() if len(self.probe) else None,
                 **(self.conflict.drain() if self.conflict is not None else {})}
+
+
+class Overlapped:
+    """`fn(*args)` on a thread of its own; `result()` waits for it and raises what it raised."""
+
+    def __init__(self, fn, *args: Any) -> None:
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, args=(fn, args), name="imbtui-flush",
+                                       daemon=True)
+        self.thread.start()
+
+    def _run(self, fn, args: tuple[Any, ...]) -> None:
+        try:
+            fn(*args)
+        except BaseException as exc:  # handed to the thread that waits
+            self.error = exc
+
+    def result(self) -> None:
+        self.thread.join()
+        if self.error is not None:
+            raise self.error
 
 
 RECORDERS: dict[str, type[NullRecorder | StepsRecorder]] = {

@@ -7,6 +7,7 @@ import ast
 import inspect
 import re
 import textwrap
+import threading
 import types
 
 import numpy as np
@@ -36,7 +37,7 @@ def interface(cls: type) -> dict[str, inspect.Signature]:
 def test_the_three_recorders_have_one_interface() -> None:
     want = interface(Recorder)
     assert set(want) == {"start", "watch", "keeps_graph", "record", "flush_if_due", "flush",
-                         "evaluated"}
+                         "wait", "evaluated"}
     assert set(RECORDERS) == set(loop.DYNAMICS) == {"off", "minimal", "full"}
     for cls in (NullRecorder, StepsRecorder, FullRecorder):
         assert interface(cls) == want, cls.__name__
@@ -181,3 +182,76 @@ def test_the_loss_says_which_classifier_it_needs() -> None:
     assert isinstance(fc, NormedLinear) and fc.scale == 16.0
     assert type(build_model("cnn1d", (40,), C, scale=None).fc) is torch.nn.Linear
     assert "ldam" not in inspect.getsource(loop)  # no special case in the loop
+
+
+# ==== the epoch-end flush, overlapped with the evaluation =========================================
+
+class GatedSink(MemorySink):
+    """A MemorySink whose writes wait for `gate` and note the thread that made them."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = threading.Event()
+        self.threads: set[str] = set()
+
+    def write(self, table, columns) -> None:
+        self.gate.wait(timeout=60)
+        self.threads.add(threading.current_thread().name)
+        super().write(table, columns)
+
+
+def recorded(sink: MemorySink, seed: int, overlap: bool, nan_after: int | None = None
+             ) -> FullRecorder:
+    g = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    model = build_model("mlp", (D,), C)
+    rec = FullRecorder(sink, loop.Hooks(), subject(model, flush_steps=1000, probe_every=2))
+    for step in range(5):
+        one_step(model, rec, step, g)
+        if step == nan_after:
+            with torch.no_grad():
+                model.fc.bias.fill_(float("nan"))
+    rec.flush(epoch_end=True, overlap=overlap)
+    return rec
+
+
+def test_an_overlapped_flush_runs_on_its_own_thread_and_writes_what_a_plain_one_writes() -> None:
+    plain = MemorySink()
+    recorded(plain, 3, overlap=False)
+    sink = GatedSink()
+    rec = recorded(sink, 3, overlap=True)  # returns while its writes wait at the gate
+    assert sink.parts == {}
+    sink.gate.set()
+    rec.wait()
+    assert sink.threads == {"imbtui-flush"}
+    assert sink.parts.keys() == plain.parts.keys() == {"steps", "samples", "probes"}
+    for table in plain.parts:
+        want, got = plain.table(table), sink.table(table)
+        assert got.keys() == want.keys()
+        for col in want:
+            np.testing.assert_array_equal(got[col], want[col], err_msg=f"{table}.{col}")
+
+
+def test_an_overlapped_flush_that_diverged_is_raised_before_the_evaluation_is_written() -> None:
+    sink = GatedSink()
+    sink.gate.set()
+    rec = recorded(sink, 4, overlap=True, nan_after=1)
+    with pytest.raises(Diverged) as exc:
+        rec.evaluated(1, 5, {}, {})
+    assert exc.value.step == 2 and exc.value.kept == 3
+    assert sorted(set(sink.table("steps")["step"].tolist())) == [0, 1, 2]
+    assert "epochs" not in sink.parts  # the evaluation of a diverged epoch is not recorded
+    rec.wait()  # raised once: nothing is left to wait for
+
+
+def test_a_recorder_under_torchrun_or_on_a_gpu_flushes_in_the_callers_thread(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    model = build_model("mlp", (D,), C)
+    assert StepsRecorder(MemorySink(), loop.Hooks(), subject(model)).can_overlap
+    gpu = Subject(model, np.array([False, False, True]), torch.arange(100), 10,
+                  torch.device("cuda"))
+    monkeypatch.setattr(recording.distributed, "active", lambda: True)
+    assert not StepsRecorder(MemorySink(), loop.Hooks(), subject(model)).can_overlap
+    monkeypatch.setattr(recording.distributed, "active", lambda: False)
+    monkeypatch.setattr(recording, "StepRecorder", lambda *a, **k: None)  # no CUDA buffer here
+    assert not StepsRecorder(MemorySink(), loop.Hooks(), gpu).can_overlap
