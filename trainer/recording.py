@@ -14,12 +14,12 @@
 
 The loop, per step: `watch(logits)` before the backward pass, `keeps_graph(step)` for it,
 `record(...)` after it (before the optimiser moves the classifier), then `flush_if_due()`; per
-epoch: `flush(epoch_end=True, overlap=True)` and `evaluated(...)`. A recorder owns when its buffers reach the
-sink: the step buffer when it has no room for another step or `flush_seconds` after the last
-flush (under torchrun by step counts only: the ranks reduce their buffers together, so they must
-decide from values they share, never from their own clocks); the per-sample and probe rows once
-per epoch (a part per epoch, not per flush: the per-sample rows are the bulk of the store). A
-flush that finds a non-finite loss writes the rows up to and including the first bad step and
+epoch: `flush(epoch_end=True, overlap=True)` and `evaluated(...)`. A recorder owns when its
+buffers reach the sink: the step buffer when it has no room for another step or `flush_seconds`
+after the last flush (under torchrun by step counts only: the ranks reduce their buffers
+together, so they must decide from values they share, never from their own clocks); the
+per-sample and probe rows once per epoch (a part per epoch, not per flush: the per-sample rows
+are the bulk of the store). A flush that finds a non-finite loss writes the rows up to and including the first bad step and
 raises `Diverged`.
 
 In one process on a CPU, the loop's epoch-end flush (`overlap=True`) runs on a thread of its own

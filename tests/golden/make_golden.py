@@ -3,14 +3,15 @@
     python tests/golden/make_golden.py                              # this CPU's kernel set
     ATEN_CPU_CAPABILITY=default python tests/golden/make_golden.py  # PyTorch's portable kernels
 
-tests/trainer/test_golden.py trains the same run and compares it with these files, so a change to the
-trainer that is meant to keep its behaviour (a refactor) is checked row by row. One thread, so that
-the number of cores does not change how a sum is split.
+tests/trainer/test_golden.py trains the same run and compares it with these files, so a change to
+the trainer that is meant to keep its behaviour (a refactor) is checked row by row. One thread, so
+that the number of cores does not change how a sum is split.
 
-Two comparisons, because training amplifies a last-bit difference. Any two CPUs differ in the last
-bits from the first forward pass (ATen's kernel set; MKL, oneDNN and NNPACK pick their code by CPU
-vendor, ISA and caches), and the default run amplifies that about tenfold a step once its learning
-rate nears its peak: runs that agree to 1e-6 for the first 35-65 steps end 10-60 % apart at step 300.
+Two comparisons, because training amplifies a last-bit difference. Any two CPUs differ in the
+last bits from the first forward pass (ATen's kernel set; MKL, oneDNN and NNPACK pick their code
+by CPU vendor, ISA and caches), and the default run amplifies that about tenfold a step once its
+learning rate nears its peak: runs that agree to 1e-6 for the first 35-65 steps end 10-60 %
+apart at step 300.
 
 - On the CPU that made the rows (`meta.json`'s `cpu`), under the kernel set that made them
   (tests/golden/<capability>/), all 300 steps are compared bit for bit.

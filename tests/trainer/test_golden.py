@@ -8,7 +8,8 @@ two comparisons).
 - On the CPU and kernel set that made the rows: all rows, bit for bit.
 
 `make test` runs this module under the machine's own kernels and again under
-ATEN_CPU_CAPABILITY=default. Under a kernel set with no rows the tests skip and say how to make them.
+ATEN_CPU_CAPABILITY=default. Under a kernel set with no rows the tests skip and say how to make
+them.
 """
 
 from __future__ import annotations
