@@ -19,8 +19,8 @@ buffers reach the sink: the step buffer when it has no room for another step or 
 after the last flush (under torchrun by step counts only: the ranks reduce their buffers
 together, so they must decide from values they share, never from their own clocks); the
 per-sample and probe rows once per epoch (a part per epoch, not per flush: the per-sample rows
-are the bulk of the store). A flush that finds a non-finite loss writes the rows up to and including the first bad step and
-raises `Diverged`.
+are the bulk of the store). A flush that finds a non-finite loss writes the rows up to and
+including the first bad step and raises `Diverged`.
 
 In one process on a CPU, the loop's epoch-end flush (`overlap=True`) runs on a thread of its own
 while the loop evaluates: the next call into the recorder (`evaluated` first) waits for it and
