@@ -666,7 +666,7 @@ def evaluate_features(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, 
             LOGIT_SUMS.of(lsum, "pred_count").index_add_(
                 0, pred, torch.ones_like(loss, dtype=torch.float64))
         if feats is not None:
-            feats.add(h, hd, yb)
+            feats.add(hd, yb)
     model.train(was_training)
     a = dist_sum_(acc).cpu().numpy()
     rows = eval_rows(a, hits, lsum)
@@ -683,9 +683,8 @@ class FeatureAccumulator:
         self.hsum = torch.zeros(n_classes, dim, device=device, dtype=torch.float64)
         self.kept: list[tuple[torch.Tensor, torch.Tensor]] = []  # each batch's (hd, y)
 
-    def add(self, h: torch.Tensor, hd: torch.Tensor, y: torch.Tensor) -> None:
-        """A batch's features `h` (float32), `hd` (the same in float64, kept for the scatter)
-        and labels."""
+    def add(self, hd: torch.Tensor, y: torch.Tensor) -> None:
+        """A batch's features in float64 (kept for the scatter) and labels."""
         self.hsum.index_add_(0, y, hd)
         self.kept.append((hd, y))
 
@@ -856,8 +855,9 @@ def mean_pair_cos(cos: np.ndarray, members: np.ndarray) -> float:
 def nc1_papyan(sigma_w: np.ndarray, m: np.ndarray, basis: np.ndarray) -> float:
     """Tr(Sigma_W Sigma_B^+) / C with Sigma_B = M^T M / C, M the (C, D) centred class means, and
     Sigma_B^+ of rank C-1 (see the section's head). `sigma_w` is Q^T Sigma_W Q for the
-    orthonormal columns `basis` Q, which span the class means (the identity: Sigma_W itself). NaN with fewer than two classes or no spread between their means; never below 0
-    (Sigma_W from sums may be a round-off short of PSD)."""
+    orthonormal columns `basis` Q, which span the class means (the identity: Sigma_W itself).
+    NaN with fewer than two classes or no spread between their means; never below 0 (a sum of
+    outer products may be a round-off short of PSD)."""
     c, d = m.shape
     if c < 2 or not (np.isfinite(sigma_w).all() and np.isfinite(m).all()):
         return float("nan")
